@@ -1,0 +1,148 @@
+//! The one error type of the library: every variant names what failed and where.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in a store operation.
+///
+/// Variants carry the key, location, shard, stripe or path involved, so the message alone tells
+/// an operator what failed and where. The CLI maps variants to exit codes with
+/// [`Error::exit_code`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key is not a valid object name (empty, longer than 1024 bytes, or contains NUL).
+    #[error("invalid key: {reason}")]
+    InvalidKey {
+        /// Why the key was rejected.
+        reason: &'static str,
+    },
+
+    /// No object with this key exists (or it was deleted).
+    #[error("object {key:?} not found")]
+    NotFound {
+        /// The key that was looked up.
+        key: String,
+    },
+
+    /// More chunks of a stripe are lost or damaged than the parity can rebuild.
+    #[error("object {key:?} is unrecoverable at stripe {stripe}: {available} good chunks < {needed} needed")]
+    Unrecoverable {
+        /// The object's key.
+        key: String,
+        /// The stripe (0-based) that cannot be rebuilt.
+        stripe: u64,
+        /// How many chunks of the stripe verified.
+        available: usize,
+        /// How many are needed (the data shard count `k`).
+        needed: usize,
+    },
+
+    /// Shard files of the object exist, but no version of it is held by enough locations.
+    #[error(
+        "object {key:?} has no readable version: the newest (version {version}) is held by {held} locations < {needed} needed"
+    )]
+    NoQuorum {
+        /// The object's key.
+        key: String,
+        /// The newest version found.
+        version: u64,
+        /// How many locations hold a verified header of that version.
+        held: usize,
+        /// How many are needed (the data shard count `k`).
+        needed: usize,
+    },
+
+    /// The object's data did not match the whole-object checksum after every chunk verified.
+    #[error(
+        "object {key:?} failed its whole-object checksum (expected {expected:#010x}, computed {actual:#010x})"
+    )]
+    ObjectChecksum {
+        /// The object's key.
+        key: String,
+        /// The checksum recorded at write time.
+        expected: u32,
+        /// The checksum of the bytes read.
+        actual: u32,
+    },
+
+    /// A put could not make enough shards durable; the previous version is still the current one.
+    #[error("put of {key:?} failed: {written} shards durable < write quorum {needed}: {source}")]
+    WriteQuorum {
+        /// The object's key.
+        key: String,
+        /// How many shard files were made durable.
+        written: usize,
+        /// The write quorum.
+        needed: usize,
+        /// The last write error seen.
+        source: io::Error,
+    },
+
+    /// The store configuration given to `create` is not usable.
+    #[error("invalid store configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A store already exists where `create` was asked to make one.
+    #[error("a store already exists at {path}")]
+    AlreadyExists {
+        /// The existing store file.
+        path: PathBuf,
+    },
+
+    /// A file of the store could not be decoded.
+    #[error("{path}: {source}")]
+    Format {
+        /// The file that failed to decode.
+        path: PathBuf,
+        /// What is wrong with its bytes.
+        source: crate::format::FormatError,
+    },
+
+    /// An I/O operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+
+    /// An earlier fsync failed; the store refuses further writes in this process because the
+    /// kernel may have dropped the dirty pages (see the USENIX ATC '20 fsync study).
+    #[error("store is poisoned by an earlier failed fsync; reopen it after checking the disks")]
+    Poisoned,
+
+    /// Reading the caller's input (the object being put) failed.
+    #[error("reading the object's input failed: {source}")]
+    Input {
+        /// The reader's error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The process exit code the CLI uses for this error: 1 not found, 2 usage (bad key or
+    /// configuration), 4 data unrecoverable, 8 any other operational error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NotFound { .. } => 1,
+            Error::InvalidKey { .. } | Error::InvalidConfig { .. } => 2,
+            Error::Unrecoverable { .. } | Error::NoQuorum { .. } | Error::ObjectChecksum { .. } => 4,
+            _ => 8,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,338 @@
+//! Fault injection: a [`Location`] wrapper that, following a seeded [`FaultPlan`], flips bits,
+//! fails reads and writes, delays, truncates or hides shard files.
+//!
+//! Enabled by the `fault-injection` feature; tests, benches and fuzz targets use it through
+//! [`crate::OpenOptions::location_wrapper`]. Every choice comes from the plan's seed, so a failing
+//! run replays exactly.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::format::{ObjectId, WriteStamp};
+use crate::location::{Location, ShardFile, ShardWriter};
+
+/// Whether a read fault goes away when the read is repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// The first `times` reads of each position fail; later ones succeed (a flaky cable, a bit
+    /// flipped in flight).
+    Transient {
+        /// Failing reads per position.
+        times: u32,
+    },
+    /// Every read fails the same way (rot on the medium).
+    Persistent,
+}
+
+/// One kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Flips one bit of the bytes read (the same bit every time for a persistent fault).
+    FlipBit(Persistence),
+    /// Fails the read with EIO.
+    ReadError(Persistence),
+    /// Sleeps before every read.
+    Delay(Duration),
+    /// The shard file appears cut to this many bytes.
+    Truncate {
+        /// Apparent length.
+        len: u64,
+    },
+    /// The shard file appears missing.
+    Hide,
+    /// Writes fail with "no space left on device" once this many bytes went to a shard file.
+    WriteError {
+        /// Bytes accepted first.
+        after_bytes: u64,
+    },
+}
+
+/// Where a fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// The location slot.
+    pub slot: usize,
+    /// Only shard files of this object; `None` for all.
+    pub object: Option<ObjectId>,
+    /// Whether header reads (offset 0) are affected too, not just chunk reads.
+    pub include_headers: bool,
+    /// The fault.
+    pub fault: Fault,
+}
+
+impl Rule {
+    /// A rule for every chunk read at `slot`.
+    pub fn at(slot: usize, fault: Fault) -> Self {
+        Rule {
+            slot,
+            object: None,
+            include_headers: false,
+            fault,
+        }
+    }
+
+    /// Restricts the rule to one key's shard files.
+    pub fn for_key(mut self, key: &str) -> Self {
+        self.object = Some(ObjectId::of_key(key));
+        self
+    }
+
+    fn applies(&self, slot: usize, object: ObjectId) -> bool {
+        self.slot == slot && self.object.is_none_or(|o| o == object)
+    }
+}
+
+/// A seeded set of fault rules shared by the wrapped locations of one store.
+#[derive(Debug)]
+pub struct FaultPlan {
+    seed: u64,
+    state: Mutex<PlanState>,
+}
+
+#[derive(Debug)]
+struct PlanState {
+    rules: Vec<Rule>,
+    rng: ChaCha8Rng,
+    /// Reads of each (rule, object, write, offset) so far, for transient faults.
+    seen: HashMap<(usize, ObjectId, WriteStamp, u64), u32>,
+    injected: u64,
+}
+
+impl FaultPlan {
+    /// An empty plan whose random choices derive from `seed`.
+    pub fn new(seed: u64) -> Arc<Self> {
+        Arc::new(FaultPlan {
+            seed,
+            state: Mutex::new(PlanState {
+                rules: Vec::new(),
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                seen: HashMap::new(),
+                injected: 0,
+            }),
+        })
+    }
+
+    /// The seed, to print when a test fails.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Adds a rule.
+    pub fn inject(&self, rule: Rule) {
+        self.lock().rules.push(rule);
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        state.rules.clear();
+        state.seen.clear();
+    }
+
+    /// How many faults have struck so far.
+    pub fn injected(&self) -> u64 {
+        self.lock().injected
+    }
+
+    /// A wrapper for [`crate::OpenOptions::location_wrapper`].
+    pub fn wrapper(self: &Arc<Self>) -> impl Fn(usize, Arc<dyn Location>) -> Arc<dyn Location> + Send + Sync {
+        let plan = Arc::clone(self);
+        move |slot, inner| {
+            Arc::new(FaultyLocation {
+                slot,
+                inner,
+                plan: Arc::clone(&plan),
+            })
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PlanState> {
+        // A test thread that panicked mid-update leaves counters that are still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rules_for(&self, slot: usize, object: ObjectId) -> Vec<(usize, Rule)> {
+        let state = self.lock();
+        state
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.applies(slot, object))
+            .map(|(i, r)| (i, *r))
+            .collect()
+    }
+
+    /// Applies the read faults of `slot` to a read of `buf.len()` bytes at `offset`.
+    fn on_read(
+        &self,
+        slot: usize,
+        object: ObjectId,
+        stamp: WriteStamp,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        for (index, rule) in self.rules_for(slot, object) {
+            if offset == 0 && !rule.include_headers {
+                continue;
+            }
+            let persistence = match rule.fault {
+                Fault::Delay(d) => {
+                    std::thread::sleep(d);
+                    continue;
+                }
+                Fault::FlipBit(p) | Fault::ReadError(p) => p,
+                _ => continue,
+            };
+            let mut state = self.lock();
+            let reads = state.seen.entry((index, object, stamp, offset)).or_insert(0);
+            *reads += 1;
+            let strikes = match persistence {
+                Persistence::Persistent => true,
+                Persistence::Transient { times } => *reads <= times,
+            };
+            if !strikes || buf.is_empty() {
+                continue;
+            }
+            state.injected += 1;
+            match rule.fault {
+                Fault::ReadError(_) => return Err(io::Error::from_raw_os_error(5)),
+                _ => {
+                    let bit = match persistence {
+                        // The same bit on every read: derived from the position, not the stream.
+                        Persistence::Persistent => {
+                            let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ offset ^ stamp.write_id);
+                            rng.random_range(0..buf.len() * 8)
+                        }
+                        Persistence::Transient { .. } => state.rng.random_range(0..buf.len() * 8),
+                    };
+                    buf[bit / 8] ^= 1 << (bit % 8);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn file_fault(&self, slot: usize, object: ObjectId) -> (bool, Option<u64>, Option<u64>) {
+        let mut hidden = false;
+        let mut truncate = None;
+        let mut write_limit = None;
+        for (_, rule) in self.rules_for(slot, object) {
+            match rule.fault {
+                Fault::Hide => hidden = true,
+                Fault::Truncate { len } => truncate = Some(len),
+                Fault::WriteError { after_bytes } => write_limit = Some(after_bytes),
+                _ => {}
+            }
+        }
+        (hidden, truncate, write_limit)
+    }
+}
+
+#[derive(Debug)]
+struct FaultyLocation {
+    slot: usize,
+    inner: Arc<dyn Location>,
+    plan: Arc<FaultPlan>,
+}
+
+impl Location for FaultyLocation {
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+    fn read_identity(&self) -> io::Result<Vec<u8>> {
+        self.inner.read_identity()
+    }
+    fn write_identity(&self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_identity(bytes)
+    }
+    fn list_objects(&self) -> io::Result<Vec<ObjectId>> {
+        self.inner.list_objects()
+    }
+    fn list_shards(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>> {
+        if self.plan.file_fault(self.slot, object).0 {
+            return Ok(Vec::new());
+        }
+        self.inner.list_shards(object)
+    }
+    fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
+        let (hidden, truncate, _) = self.plan.file_fault(self.slot, object);
+        if hidden {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let inner = self.inner.open_shard(object, stamp)?;
+        let len = truncate.map_or(inner.len(), |t| t.min(inner.len()));
+        Ok(Arc::new(FaultyShardFile {
+            slot: self.slot,
+            object,
+            stamp,
+            len,
+            inner,
+            plan: Arc::clone(&self.plan),
+        }))
+    }
+    fn create_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Box<dyn ShardWriter>> {
+        let inner = self.inner.create_shard(object, stamp)?;
+        let limit = self.plan.file_fault(self.slot, object).2;
+        Ok(Box::new(FaultyWriter {
+            inner,
+            written: 0,
+            limit,
+        }))
+    }
+    fn remove_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
+        self.inner.remove_shard(object, stamp)
+    }
+    fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
+        self.inner.shard_path(object, stamp)
+    }
+}
+
+struct FaultyShardFile {
+    slot: usize,
+    object: ObjectId,
+    stamp: WriteStamp,
+    len: u64,
+    inner: Arc<dyn ShardFile>,
+    plan: Arc<FaultPlan>,
+}
+
+impl ShardFile for FaultyShardFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset + buf.len() as u64 > self.len {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.inner.read_exact_at(buf, offset)?;
+        self.plan.on_read(self.slot, self.object, self.stamp, offset, buf)
+    }
+}
+
+struct FaultyWriter {
+    inner: Box<dyn ShardWriter>,
+    written: u64,
+    limit: Option<u64>,
+}
+
+impl ShardWriter for FaultyWriter {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.written += buf.len() as u64;
+        if self.limit.is_some_and(|l| self.written > l) {
+            return Err(io::ErrorKind::StorageFull.into());
+        }
+        self.inner.write_all(buf)
+    }
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn commit(self: Box<Self>) -> io::Result<()> {
+        self.inner.commit()
+    }
+}

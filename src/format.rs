@@ -1,0 +1,774 @@
+//! The on-disk bytes: shard headers, chunk framing, location identity and the store file.
+//!
+//! Pure functions, no I/O, so the parsers can be fuzzed directly. Every decoder rejects malformed
+//! input with a [`FormatError`] and never allocates more than the input's own length. The byte
+//! tables live in `FORMAT.md`; the `layout_matches_format_md` test pins the offsets used here.
+//!
+//! All integers are little-endian.
+
+use crate::checksum;
+
+/// Maximum key length in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Largest chunk size a store may use (64 MiB); bounds every allocation a header can ask for.
+pub const MAX_CHUNK_SIZE: u32 = 64 << 20;
+/// Bytes of CRC32C that follow every chunk.
+pub const CHUNK_CRC_LEN: u64 = 4;
+/// Largest `k + m` the Reed-Solomon codec (GF(2^8)) supports.
+pub const MAX_SHARDS: usize = 255;
+/// Longest location path the store file records.
+pub const MAX_PATH_LEN: usize = 4096;
+
+const SHARD_MAGIC: [u8; 8] = *b"SGSHARD\0";
+const IDENTITY_MAGIC: [u8; 8] = *b"SGLOCID\0";
+const STORE_MAGIC: [u8; 8] = *b"SGSTORE\0";
+const FORMAT_VERSION: u16 = 1;
+
+/// Size of the shard header without the key and its trailing CRC.
+pub const SHARD_HEADER_FIXED_LEN: usize = 82;
+/// Size of a location identity file.
+pub const IDENTITY_LEN: usize = 36;
+const STORE_FIXED_LEN: usize = 36;
+
+/// Why some bytes are not a valid encoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// The input ended before the structure did.
+    #[error("truncated: {len} bytes, at least {needed} needed")]
+    Truncated {
+        /// Bytes available.
+        len: usize,
+        /// Bytes the structure needs.
+        needed: usize,
+    },
+    /// The magic number is not the expected one.
+    #[error("bad magic number (not a {expected} file)")]
+    BadMagic {
+        /// The kind of file that was expected.
+        expected: &'static str,
+    },
+    /// The format version is not one this build reads.
+    #[error("unsupported format version {0}")]
+    UnsupportedVersion(u16),
+    /// The stored checksum does not match the bytes.
+    #[error("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// The checksum in the file.
+        stored: u32,
+        /// The checksum of the bytes.
+        computed: u32,
+    },
+    /// A field holds a value outside its documented range.
+    #[error("invalid field {field}: {value}")]
+    InvalidField {
+        /// The field's name in FORMAT.md.
+        field: &'static str,
+        /// The offending value.
+        value: u64,
+    },
+    /// Bytes follow the end of the structure.
+    #[error("{0} trailing bytes")]
+    TrailingBytes(usize),
+}
+
+/// Which object a shard file belongs to: the first 16 bytes of BLAKE3(key).
+///
+/// Keys are never used as paths; this hash names the object's directory, so no key can escape
+/// the store, whatever characters it holds. The full key is kept in every header, so a hash
+/// collision is detected, not silently merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(pub [u8; 16]);
+
+impl ObjectId {
+    /// The id of a key.
+    pub fn of_key(key: &str) -> Self {
+        let hash = blake3::hash(key.as_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&hash.as_bytes()[..16]);
+        ObjectId(id)
+    }
+
+    /// 32 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// Parses 32 lowercase hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut id = [0u8; 16];
+        parse_hex(s, &mut id)?;
+        Some(ObjectId(id))
+    }
+}
+
+/// One write of an object: its version number and the random id of the put that made it.
+///
+/// The write id tells apart two writes that were given the same version number (possible when a
+/// location holding a newer version was offline during a put), so they are never mixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WriteStamp {
+    /// Monotonic per key: one more than the highest version seen when the write began.
+    pub version: u64,
+    /// Random per put.
+    pub write_id: u64,
+}
+
+impl WriteStamp {
+    /// The shard file name for this write: `{version:016x}-{write_id:016x}.shard`.
+    pub fn file_name(&self) -> String {
+        format!("{:016x}-{:016x}.shard", self.version, self.write_id)
+    }
+
+    /// Parses a shard file name made by [`WriteStamp::file_name`].
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        let stem = name.strip_suffix(".shard")?;
+        let (version, write_id) = stem.split_once('-')?;
+        if version.len() != 16 || write_id.len() != 16 {
+            return None;
+        }
+        let mut v = [0u8; 8];
+        let mut w = [0u8; 8];
+        parse_hex(version, &mut v)?;
+        parse_hex(write_id, &mut w)?;
+        Some(WriteStamp {
+            version: u64::from_be_bytes(v),
+            write_id: u64::from_be_bytes(w),
+        })
+    }
+}
+
+/// Erasure-coding parameters shared by a store and every object in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Data shards per stripe.
+    pub k: u8,
+    /// Parity shards per stripe.
+    pub m: u8,
+    /// Bytes per chunk in a full stripe.
+    pub chunk_size: u32,
+}
+
+impl Geometry {
+    /// Checks the documented ranges: `k >= 1`, `k + m <= 255`, `1 <= chunk_size <= 64 MiB`.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        if self.k == 0 {
+            return Err(FormatError::InvalidField { field: "k", value: 0 });
+        }
+        if usize::from(self.k) + usize::from(self.m) > MAX_SHARDS {
+            return Err(FormatError::InvalidField {
+                field: "m",
+                value: self.m.into(),
+            });
+        }
+        if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
+            return Err(FormatError::InvalidField {
+                field: "chunk_size",
+                value: self.chunk_size.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Total shards per stripe, `k + m`.
+    pub fn shards(&self) -> usize {
+        usize::from(self.k) + usize::from(self.m)
+    }
+
+    /// Data bytes a full stripe holds, `k * chunk_size`.
+    pub fn stripe_capacity(&self) -> u64 {
+        u64::from(self.k) * u64::from(self.chunk_size)
+    }
+
+    /// Number of stripes of an object of `len` bytes (0 for an empty object).
+    pub fn stripe_count(&self, len: u64) -> u64 {
+        len.div_ceil(self.stripe_capacity())
+    }
+
+    /// The shape of stripe `stripe` of an object of `len` bytes.
+    ///
+    /// Full stripes use `chunk_size`; the last one shrinks its chunks to `ceil(rest / k)` so a
+    /// small object costs `k + m` small chunks, not `k + m` full ones.
+    pub fn stripe(&self, len: u64, stripe: u64) -> StripeShape {
+        let capacity = self.stripe_capacity();
+        let start = stripe * capacity;
+        let data_len = (len - start).min(capacity);
+        let chunk_len = if data_len == capacity {
+            u64::from(self.chunk_size)
+        } else {
+            data_len.div_ceil(u64::from(self.k))
+        };
+        StripeShape {
+            index: stripe,
+            data_start: start,
+            data_len: data_len as usize,
+            chunk_len: chunk_len as usize,
+            // Every earlier stripe is full, so the offset inside a shard file is regular.
+            offset_in_shard: stripe * (u64::from(self.chunk_size) + CHUNK_CRC_LEN),
+        }
+    }
+
+    /// Bytes of chunk data and CRCs in one shard file of an object of `len` bytes.
+    pub fn shard_body_len(&self, len: u64) -> u64 {
+        let stripes = self.stripe_count(len);
+        if stripes == 0 {
+            return 0;
+        }
+        let last = self.stripe(len, stripes - 1);
+        last.offset_in_shard + last.chunk_len as u64 + CHUNK_CRC_LEN
+    }
+}
+
+/// Where one stripe's bytes sit, in the object and in each shard file's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StripeShape {
+    /// The stripe number.
+    pub index: u64,
+    /// Offset of the stripe's first data byte in the object.
+    pub data_start: u64,
+    /// Object bytes in this stripe.
+    pub data_len: usize,
+    /// Bytes per chunk (data chunks are zero-padded to it).
+    pub chunk_len: usize,
+    /// Offset of this stripe's chunk within a shard file's body (after the header).
+    pub offset_in_shard: u64,
+}
+
+/// The self-describing header at the start of every shard file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardHeader {
+    /// The store this shard belongs to.
+    pub store_id: [u8; 16],
+    /// The object's key.
+    pub key: String,
+    /// Which write of the object this shard belongs to.
+    pub stamp: WriteStamp,
+    /// A tombstone records a delete; it has no chunks.
+    pub tombstone: bool,
+    /// Erasure-coding parameters of the object.
+    pub geometry: Geometry,
+    /// This shard's index, `0..k` data, `k..k+m` parity.
+    pub shard_index: u8,
+    /// Length of the object in bytes.
+    pub object_len: u64,
+    /// CRC32C of the whole object.
+    pub object_crc: u32,
+}
+
+const FLAG_TOMBSTONE: u16 = 1;
+
+impl ShardHeader {
+    /// Encoded size of a header for a key of `key_len` bytes.
+    pub fn encoded_len_for_key(key_len: usize) -> usize {
+        SHARD_HEADER_FIXED_LEN + key_len + 4
+    }
+
+    /// Encoded size of this header.
+    pub fn encoded_len(&self) -> usize {
+        Self::encoded_len_for_key(self.key.len())
+    }
+
+    /// The object this shard belongs to.
+    pub fn object_id(&self) -> ObjectId {
+        ObjectId::of_key(&self.key)
+    }
+
+    /// Encodes the header (layout in FORMAT.md).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.extend_from_slice(&SHARD_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let flags = if self.tombstone { FLAG_TOMBSTONE } else { 0 };
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&self.store_id);
+        out.extend_from_slice(&self.object_id().0);
+        out.extend_from_slice(&self.stamp.version.to_le_bytes());
+        out.extend_from_slice(&self.stamp.write_id.to_le_bytes());
+        out.push(self.geometry.k);
+        out.push(self.geometry.m);
+        out.push(self.shard_index);
+        out.push(0);
+        out.extend_from_slice(&self.geometry.chunk_size.to_le_bytes());
+        out.extend_from_slice(&self.object_len.to_le_bytes());
+        out.extend_from_slice(&self.object_crc.to_le_bytes());
+        out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
+        out.extend_from_slice(self.key.as_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes a header from the start of `bytes`; returns it and its encoded length.
+    ///
+    /// Bytes after the header (the chunks) are ignored.
+    pub fn decode_prefix(bytes: &[u8]) -> Result<(ShardHeader, usize), FormatError> {
+        let mut r = Reader::new(bytes);
+        r.magic(SHARD_MAGIC, "shard")?;
+        let flags = r.u16()?;
+        if flags & !FLAG_TOMBSTONE != 0 {
+            return Err(FormatError::InvalidField {
+                field: "flags",
+                value: flags.into(),
+            });
+        }
+        let store_id = r.array::<16>()?;
+        let object_id = ObjectId(r.array::<16>()?);
+        let stamp = WriteStamp {
+            version: r.u64()?,
+            write_id: r.u64()?,
+        };
+        let geometry = Geometry {
+            k: r.u8()?,
+            m: r.u8()?,
+            chunk_size: 0,
+        };
+        let shard_index = r.u8()?;
+        let reserved = r.u8()?;
+        let geometry = Geometry {
+            chunk_size: r.u32()?,
+            ..geometry
+        };
+        let object_len = r.u64()?;
+        let object_crc = r.u32()?;
+        let key_len = usize::from(r.u16()?);
+        // Check the checksum before trusting any field's value.
+        let body_len = SHARD_HEADER_FIXED_LEN + key_len;
+        r.need(body_len + 4)?;
+        let stored = u32::from_le_bytes(bytes[body_len..body_len + 4].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(&bytes[..body_len]);
+        if stored != computed {
+            return Err(FormatError::Checksum { stored, computed });
+        }
+        if reserved != 0 {
+            return Err(FormatError::InvalidField {
+                field: "reserved",
+                value: reserved.into(),
+            });
+        }
+        geometry.validate()?;
+        if usize::from(shard_index) >= geometry.shards() {
+            return Err(FormatError::InvalidField {
+                field: "shard_index",
+                value: shard_index.into(),
+            });
+        }
+        let key = std::str::from_utf8(&bytes[SHARD_HEADER_FIXED_LEN..body_len])
+            .map_err(|_| FormatError::InvalidField {
+                field: "key",
+                value: key_len as u64,
+            })?
+            .to_owned();
+        if crate::key::validate(&key).is_err() {
+            return Err(FormatError::InvalidField {
+                field: "key",
+                value: key_len as u64,
+            });
+        }
+        let tombstone = flags & FLAG_TOMBSTONE != 0;
+        if tombstone && object_len != 0 {
+            return Err(FormatError::InvalidField {
+                field: "object_len",
+                value: object_len,
+            });
+        }
+        let header = ShardHeader {
+            store_id,
+            key,
+            stamp,
+            tombstone,
+            geometry,
+            shard_index,
+            object_len,
+            object_crc,
+        };
+        if header.object_id() != object_id {
+            return Err(FormatError::InvalidField {
+                field: "object_id",
+                value: 0,
+            });
+        }
+        Ok((header, body_len + 4))
+    }
+
+    /// Length the whole shard file must have: header plus every chunk with its CRC.
+    pub fn expected_file_len(&self) -> u64 {
+        self.encoded_len() as u64 + self.geometry.shard_body_len(self.object_len)
+    }
+
+    /// The checksum a chunk of this shard must carry (see [`checksum::chunk_crc`]).
+    pub fn chunk_crc(&self, stripe: u64, chunk: &[u8]) -> u32 {
+        checksum::chunk_crc(self.object_id(), self.stamp, self.shard_index, stripe, chunk)
+    }
+}
+
+/// The identity file at the top of every location: which store and which slot it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocationIdentity {
+    /// The store's random id.
+    pub store_id: [u8; 16],
+    /// This location's slot in the store's location list.
+    pub slot: u16,
+    /// How many locations the store has.
+    pub location_count: u16,
+}
+
+impl LocationIdentity {
+    /// Encodes the identity file (36 bytes).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(IDENTITY_LEN);
+        out.extend_from_slice(&IDENTITY_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&self.store_id);
+        out.extend_from_slice(&self.slot.to_le_bytes());
+        out.extend_from_slice(&self.location_count.to_le_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes an identity file; the input must be exactly one identity.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes);
+        r.magic(IDENTITY_MAGIC, "location identity")?;
+        let reserved = r.u16()?;
+        let store_id = r.array::<16>()?;
+        let slot = r.u16()?;
+        let location_count = r.u16()?;
+        r.crc_of_preceding()?;
+        r.finish()?;
+        if reserved != 0 {
+            return Err(FormatError::InvalidField {
+                field: "reserved",
+                value: reserved.into(),
+            });
+        }
+        if slot >= location_count {
+            return Err(FormatError::InvalidField {
+                field: "slot",
+                value: slot.into(),
+            });
+        }
+        Ok(LocationIdentity {
+            store_id,
+            slot,
+            location_count,
+        })
+    }
+}
+
+/// The store file at the store's root: its id, geometry and location list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFile {
+    /// The store's random id.
+    pub store_id: [u8; 16],
+    /// Erasure-coding parameters.
+    pub geometry: Geometry,
+    /// Location directories, one per shard slot (`k + m` of them), as raw path bytes; relative
+    /// paths are relative to the store root.
+    pub locations: Vec<Vec<u8>>,
+}
+
+impl StoreFile {
+    /// Encodes the store file.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&STORE_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&self.store_id);
+        out.push(self.geometry.k);
+        out.push(self.geometry.m);
+        out.extend_from_slice(&(self.locations.len() as u16).to_le_bytes());
+        out.extend_from_slice(&self.geometry.chunk_size.to_le_bytes());
+        for path in &self.locations {
+            out.extend_from_slice(&(path.len() as u16).to_le_bytes());
+            out.extend_from_slice(path);
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes a store file; the input must be exactly one store file.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes);
+        r.magic(STORE_MAGIC, "store")?;
+        let reserved = r.u16()?;
+        let store_id = r.array::<16>()?;
+        let k = r.u8()?;
+        let m = r.u8()?;
+        let count = usize::from(r.u16()?);
+        let geometry = Geometry {
+            k,
+            m,
+            chunk_size: r.u32()?,
+        };
+        debug_assert_eq!(r.pos, STORE_FIXED_LEN);
+        // Each location needs at least its 2-byte length: bound the allocation by the input.
+        r.need(STORE_FIXED_LEN + 2 * count)?;
+        let mut locations = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = usize::from(r.u16()?);
+            if len == 0 || len > MAX_PATH_LEN {
+                return Err(FormatError::InvalidField {
+                    field: "path_len",
+                    value: len as u64,
+                });
+            }
+            let path = r.bytes(len)?;
+            if path.contains(&0) {
+                return Err(FormatError::InvalidField {
+                    field: "path",
+                    value: 0,
+                });
+            }
+            locations.push(path.to_vec());
+        }
+        r.crc_of_preceding()?;
+        r.finish()?;
+        if reserved != 0 {
+            return Err(FormatError::InvalidField {
+                field: "reserved",
+                value: reserved.into(),
+            });
+        }
+        geometry.validate()?;
+        if count != geometry.shards() {
+            return Err(FormatError::InvalidField {
+                field: "location_count",
+                value: count as u64,
+            });
+        }
+        Ok(StoreFile {
+            store_id,
+            geometry,
+            locations,
+        })
+    }
+}
+
+/// A bounds-checked little-endian cursor; every read past the end is `Truncated`.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, pos: 0 }
+    }
+
+    fn need(&self, end: usize) -> Result<(), FormatError> {
+        if self.bytes.len() < end {
+            Err(FormatError::Truncated {
+                len: self.bytes.len(),
+                needed: end,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        self.need(self.pos + n)?;
+        let out = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FormatError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.bytes(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, FormatError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, FormatError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, FormatError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    /// Reads the magic number and the format version that follows it.
+    fn magic(&mut self, magic: [u8; 8], expected: &'static str) -> Result<(), FormatError> {
+        if self.array::<8>()? != magic {
+            return Err(FormatError::BadMagic { expected });
+        }
+        let version = self.u16()?;
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion(version));
+        }
+        Ok(())
+    }
+
+    /// Reads a CRC32C and checks it against every byte before it.
+    fn crc_of_preceding(&mut self) -> Result<(), FormatError> {
+        let computed = crc32c::crc32c(&self.bytes[..self.pos]);
+        let stored = self.u32()?;
+        if stored != computed {
+            return Err(FormatError::Checksum { stored, computed });
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), FormatError> {
+        match self.bytes.len() - self.pos {
+            0 => Ok(()),
+            n => Err(FormatError::TrailingBytes(n)),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn parse_hex(s: &str, out: &mut [u8]) -> Option<()> {
+    let digits = s.as_bytes();
+    if digits.len() != out.len() * 2 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(key: &str) -> ShardHeader {
+        ShardHeader {
+            store_id: [7; 16],
+            key: key.to_owned(),
+            stamp: WriteStamp {
+                version: 3,
+                write_id: 0xdead_beef,
+            },
+            tombstone: false,
+            geometry: Geometry {
+                k: 4,
+                m: 2,
+                chunk_size: 1 << 20,
+            },
+            shard_index: 5,
+            object_len: 12345,
+            object_crc: 99,
+        }
+    }
+
+    /// The offsets in FORMAT.md's shard header table, checked against the encoder.
+    #[test]
+    fn layout_matches_format_md() {
+        let h = header("abc");
+        let b = h.encode();
+        assert_eq!(&b[0..8], b"SGSHARD\0");
+        assert_eq!(u16::from_le_bytes([b[8], b[9]]), 1);
+        assert_eq!(&b[12..28], &[7; 16]);
+        assert_eq!(&b[28..44], &ObjectId::of_key("abc").0);
+        assert_eq!(u64::from_le_bytes(b[44..52].try_into().unwrap()), 3);
+        assert_eq!(u64::from_le_bytes(b[52..60].try_into().unwrap()), 0xdead_beef);
+        assert_eq!((b[60], b[61], b[62], b[63]), (4, 2, 5, 0));
+        assert_eq!(u32::from_le_bytes(b[64..68].try_into().unwrap()), 1 << 20);
+        assert_eq!(u64::from_le_bytes(b[68..76].try_into().unwrap()), 12345);
+        assert_eq!(u32::from_le_bytes(b[76..80].try_into().unwrap()), 99);
+        assert_eq!(u16::from_le_bytes([b[80], b[81]]), 3);
+        assert_eq!(&b[82..85], b"abc");
+        assert_eq!(b.len(), 89);
+        let identity = LocationIdentity {
+            store_id: [1; 16],
+            slot: 2,
+            location_count: 6,
+        }
+        .encode();
+        assert_eq!(identity.len(), IDENTITY_LEN);
+        assert_eq!(&identity[28..32], &[2, 0, 6, 0]);
+    }
+
+    #[test]
+    fn header_round_trips_and_every_single_byte_change_is_rejected() {
+        let h = header("some/key");
+        let bytes = h.encode();
+        assert_eq!(ShardHeader::decode_prefix(&bytes), Ok((h, bytes.len())));
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x10;
+            assert!(ShardHeader::decode_prefix(&damaged).is_err(), "byte {i}");
+        }
+        for len in 0..bytes.len() {
+            assert!(ShardHeader::decode_prefix(&bytes[..len]).is_err(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn last_stripe_shrinks_and_offsets_are_regular() {
+        let g = Geometry {
+            k: 4,
+            m: 2,
+            chunk_size: 100,
+        };
+        assert_eq!(g.stripe_count(0), 0);
+        assert_eq!(g.shard_body_len(0), 0);
+        assert_eq!(g.stripe_count(400), 1);
+        assert_eq!(g.stripe_count(401), 2);
+        let last = g.stripe(401, 1);
+        assert_eq!((last.data_len, last.chunk_len, last.offset_in_shard), (1, 1, 104));
+        assert_eq!(g.shard_body_len(401), 104 + 1 + 4);
+        let small = g.stripe(9, 0);
+        assert_eq!((small.data_len, small.chunk_len), (9, 3));
+    }
+
+    #[test]
+    fn write_stamp_file_names_round_trip() {
+        let s = WriteStamp {
+            version: 42,
+            write_id: u64::MAX,
+        };
+        assert_eq!(WriteStamp::from_file_name(&s.file_name()), Some(s));
+        assert_eq!(WriteStamp::from_file_name("../x.shard"), None);
+        assert_eq!(
+            ObjectId::from_hex(&ObjectId::of_key("k").to_hex()),
+            Some(ObjectId::of_key("k"))
+        );
+    }
+
+    #[test]
+    fn store_file_round_trips_and_rejects_damage() {
+        let s = StoreFile {
+            store_id: [9; 16],
+            geometry: Geometry {
+                k: 2,
+                m: 1,
+                chunk_size: 4096,
+            },
+            locations: vec![b"loc-00".to_vec(), b"/mnt/disk2/sg".to_vec(), b"x".to_vec()],
+        };
+        let bytes = s.encode();
+        assert_eq!(StoreFile::decode(&bytes), Ok(s));
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 1;
+            assert!(StoreFile::decode(&damaged).is_err(), "byte {i}");
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! shardguard: objects stored as Reed-Solomon-coded, CRC32C-checked shards over several
+//! locations, so that bit rot, lost files and lost disks cost nothing but a rebuild.
+//!
+//! ```
+//! use shardguard::{Store, StoreConfig};
+//!
+//! # fn main() -> Result<(), shardguard::Error> {
+//! let dir = tempfile::tempdir().unwrap();
+//! // 4 data + 2 parity shards, one per location (subdirectories of the root by default).
+//! let store = Store::create(dir.path(), &StoreConfig::default())?;
+//! store.put("photos/2026/cat.jpg", &b"meow"[..])?;
+//!
+//! // Lose a whole location: every object is still read back exactly.
+//! std::fs::remove_dir_all(&store.locations()[0]).unwrap();
+//! let store = Store::open(dir.path())?;
+//! assert_eq!(store.get_bytes("photos/2026/cat.jpg")?, b"meow");
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod arq;
+pub mod checksum;
+pub mod codec;
+pub mod demo;
+mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+pub mod format;
+mod key;
+pub mod location;
+pub mod placement;
+mod store;
+
+pub use arq::RetryPolicy;
+pub use error::{Error, Result};
+pub use key::validate as validate_key;
+pub use location::{Durability, Location};
+pub use store::{
+    ListEntry, LocationWrapper, ObjectReader, ObjectStat, OpenOptions, PutOutcome, ReadStats, ShardHealth,
+    ShardState, Store, StoreConfig, STORE_FILE,
+};

@@ -1,0 +1,314 @@
+//! Where shard files live: the [`Location`] trait and its local-directory implementation.
+//!
+//! A location is one directory (ideally its own disk). The store only talks to locations through
+//! this trait, so fault injection (and, later, remote object stores) slot in behind it.
+//!
+//! Layout of a local location:
+//!
+//! ```text
+//! SHARDGUARD-LOCATION                    identity (store id, slot), FORMAT.md
+//! objects/<2 hex>/<32 hex>/<stamp>.shard one shard file per write of an object
+//! tmp/<random>.tmp                       shard files being written
+//! ```
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::format::{ObjectId, WriteStamp};
+
+/// Name of the identity file at the top of a location.
+pub const IDENTITY_FILE: &str = "SHARDGUARD-LOCATION";
+const OBJECTS_DIR: &str = "objects";
+const TMP_DIR: &str = "tmp";
+
+/// What survives a power loss once a write has returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every shard file and the directory entry naming it are fsynced before a put or delete
+    /// returns: a completed write survives power loss.
+    #[default]
+    Fsync,
+    /// Nothing is fsynced: a completed write survives a process crash (the page cache holds it),
+    /// not a power loss or kernel crash. For tests, benches and scratch data.
+    PageCache,
+}
+
+/// Marks an I/O error as a failed fsync: the kernel may have dropped the dirty pages, so the
+/// store stops writing rather than retry (see [`crate::Error::Poisoned`]).
+#[derive(Debug, thiserror::Error)]
+#[error("fsync failed: {0}")]
+pub struct FsyncFailed(pub io::Error);
+
+/// A readable shard file. Reads are positional so several threads can share one handle.
+pub trait ShardFile: Send + Sync {
+    /// The file's length when it was opened.
+    fn len(&self) -> u64;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Fills `buf` from `offset`; a short file is an `UnexpectedEof` error.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+/// A shard file being written. It becomes visible only through [`ShardWriter::commit`]; dropped
+/// uncommitted, it is removed.
+pub trait ShardWriter: Send {
+    /// Appends bytes.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Overwrites bytes already written (the header, once the object's length is known).
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes the file durable (per the location's [`Durability`]) and renames it into place.
+    fn commit(self: Box<Self>) -> io::Result<()>;
+}
+
+/// One place where shard files are stored.
+pub trait Location: Send + Sync + fmt::Debug {
+    /// The location's directory, for messages.
+    fn path(&self) -> &Path;
+    /// Reads the identity file's bytes.
+    fn read_identity(&self) -> io::Result<Vec<u8>>;
+    /// Writes the identity file atomically, creating the location's directories.
+    fn write_identity(&self, bytes: &[u8]) -> io::Result<()>;
+    /// Every object that has a directory here.
+    fn list_objects(&self) -> io::Result<Vec<ObjectId>>;
+    /// The writes of `object` held here; none if the object is absent.
+    fn list_shards(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>>;
+    /// Opens a shard file for reading.
+    fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>>;
+    /// Starts writing a shard file in the temporary area.
+    fn create_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Box<dyn ShardWriter>>;
+    /// Removes a shard file (and the object's directory once empty).
+    fn remove_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()>;
+    /// The path of a shard file, for messages.
+    fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf;
+}
+
+/// A location in a local directory.
+#[derive(Debug)]
+pub struct LocalDir {
+    dir: PathBuf,
+    durability: Durability,
+}
+
+impl LocalDir {
+    /// A location rooted at `dir` (which need not exist yet).
+    pub fn new(dir: impl Into<PathBuf>, durability: Durability) -> Self {
+        LocalDir {
+            dir: dir.into(),
+            durability,
+        }
+    }
+
+    fn object_dir(&self, object: ObjectId) -> PathBuf {
+        let hex = object.to_hex();
+        self.dir.join(OBJECTS_DIR).join(&hex[..2]).join(hex)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.durability == Durability::Fsync {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Creates `dir` and any missing parents, fsyncing each parent whose entries changed.
+    fn create_dirs(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.create_dirs(parent)?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match dir.parent() {
+            Some(parent) => self.sync_dir(parent),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Location for LocalDir {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read_identity(&self) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        // The identity is tiny; refuse to slurp a huge foreign file.
+        io::Read::read_to_end(
+            &mut io::Read::take(File::open(self.dir.join(IDENTITY_FILE))?, 4096),
+            &mut bytes,
+        )?;
+        Ok(bytes)
+    }
+
+    fn write_identity(&self, bytes: &[u8]) -> io::Result<()> {
+        self.create_dirs(&self.dir.join(OBJECTS_DIR))?;
+        self.create_dirs(&self.dir.join(TMP_DIR))?;
+        let tmp = self
+            .dir
+            .join(TMP_DIR)
+            .join(format!("identity-{}.tmp", rand::random::<u64>()));
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        if self.durability == Durability::Fsync {
+            file.sync_all()?;
+        }
+        fs::rename(&tmp, self.dir.join(IDENTITY_FILE))?;
+        self.sync_dir(&self.dir)
+    }
+
+    fn list_objects(&self) -> io::Result<Vec<ObjectId>> {
+        let mut out = Vec::new();
+        let buckets = match fs::read_dir(self.dir.join(OBJECTS_DIR)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for bucket in buckets {
+            let bucket = bucket?;
+            for entry in fs::read_dir(bucket.path())? {
+                // Names that are not object ids (stray files) are not ours to interpret.
+                if let Some(id) = entry?.file_name().to_str().and_then(ObjectId::from_hex) {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_shards(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>> {
+        let entries = match fs::read_dir(self.object_dir(object)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            if let Some(stamp) = entry?.file_name().to_str().and_then(WriteStamp::from_file_name) {
+                out.push(stamp);
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
+        let file = File::open(self.shard_path(object, stamp))?;
+        let len = file.metadata()?.len();
+        Ok(Arc::new(LocalShardFile { file, len }))
+    }
+
+    fn create_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Box<dyn ShardWriter>> {
+        let tmp_dir = self.dir.join(TMP_DIR);
+        self.create_dirs(&tmp_dir)?;
+        let tmp = tmp_dir.join(format!("{}-{}.tmp", object.to_hex(), rand::random::<u64>()));
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        Ok(Box::new(LocalShardWriter {
+            file: Some(BufWriter::with_capacity(256 << 10, file)),
+            tmp,
+            target_dir: self.object_dir(object),
+            target_name: stamp.file_name(),
+            location: LocalDir::new(&self.dir, self.durability),
+        }))
+    }
+
+    fn remove_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
+        let dir = self.object_dir(object);
+        match fs::remove_file(dir.join(stamp.file_name())) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.sync_dir(&dir)?;
+        // Fails harmlessly while other writes of the object remain.
+        if fs::remove_dir(&dir).is_ok() {
+            if let Some(parent) = dir.parent() {
+                self.sync_dir(parent)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
+        self.object_dir(object).join(stamp.file_name())
+    }
+}
+
+struct LocalShardFile {
+    file: File,
+    len: u64,
+}
+
+impl ShardFile for LocalShardFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        // pread, not mmap: a file truncated or failing underneath us must be an error we can
+        // turn into an erasure, not a SIGBUS that kills the process.
+        FileExt::read_exact_at(&self.file, buf, offset)
+    }
+}
+
+struct LocalShardWriter {
+    file: Option<BufWriter<File>>,
+    tmp: PathBuf,
+    target_dir: PathBuf,
+    target_name: String,
+    location: LocalDir,
+}
+
+impl LocalShardWriter {
+    fn file(&mut self) -> io::Result<&mut BufWriter<File>> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("shard writer already finished"))
+    }
+}
+
+impl ShardWriter for LocalShardWriter {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file()?.write_all(buf)
+    }
+
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let file = self.file()?;
+        file.flush()?;
+        file.get_ref().write_all_at(buf, offset)
+    }
+
+    fn commit(mut self: Box<Self>) -> io::Result<()> {
+        let mut writer = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("shard writer already finished"))?;
+        writer.flush()?;
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        if self.location.durability == Durability::Fsync {
+            file.sync_all()
+                .map_err(|e| io::Error::new(e.kind(), FsyncFailed(e)))?;
+        }
+        drop(file);
+        self.location.create_dirs(&self.target_dir)?;
+        fs::rename(&self.tmp, self.target_dir.join(&self.target_name))?;
+        self.location.sync_dir(&self.target_dir)
+    }
+}
+
+impl Drop for LocalShardWriter {
+    fn drop(&mut self) {
+        // Uncommitted (or failed) writes leave nothing behind; after a commit the rename already
+        // moved the temporary file, so this removal finds nothing.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}

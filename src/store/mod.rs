@@ -1,0 +1,484 @@
+//! The store: create/open, put/get/delete/list/stat over `k + m` locations.
+
+mod reader;
+mod resolve;
+mod writer;
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::arq::RetryPolicy;
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::format::{Geometry, LocationIdentity, ObjectId, StoreFile, WriteStamp};
+use crate::key;
+use crate::location::{Durability, LocalDir, Location};
+
+pub use reader::{ObjectReader, ReadStats};
+pub use writer::PutOutcome;
+
+/// Name of the store file at the store's root.
+pub const STORE_FILE: &str = "shardguard.store";
+const LOCKS_DIR: &str = "locks";
+
+/// Parameters of a new store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Data shards per stripe, `k`. Default 4.
+    pub data_shards: u8,
+    /// Parity shards per stripe, `m`: how many lost chunks per stripe are survived. Default 2.
+    pub parity_shards: u8,
+    /// Bytes per chunk. Default 1 MiB: measured in `benches/codec.rs`, 1 MiB keeps the codec at
+    /// full speed while a 4 + 2 stripe buffer stays at 6 MiB.
+    pub chunk_size: u32,
+    /// Location directories, one per shard (`k + m`). Default: `loc-00` … under the root.
+    pub locations: Option<Vec<PathBuf>>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_shards: 4,
+            parity_shards: 2,
+            chunk_size: 1 << 20,
+            locations: None,
+        }
+    }
+}
+
+/// Knobs for opening a store; every setter's doc gives its default.
+pub struct OpenOptions {
+    retry: RetryPolicy,
+    durability: Durability,
+    wrapper: Option<LocationWrapper>,
+}
+
+/// Wraps each location as the store opens it (slot, location) — fault injection uses this.
+pub type LocationWrapper = Box<dyn Fn(usize, Arc<dyn Location>) -> Arc<dyn Location> + Send + Sync>;
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            retry: RetryPolicy::default(),
+            durability: Durability::Fsync,
+            wrapper: None,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Retransmission policy for chunk reads. Default: [`RetryPolicy::default`].
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// What a completed write survives. Default: [`Durability::Fsync`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Wraps every location (for fault injection or instrumentation). Default: none.
+    pub fn location_wrapper(
+        mut self,
+        wrapper: impl Fn(usize, Arc<dyn Location>) -> Arc<dyn Location> + Send + Sync + 'static,
+    ) -> Self {
+        self.wrapper = Some(Box::new(wrapper));
+        self
+    }
+
+    /// Creates a new store at `root` and opens it with these options.
+    pub fn create(self, root: impl AsRef<Path>, config: &StoreConfig) -> Result<Store> {
+        Store::create_files(root.as_ref(), config, self.durability)?;
+        self.open(root)
+    }
+
+    /// Opens the store at `root` with these options.
+    pub fn open(self, root: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(root.as_ref(), self)
+    }
+}
+
+/// The state of one location, as found when the store was opened.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub dir: PathBuf,
+    pub location: Arc<dyn Location>,
+    /// `None` when usable, else why not.
+    pub unusable: Option<String>,
+}
+
+impl Slot {
+    pub fn usable(&self) -> std::result::Result<&Arc<dyn Location>, &str> {
+        match &self.unusable {
+            None => Ok(&self.location),
+            Some(reason) => Err(reason),
+        }
+    }
+}
+
+/// A block store: objects cut into Reed-Solomon-coded, CRC32C-checked shards over locations.
+///
+/// A `Store` is `Send + Sync`; share it between threads by reference or `Arc`. Several processes
+/// may open one store: writers of one key are serialized by a lock file, readers take no lock.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    file: StoreFile,
+    slots: Vec<Slot>,
+    codec: Codec,
+    retry: RetryPolicy,
+    poisoned: AtomicBool,
+}
+
+/// The health of one shard of an object, as its header says (`stat` reads no chunks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardHealth {
+    /// Shard index (`0..k` data, `k..k+m` parity).
+    pub shard: usize,
+    /// The location slot holding it.
+    pub slot: usize,
+    /// The location's directory.
+    pub location: PathBuf,
+    /// What was found.
+    pub state: ShardState,
+}
+
+/// What a location holds of an object's current version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShardState {
+    /// The current version, with a verified header and full length.
+    Healthy,
+    /// No shard file of the object.
+    Missing,
+    /// Only an older version (a lost or interrupted write).
+    Stale {
+        /// The newest version this location holds.
+        version: u64,
+    },
+    /// The current version's file, but its header fails verification (chunks still used).
+    HeaderDamaged {
+        /// Why the header was rejected.
+        reason: String,
+    },
+    /// The current version's file, shorter than its header says.
+    Truncated {
+        /// Actual length.
+        len: u64,
+        /// Length the header implies.
+        expected: u64,
+    },
+    /// A file of the current version that belongs to another shard or key.
+    Misplaced,
+    /// The location itself is unusable (missing, foreign, unreadable).
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What `stat` reports of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectStat {
+    /// The object's key.
+    pub key: String,
+    /// Length in bytes.
+    pub len: u64,
+    /// The current version.
+    pub version: u64,
+    /// Number of stripes.
+    pub stripes: u64,
+    /// Per shard health.
+    pub shards: Vec<ShardHealth>,
+}
+
+/// One object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    /// The object's key.
+    pub key: String,
+    /// Length in bytes of the current version.
+    pub len: u64,
+    /// The current version.
+    pub version: u64,
+}
+
+impl Store {
+    /// Creates a store at `root` with `config` and opens it with default options.
+    pub fn create(root: impl AsRef<Path>, config: &StoreConfig) -> Result<Store> {
+        OpenOptions::default().create(root, config)
+    }
+
+    /// Opens the store at `root` with default options.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        OpenOptions::default().open(root)
+    }
+
+    /// Options for opening (or creating) a store.
+    pub fn options() -> OpenOptions {
+        OpenOptions::default()
+    }
+
+    /// The store's erasure-coding parameters.
+    pub fn geometry(&self) -> Geometry {
+        self.file.geometry
+    }
+
+    /// The location directories, by slot.
+    pub fn locations(&self) -> Vec<PathBuf> {
+        self.slots.iter().map(|s| s.dir.clone()).collect()
+    }
+
+    /// Why each unusable location cannot be used, by slot (`None` for usable ones).
+    pub fn location_problems(&self) -> Vec<Option<String>> {
+        self.slots.iter().map(|s| s.unusable.clone()).collect()
+    }
+
+    /// Shard files a put must make durable before it succeeds: `k + 1` when `m >= 1` (one
+    /// failure more can be survived right away), else `k`.
+    pub fn write_quorum(&self) -> usize {
+        let g = self.file.geometry;
+        usize::from(g.k) + usize::from(g.m.min(1))
+    }
+
+    /// The path of the shard file holding `shard` of `key`'s current version, for tools and tests
+    /// that need to point at one file.
+    pub fn shard_path(&self, key: &str, shard: usize) -> Result<PathBuf> {
+        key::validate(key)?;
+        let resolved = self.resolve(key)?;
+        let object = ObjectId::of_key(key);
+        let slot = crate::placement::slot_of_shard(object, shard, self.slots.len());
+        Ok(self.slots[slot]
+            .location
+            .shard_path(object, resolved.header.stamp))
+    }
+
+    /// Size, version and per-shard health of `key`, from the shard headers (no chunks are read).
+    pub fn stat(&self, key: &str) -> Result<ObjectStat> {
+        key::validate(key)?;
+        let resolved = self.resolve(key)?;
+        let h = &resolved.header;
+        Ok(ObjectStat {
+            key: key.to_owned(),
+            len: h.object_len,
+            version: h.stamp.version,
+            stripes: h.geometry.stripe_count(h.object_len),
+            shards: resolved.health,
+        })
+    }
+
+    /// Every readable object, sorted by key. Objects without a readable version are left out
+    /// (`stat` or a scrub names them).
+    pub fn list(&self) -> Result<Vec<ListEntry>> {
+        let mut objects = std::collections::BTreeSet::new();
+        for slot in &self.slots {
+            if let Ok(location) = slot.usable() {
+                let found = location.list_objects().map_err(|e| Error::io(&slot.dir, e))?;
+                objects.extend(found);
+            }
+        }
+        let mut out = Vec::new();
+        for object in objects {
+            let gathered = self.gather(object);
+            let key = gathered
+                .slots
+                .iter()
+                .flatten()
+                .flatten()
+                .filter_map(|c| c.header.as_ref().ok())
+                .filter(|h| h.object_id() == object)
+                .max_by_key(|h| h.stamp)
+                .map(|h| h.key.clone());
+            let Some(key) = key else { continue };
+            if let Ok(resolved) = self.decide(&key, gathered) {
+                out.push(ListEntry {
+                    key,
+                    len: resolved.header.object_len,
+                    version: resolved.header.stamp.version,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Takes the lock that serializes writers of `key` (across threads and processes).
+    ///
+    /// Keys share 256 lock files by object id, so lock files do not pile up with the keys.
+    fn lock_key(&self, object: ObjectId) -> Result<File> {
+        let dir = self.root.join(LOCKS_DIR);
+        let path = dir.join(format!("{:02x}.lock", object.0[0]));
+        let open = || {
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(|e| Error::io(&path, e))?;
+        file.lock().map_err(|e| Error::io(&path, e))?;
+        Ok(file)
+    }
+
+    /// Every write of `object` at each usable slot.
+    fn stamps(&self, object: ObjectId) -> Vec<Option<Vec<WriteStamp>>> {
+        self.slots
+            .iter()
+            .map(|slot| slot.usable().ok()?.list_shards(object).ok())
+            .collect()
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    fn create_files(root: &Path, config: &StoreConfig, durability: Durability) -> Result<()> {
+        let geometry = Geometry {
+            k: config.data_shards,
+            m: config.parity_shards,
+            chunk_size: config.chunk_size,
+        };
+        geometry.validate().map_err(|e| Error::InvalidConfig {
+            reason: format!(
+                "k = {}, m = {}, chunk size = {}: {e} (need 1 <= k, k + m <= 255, 1 <= chunk size <= 64 MiB)",
+                config.data_shards, config.parity_shards, config.chunk_size
+            ),
+        })?;
+        fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let store_path = root.join(STORE_FILE);
+        if store_path.exists() {
+            return Err(Error::AlreadyExists { path: store_path });
+        }
+        let n = geometry.shards();
+        let dirs: Vec<PathBuf> = match &config.locations {
+            None => (0..n).map(|i| PathBuf::from(format!("loc-{i:02}"))).collect(),
+            Some(dirs) if dirs.len() == n => dirs.clone(),
+            Some(dirs) => {
+                return Err(Error::InvalidConfig {
+                    reason: format!("{} locations given, k + m = {n} needed", dirs.len()),
+                })
+            }
+        };
+        let store_id: [u8; 16] = rand::random();
+        let mut recorded = Vec::with_capacity(n);
+        for (slot, dir) in dirs.iter().enumerate() {
+            let full = root.join(dir);
+            fs::create_dir_all(&full).map_err(|e| Error::io(&full, e))?;
+            // Absolute paths for locations outside the root, so the store opens from anywhere;
+            // relative ones for the default layout, so the whole store can be moved.
+            let stored = if dir.is_absolute() {
+                fs::canonicalize(&full).map_err(|e| Error::io(&full, e))?
+            } else {
+                dir.clone()
+            };
+            let location = LocalDir::new(&full, durability);
+            if location.read_identity().is_ok() {
+                return Err(Error::InvalidConfig {
+                    reason: format!("{} already belongs to a store", full.display()),
+                });
+            }
+            let identity = LocationIdentity {
+                store_id,
+                slot: slot as u16,
+                location_count: n as u16,
+            };
+            location
+                .write_identity(&identity.encode())
+                .map_err(|e| Error::io(&full, e))?;
+            use std::os::unix::ffi::OsStrExt;
+            recorded.push(stored.as_os_str().as_bytes().to_vec());
+        }
+        if recorded.iter().any(|p| p.len() > crate::format::MAX_PATH_LEN) {
+            return Err(Error::InvalidConfig {
+                reason: "a location path is longer than 4096 bytes".into(),
+            });
+        }
+        let bytes = StoreFile {
+            store_id,
+            geometry,
+            locations: recorded,
+        }
+        .encode();
+        let tmp = root.join(format!("{STORE_FILE}.tmp"));
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &store_path)?;
+            File::open(root)?.sync_all()
+        };
+        write().map_err(|e| Error::io(&store_path, e))
+    }
+
+    fn open_with(root: &Path, options: OpenOptions) -> Result<Store> {
+        let store_path = root.join(STORE_FILE);
+        let bytes = fs::read(&store_path).map_err(|e| Error::io(&store_path, e))?;
+        let file = StoreFile::decode(&bytes).map_err(|source| Error::Format {
+            path: store_path.clone(),
+            source,
+        })?;
+        let slots = file
+            .locations
+            .iter()
+            .enumerate()
+            .map(|(slot, raw)| {
+                use std::os::unix::ffi::OsStrExt;
+                let dir = root.join(std::ffi::OsStr::from_bytes(raw));
+                let local: Arc<dyn Location> = Arc::new(LocalDir::new(&dir, options.durability));
+                let location = match &options.wrapper {
+                    Some(wrap) => wrap(slot, local),
+                    None => local,
+                };
+                let unusable = check_identity(&*location, &file, slot);
+                Slot {
+                    dir,
+                    location,
+                    unusable,
+                }
+            })
+            .collect();
+        Ok(Store {
+            root: root.to_path_buf(),
+            codec: Codec::new(usize::from(file.geometry.k), usize::from(file.geometry.m)),
+            file,
+            slots,
+            retry: options.retry,
+            poisoned: AtomicBool::new(false),
+        })
+    }
+}
+
+/// Why a location cannot serve its slot, or `None` if its identity file names this store and
+/// slot. A missing identity means a wiped or replaced disk; a foreign one, a swapped disk.
+fn check_identity(location: &dyn Location, file: &StoreFile, slot: usize) -> Option<String> {
+    let bytes = match location.read_identity() {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Some("identity file missing (wiped or replaced disk?)".into())
+        }
+        Err(e) => return Some(format!("identity file unreadable: {e}")),
+    };
+    match LocationIdentity::decode(&bytes) {
+        Err(e) => Some(format!("identity file damaged: {e}")),
+        Ok(id) if id.store_id != file.store_id => Some("belongs to another store".into()),
+        Ok(id) if usize::from(id.slot) != slot => {
+            Some(format!("holds slot {} of this store, not slot {slot}", id.slot))
+        }
+        Ok(_) => None,
+    }
+}

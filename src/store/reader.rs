@@ -1,0 +1,325 @@
+//! get: a streaming reader that verifies every chunk, retransmits failures, and rebuilds what
+//! stays missing from parity. Memory: one stripe, whatever the object's size.
+
+use std::io::{self, Read, Write};
+
+use rayon::prelude::*;
+
+use crate::arq::{self, ChunkFault, SystemClock};
+use crate::checksum::chunk_crc;
+use crate::error::{Error, Result};
+use crate::format::{ObjectId, StripeShape, CHUNK_CRC_LEN};
+use crate::key;
+use crate::location::ShardFile;
+
+use super::resolve::Resolved;
+use super::Store;
+
+/// What a read had to do to return correct bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Chunks read and verified on some try.
+    pub chunks_verified: u64,
+    /// Extra tries (retransmissions) made after a failed read or checksum.
+    pub retransmissions: u64,
+    /// Chunks that failed at first and verified on a retransmission (transient faults).
+    pub cured_by_retransmission: u64,
+    /// Chunks given up as erasures after the retry policy (persistent faults, missing files).
+    pub erasures: u64,
+    /// Stripes rebuilt from parity.
+    pub stripes_reconstructed: u64,
+}
+
+impl ReadStats {
+    /// Adds another read's counts to these.
+    pub fn add(&mut self, other: &ReadStats) {
+        self.chunks_verified += other.chunks_verified;
+        self.retransmissions += other.retransmissions;
+        self.cured_by_retransmission += other.cured_by_retransmission;
+        self.erasures += other.erasures;
+        self.stripes_reconstructed += other.stripes_reconstructed;
+    }
+}
+
+/// A verified, streaming read of one object's current version (an `io::Read`).
+///
+/// Every chunk is checked against its CRC32C before a byte of it is returned, and the whole
+/// object against its checksum at the end: a mismatch there is an error from the final `read`.
+pub struct ObjectReader<'a> {
+    store: &'a Store,
+    key: String,
+    object: ObjectId,
+    resolved: Resolved,
+    stripes: u64,
+    next_stripe: u64,
+    /// One buffer per shard: chunk bytes followed by their CRC.
+    buffers: Vec<Vec<u8>>,
+    /// The stripe being served and how far into its data.
+    current: Option<StripeShape>,
+    served: usize,
+    crc: u32,
+    stats: ReadStats,
+}
+
+impl Store {
+    /// Opens `key` for a verified streaming read.
+    pub fn get(&self, key: &str) -> Result<ObjectReader<'_>> {
+        key::validate(key)?;
+        let resolved = self.resolve(key)?;
+        let g = self.file.geometry;
+        let stripes = g.stripe_count(resolved.header.object_len);
+        let buffer_len = if stripes == 0 {
+            0
+        } else {
+            g.chunk_size as usize + CHUNK_CRC_LEN as usize
+        };
+        Ok(ObjectReader {
+            store: self,
+            key: key.to_owned(),
+            object: ObjectId::of_key(key),
+            stripes,
+            next_stripe: 0,
+            buffers: vec![vec![0u8; buffer_len]; g.shards()],
+            current: None,
+            served: 0,
+            crc: 0,
+            stats: ReadStats::default(),
+            resolved,
+        })
+    }
+
+    /// Reads the whole object into memory, verified.
+    pub fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        let mut reader = self.get(key)?;
+        let mut out = Vec::with_capacity(reader.len().min(1 << 30) as usize);
+        reader.copy_to(&mut out)?;
+        Ok(out)
+    }
+}
+
+impl ObjectReader<'_> {
+    /// The object's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.resolved.header.object_len
+    }
+
+    /// Whether the object is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The version being read.
+    pub fn version(&self) -> u64 {
+        self.resolved.header.stamp.version
+    }
+
+    /// Bytes of buffer the reader holds: one stripe, whatever the object's size.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffers.iter().map(Vec::capacity).sum()
+    }
+
+    /// What the read has had to do so far.
+    pub fn stats(&self) -> ReadStats {
+        self.stats
+    }
+
+    /// Writes the rest of the object to `out`, with typed errors (unlike `io::copy`).
+    pub fn copy_to(&mut self, out: &mut impl Write) -> Result<u64> {
+        let mut written = 0;
+        loop {
+            let data = self.available()?;
+            if data.is_empty() {
+                return Ok(written);
+            }
+            let len = data.len();
+            out.write_all(data).map_err(|e| Error::io("<output>", e))?;
+            self.consume(len);
+            written += len as u64;
+        }
+    }
+
+    /// The verified bytes ready to hand out: the rest of the current chunk, fetching the next
+    /// stripe when needed. Empty at the end of the object.
+    fn available(&mut self) -> Result<&[u8]> {
+        loop {
+            if let Some(shape) = self.current {
+                if self.served < shape.data_len {
+                    let chunk = self.served / shape.chunk_len;
+                    let start = self.served % shape.chunk_len;
+                    let end = shape.chunk_len.min(shape.data_len - chunk * shape.chunk_len);
+                    return Ok(&self.buffers[chunk][start..end]);
+                }
+            }
+            if self.next_stripe == self.stripes {
+                if self.current.take().is_some() || self.stripes == 0 {
+                    self.finish()?;
+                    self.stripes = u64::MAX; // finished; later calls return empty
+                }
+                return Ok(&[]);
+            }
+            if self.stripes == u64::MAX {
+                return Ok(&[]);
+            }
+            let shape = self.store.file.geometry.stripe(self.len(), self.next_stripe);
+            self.fetch_stripe(shape)?;
+            self.next_stripe += 1;
+            self.current = Some(shape);
+            self.served = 0;
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        let shape = self.current.expect("consume follows available");
+        let chunk = self.served / shape.chunk_len;
+        let start = self.served % shape.chunk_len;
+        self.crc = crc32c::crc32c_append(self.crc, &self.buffers[chunk][start..start + n]);
+        self.served += n;
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let expected = self.resolved.header.object_crc;
+        if self.crc != expected {
+            return Err(Error::ObjectChecksum {
+                key: self.key.clone(),
+                expected,
+                actual: self.crc,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the stripe's data chunks (in parallel), retransmitting failures; if any stay bad,
+    /// reads parity and rebuilds them.
+    fn fetch_stripe(&mut self, shape: StripeShape) -> Result<()> {
+        let k = usize::from(self.store.file.geometry.k);
+        let mut present = vec![false; self.buffers.len()];
+        let (data, parity) = self.buffers.split_at_mut(k);
+        let ctx = ChunkReader {
+            store: self.store,
+            object: self.object,
+            resolved: &self.resolved,
+            shape,
+        };
+        let outcomes: Vec<ChunkOutcome> = data
+            .par_iter_mut()
+            .enumerate()
+            .map(|(shard, buf)| ctx.read(shard, buf))
+            .collect();
+        let mut missing = 0;
+        for (shard, outcome) in outcomes.iter().enumerate() {
+            self.stats.note(outcome);
+            present[shard] = outcome.verified;
+            missing += usize::from(!outcome.verified);
+        }
+        if missing == 0 {
+            return Ok(());
+        }
+        // Only now is parity worth reading: ask for as many parity chunks as data went missing,
+        // and more only if some of those fail too.
+        let mut needed = missing;
+        let mut next_parity = 0;
+        while needed > 0 && next_parity < parity.len() {
+            let batch = needed.min(parity.len() - next_parity);
+            let outcomes: Vec<ChunkOutcome> = parity[next_parity..next_parity + batch]
+                .par_iter_mut()
+                .enumerate()
+                .map(|(i, buf)| ctx.read(k + next_parity + i, buf))
+                .collect();
+            for (i, outcome) in outcomes.iter().enumerate() {
+                self.stats.note(outcome);
+                present[k + next_parity + i] = outcome.verified;
+                needed -= usize::from(outcome.verified);
+            }
+            next_parity += batch;
+        }
+        let mut chunks: Vec<(&mut [u8], bool)> = self
+            .buffers
+            .iter_mut()
+            .zip(&present)
+            .map(|(buf, &p)| (&mut buf[..shape.chunk_len], p))
+            .collect();
+        // Parity chunks never read are absent too; the codec needs only k present.
+        for (i, chunk) in chunks.iter_mut().enumerate().skip(k + next_parity) {
+            debug_assert!(!present[i]);
+            chunk.1 = false;
+        }
+        self.store
+            .codec
+            .reconstruct(&mut chunks, true)
+            .map_err(|e| Error::Unrecoverable {
+                key: self.key.clone(),
+                stripe: shape.index,
+                available: e.available,
+                needed: e.needed,
+            })?;
+        self.stats.stripes_reconstructed += 1;
+        Ok(())
+    }
+}
+
+struct ChunkReader<'r> {
+    store: &'r Store,
+    object: ObjectId,
+    resolved: &'r Resolved,
+    shape: StripeShape,
+}
+
+struct ChunkOutcome {
+    verified: bool,
+    attempts: u32,
+}
+
+impl ChunkReader<'_> {
+    /// Reads and verifies one chunk under the retry policy.
+    fn read(&self, shard: usize, buf: &mut [u8]) -> ChunkOutcome {
+        let Some(file) = &self.resolved.shards[shard] else {
+            return ChunkOutcome {
+                verified: false,
+                attempts: 0,
+            };
+        };
+        let len = self.shape.chunk_len;
+        let offset = self.resolved.header_len + self.shape.offset_in_shard;
+        let stamp = self.resolved.header.stamp;
+        let clock = SystemClock::start();
+        let retried = arq::retry(&self.store.retry, &clock, || {
+            read_chunk(&**file, &mut buf[..len + CHUNK_CRC_LEN as usize], offset)?;
+            let stored = u32::from_le_bytes(buf[len..len + 4].try_into().expect("4 bytes"));
+            if chunk_crc(self.object, stamp, shard as u8, self.shape.index, &buf[..len]) != stored {
+                return Err(ChunkFault::Corrupt);
+            }
+            Ok(())
+        });
+        ChunkOutcome {
+            verified: retried.result.is_ok(),
+            attempts: retried.attempts,
+        }
+    }
+}
+
+fn read_chunk(file: &dyn ShardFile, buf: &mut [u8], offset: u64) -> Result<(), ChunkFault> {
+    file.read_exact_at(buf, offset).map_err(ChunkFault::Io)
+}
+
+impl ReadStats {
+    fn note(&mut self, outcome: &ChunkOutcome) {
+        let retries = u64::from(outcome.attempts.saturating_sub(1));
+        self.retransmissions += retries;
+        if outcome.verified {
+            self.chunks_verified += 1;
+            self.cured_by_retransmission += u64::from(retries > 0);
+        } else {
+            self.erasures += 1;
+        }
+    }
+}
+
+impl Read for ObjectReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let data = self.available().map_err(io::Error::other)?;
+        let n = data.len().min(out.len());
+        out[..n].copy_from_slice(&data[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}

@@ -1,0 +1,297 @@
+//! put and delete: write every shard to a temporary file, fsync, rename; succeed once the write
+//! quorum is durable, then retire the older writes.
+
+use std::io::{self, Read};
+use std::sync::atomic::Ordering;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::format::{ObjectId, ShardHeader, WriteStamp};
+use crate::key;
+use crate::location::{FsyncFailed, ShardWriter};
+use crate::placement;
+
+use super::Store;
+
+/// What a successful put wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The new version.
+    pub version: u64,
+    /// Bytes of object data stored.
+    pub len: u64,
+    /// Shard files made durable (`k + m` unless some locations failed).
+    pub shards_written: usize,
+}
+
+/// One shard file being written, with the first error it hit.
+struct Pending {
+    slot: usize,
+    writer: Option<Box<dyn ShardWriter>>,
+}
+
+impl Store {
+    /// Stores the bytes read from `data` under `key`, replacing any previous version.
+    ///
+    /// Streams: memory stays at one stripe (`(k + m) * chunk_size`) whatever the object's size.
+    /// Returns once at least [`Store::write_quorum`] shards are durable; on failure the previous
+    /// version remains the current one.
+    pub fn put(&self, key: &str, mut data: impl Read) -> Result<PutOutcome> {
+        key::validate(key)?;
+        self.check_poisoned()?;
+        let object = ObjectId::of_key(key);
+        let _lock = self.lock_key(object)?;
+        let stamp = self.next_stamp(object);
+        let g = self.file.geometry;
+        let (k, n) = (usize::from(g.k), g.shards());
+        let chunk_size = g.chunk_size as usize;
+        let mut header = ShardHeader {
+            store_id: self.file.store_id,
+            key: key.to_owned(),
+            stamp,
+            tombstone: false,
+            geometry: g,
+            shard_index: 0,
+            object_len: 0,
+            object_crc: 0,
+        };
+        let mut pending = self.start_writes(object, stamp, &mut header)?;
+
+        let mut stripe_buf = vec![0u8; k * chunk_size];
+        let mut parity = vec![vec![0u8; chunk_size]; n - k];
+        let mut object_len = 0u64;
+        let mut object_crc = 0u32;
+        let mut last_error = None;
+        for stripe in 0u64.. {
+            let filled = read_full(&mut data, &mut stripe_buf).map_err(|source| Error::Input { source })?;
+            if filled == 0 {
+                break;
+            }
+            object_crc = crc32c::crc32c_append(object_crc, &stripe_buf[..filled]);
+            object_len += filled as u64;
+            let chunk_len = if filled == stripe_buf.len() {
+                chunk_size
+            } else {
+                filled.div_ceil(k)
+            };
+            stripe_buf[filled..k * chunk_len].fill(0);
+            let mut chunks: Vec<&mut [u8]> = stripe_buf[..k * chunk_len].chunks_mut(chunk_len).collect();
+            chunks.extend(parity.iter_mut().map(|p| &mut p[..chunk_len]));
+            self.codec.encode(&mut chunks);
+            let chunks: Vec<&[u8]> = chunks.into_iter().map(|c| &*c).collect();
+            let crcs: Vec<u32> = (0..n)
+                .map(|shard| crate::checksum::chunk_crc(object, stamp, shard as u8, stripe, chunks[shard]))
+                .collect();
+            let errors: Vec<io::Error> = pending
+                .par_iter_mut()
+                .filter_map(|p| {
+                    let writer = p.writer.as_mut()?;
+                    let shard = placement::shard_of_slot(object, p.slot, n);
+                    let result = writer
+                        .write_all(chunks[shard])
+                        .and_then(|()| writer.write_all(&crcs[shard].to_le_bytes()));
+                    result.err().map(|e| {
+                        p.writer = None;
+                        e
+                    })
+                })
+                .collect();
+            last_error = errors.into_iter().last().or(last_error);
+            self.check_quorum(key, &pending, &mut last_error)?;
+            if filled < stripe_buf.len() {
+                break;
+            }
+        }
+
+        header.object_len = object_len;
+        header.object_crc = object_crc;
+        let committed = self.commit_writes(object, &mut pending, &header, &mut last_error);
+        if committed.len() < self.write_quorum() {
+            self.roll_back(object, stamp, &committed);
+            return Err(self.quorum_error(key, committed.len(), last_error));
+        }
+        self.retire_older(object, stamp);
+        Ok(PutOutcome {
+            version: stamp.version,
+            len: object_len,
+            shards_written: committed.len(),
+        })
+    }
+
+    /// Deletes `key`: writes a tombstone version to every location, removes the older writes,
+    /// then the tombstones once every location has dropped the object.
+    pub fn delete(&self, key: &str) -> Result<()> {
+        key::validate(key)?;
+        self.check_poisoned()?;
+        let object = ObjectId::of_key(key);
+        let _lock = self.lock_key(object)?;
+        // An unreadable object may still be deleted; only an absent one is "not found".
+        if let Err(e @ Error::NotFound { .. }) = self.resolve(key) {
+            return Err(e);
+        }
+        let stamp = self.next_stamp(object);
+        let mut header = ShardHeader {
+            store_id: self.file.store_id,
+            key: key.to_owned(),
+            stamp,
+            tombstone: true,
+            geometry: self.file.geometry,
+            shard_index: 0,
+            object_len: 0,
+            object_crc: 0,
+        };
+        let mut pending = self.start_writes(object, stamp, &mut header)?;
+        let mut last_error = None;
+        let committed = self.commit_writes(object, &mut pending, &header, &mut last_error);
+        if committed.len() < self.write_quorum() {
+            self.roll_back(object, stamp, &committed);
+            return Err(self.quorum_error(key, committed.len(), last_error));
+        }
+        let all_clean = self.retire_older(object, stamp) && committed.len() == self.slots.len();
+        if all_clean {
+            // No location holds anything older, so the tombstones have nothing left to outvote.
+            for slot in committed {
+                let _ = self.slots[slot].location.remove_shard(object, stamp);
+            }
+        }
+        Ok(())
+    }
+
+    /// A version above every write any usable location holds (finished or not).
+    fn next_stamp(&self, object: ObjectId) -> WriteStamp {
+        let newest = self
+            .stamps(object)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|s| s.version)
+            .max();
+        WriteStamp {
+            version: newest.unwrap_or(0) + 1,
+            write_id: rand::random(),
+        }
+    }
+
+    /// Opens a temporary shard file on every usable location and writes a placeholder header
+    /// (rewritten with the object's length and checksum at commit).
+    fn start_writes(
+        &self,
+        object: ObjectId,
+        stamp: WriteStamp,
+        header: &mut ShardHeader,
+    ) -> Result<Vec<Pending>> {
+        let n = self.slots.len();
+        let mut last_error = None;
+        let mut pending = Vec::with_capacity(n);
+        for (slot, s) in self.slots.iter().enumerate() {
+            let Ok(location) = s.usable() else { continue };
+            header.shard_index = placement::shard_of_slot(object, slot, n) as u8;
+            let started = location
+                .create_shard(object, stamp)
+                .and_then(|mut w| w.write_all(&header.encode()).map(|()| w));
+            match started {
+                Ok(w) => pending.push(Pending {
+                    slot,
+                    writer: Some(w),
+                }),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        self.check_quorum(&header.key, &pending, &mut last_error)?;
+        Ok(pending)
+    }
+
+    fn check_quorum(&self, key: &str, pending: &[Pending], last_error: &mut Option<io::Error>) -> Result<()> {
+        let live = pending.iter().filter(|p| p.writer.is_some()).count();
+        if live < self.write_quorum() {
+            return Err(self.quorum_error(key, live, last_error.take()));
+        }
+        Ok(())
+    }
+
+    fn quorum_error(&self, key: &str, written: usize, last_error: Option<io::Error>) -> Error {
+        Error::WriteQuorum {
+            key: key.to_owned(),
+            written,
+            needed: self.write_quorum(),
+            source: last_error.unwrap_or_else(|| io::Error::other("too few usable locations")),
+        }
+    }
+
+    /// Rewrites each header with its final fields and commits; returns the committed slots.
+    fn commit_writes(
+        &self,
+        object: ObjectId,
+        pending: &mut [Pending],
+        header: &ShardHeader,
+        last_error: &mut Option<io::Error>,
+    ) -> Vec<usize> {
+        let n = self.slots.len();
+        let results: Vec<(usize, io::Result<()>)> = pending
+            .par_iter_mut()
+            .filter_map(|p| {
+                let mut writer = p.writer.take()?;
+                let mut header = header.clone();
+                header.shard_index = placement::shard_of_slot(object, p.slot, n) as u8;
+                let result = writer
+                    .write_all_at(&header.encode(), 0)
+                    .and_then(|()| writer.commit());
+                Some((p.slot, result))
+            })
+            .collect();
+        let mut committed = Vec::new();
+        for (slot, result) in results {
+            match result {
+                Ok(()) => committed.push(slot),
+                Err(e) => {
+                    if e.get_ref().is_some_and(|inner| inner.is::<FsyncFailed>()) {
+                        // The kernel may have dropped the dirty pages; retrying could report
+                        // success for data that is gone. Refuse further writes.
+                        self.poisoned.store(true, Ordering::Release);
+                    }
+                    *last_error = Some(e);
+                }
+            }
+        }
+        committed
+    }
+
+    /// Removes a failed write's committed shards so the previous version stays current.
+    fn roll_back(&self, object: ObjectId, stamp: WriteStamp, committed: &[usize]) {
+        for &slot in committed {
+            // Best effort: a leftover is a minority version, outvoted and later cleaned by scrub.
+            let _ = self.slots[slot].location.remove_shard(object, stamp);
+        }
+    }
+
+    /// Removes every older write of the object now that `stamp` is durable on a quorum.
+    /// Returns whether every usable location was cleaned.
+    fn retire_older(&self, object: ObjectId, stamp: WriteStamp) -> bool {
+        let mut clean = true;
+        for (slot, stamps) in self.slots.iter().zip(self.stamps(object)) {
+            let Some(stamps) = stamps else {
+                clean = false;
+                continue;
+            };
+            for old in stamps.into_iter().filter(|s| *s < stamp) {
+                clean &= slot.location.remove_shard(object, old).is_ok();
+            }
+        }
+        clean
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(data: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match data.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,73 @@
+//! Helpers shared by the integration tests: seeded data, stores in temporary directories, and
+//! direct damage to shard files (the way real faults hit a disk).
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shardguard::{Durability, Store, StoreConfig};
+
+/// Seeded pseudo-random bytes, so a failure replays.
+pub fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut out);
+    out
+}
+
+pub fn config(k: u8, m: u8, chunk_size: u32) -> StoreConfig {
+    StoreConfig {
+        data_shards: k,
+        parity_shards: m,
+        chunk_size,
+        locations: None,
+    }
+}
+
+/// A store in a fresh temporary directory; page-cache durability keeps the tests fast (fsync
+/// paths are covered by the crash tests and the CLI tests).
+pub fn store(k: u8, m: u8, chunk_size: u32) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::options()
+        .durability(Durability::PageCache)
+        .create(dir.path(), &config(k, m, chunk_size))
+        .expect("create");
+    (dir, store)
+}
+
+pub fn reopen(dir: &Path) -> Store {
+    Store::options()
+        .durability(Durability::PageCache)
+        .open(dir)
+        .expect("open")
+}
+
+/// Overwrites `len` bytes at `offset` of the file with their complement (bit rot).
+pub fn rot(path: &Path, offset: u64, len: usize) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open shard");
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, offset).expect("read");
+    for b in &mut buf {
+        *b = !*b;
+    }
+    f.write_all_at(&buf, offset).expect("write");
+}
+
+/// Byte offset of stripe `stripe`'s chunk in a shard file of `key`.
+pub fn chunk_offset(key: &str, chunk_size: u32, stripe: u64) -> u64 {
+    (86 + key.len()) as u64 + stripe * (u64::from(chunk_size) + 4)
+}
+
+/// Every shard file path of `key`, by shard index.
+pub fn shard_paths(store: &Store, key: &str) -> Vec<PathBuf> {
+    let n = store.geometry().shards();
+    (0..n)
+        .map(|s| store.shard_path(key, s).expect("shard path"))
+        .collect()
+}
