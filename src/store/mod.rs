@@ -374,11 +374,17 @@ impl Store {
                 })
             }
         };
-        let store_id: [u8; 16] = rand::random();
-        let mut recorded = Vec::with_capacity(n);
-        for (slot, dir) in dirs.iter().enumerate() {
+        // Check every location before writing any identity, so a refused create claims nothing.
+        let mut planned = Vec::with_capacity(n);
+        for dir in &dirs {
             let full = root.join(dir);
             fs::create_dir_all(&full).map_err(|e| Error::io(&full, e))?;
+            let location = LocalDir::new(&full, durability);
+            if location.read_identity().is_ok() {
+                return Err(Error::InvalidConfig {
+                    reason: format!("{} already belongs to a store", full.display()),
+                });
+            }
             // Absolute paths for locations outside the root, so the store opens from anywhere;
             // relative ones for the default layout, so the whole store can be moved.
             let stored = if dir.is_absolute() {
@@ -386,12 +392,11 @@ impl Store {
             } else {
                 dir.clone()
             };
-            let location = LocalDir::new(&full, durability);
-            if location.read_identity().is_ok() {
-                return Err(Error::InvalidConfig {
-                    reason: format!("{} already belongs to a store", full.display()),
-                });
-            }
+            planned.push((full, location, stored));
+        }
+        let store_id: [u8; 16] = rand::random();
+        let mut recorded = Vec::with_capacity(n);
+        for (slot, (full, location, stored)) in planned.into_iter().enumerate() {
             let identity = LocationIdentity {
                 store_id,
                 slot: slot as u16,

@@ -91,10 +91,7 @@ impl Store {
                     let result = writer
                         .write_all(chunks[shard])
                         .and_then(|()| writer.write_all(&crcs[shard].to_le_bytes()));
-                    result.err().map(|e| {
-                        p.writer = None;
-                        e
-                    })
+                    result.err().inspect(|_| p.writer = None)
                 })
                 .collect();
             last_error = errors.into_iter().last().or(last_error);

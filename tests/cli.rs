@@ -1,0 +1,192 @@
+//! The `shardguard` binary: every command works end to end, errors are one line on stderr, and
+//! exit codes are the documented ones (0 ok, 1 not found, 2 usage, 4 unrecoverable, 8 other).
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::data;
+
+fn sg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardguard"))
+        .args(args)
+        .output()
+        .expect("run shardguard")
+}
+
+fn sg_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardguard"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited normally")
+}
+
+/// An error is exactly one line on stderr, without panic text.
+fn assert_one_line_error(out: &Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    assert!(err.starts_with("shardguard: "), "stderr: {err}");
+    assert!(!err.contains("panicked"), "stderr: {err}");
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn init_put_get_ls_stat_rm_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let out = sg(&[
+        "init",
+        p(&store),
+        "--data",
+        "3",
+        "--parity",
+        "2",
+        "--chunk-size",
+        "64KiB",
+    ]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let bytes = data(1, 300_000);
+    let file = dir.path().join("in.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    assert_eq!(code(&sg(&["put", p(&store), "from-file", p(&file)])), 0);
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "from-stdin"], &bytes)), 0);
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "dash", "-"], b"x")), 0);
+    let got = sg(&["get", p(&store), "from-stdin"]);
+    assert_eq!(code(&got), 0);
+    assert!(got.stdout == bytes);
+    let target = dir.path().join("out.bin");
+    assert_eq!(code(&sg(&["get", p(&store), "from-file", "-o", p(&target)])), 0);
+    assert!(std::fs::read(&target).unwrap() == bytes);
+    let ls = sg(&["ls", p(&store)]);
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout),
+        "dash\nfrom-file\nfrom-stdin\n"
+    );
+    let stat = sg(&["stat", p(&store), "from-file"]);
+    let text = String::from_utf8_lossy(&stat.stdout);
+    assert!(text.contains("size:     300000 bytes"), "{text}");
+    assert_eq!(text.matches("healthy").count(), 5, "{text}");
+    assert_eq!(code(&sg(&["rm", p(&store), "dash"])), 0);
+    let ls = sg(&["ls", "--long", p(&store)]);
+    assert_eq!(String::from_utf8_lossy(&ls.stdout).lines().count(), 2);
+}
+
+#[test]
+fn exit_codes_and_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    assert_eq!(
+        code(&sg(&[
+            "init",
+            p(&store),
+            "-k",
+            "2",
+            "-m",
+            "1",
+            "--chunk-size",
+            "4KiB"
+        ])),
+        0
+    );
+    // 1: not found.
+    let out = sg(&["get", p(&store), "nope"]);
+    assert_eq!(code(&out), 1);
+    assert_one_line_error(&out);
+    assert_eq!(code(&sg(&["rm", p(&store), "nope"])), 1);
+    // 2: usage errors: bad flags, bad sizes, invalid keys, impossible geometry.
+    assert_eq!(code(&sg(&["frobnicate"])), 2);
+    assert_eq!(
+        code(&sg(&["init", p(&dir.path().join("t")), "--chunk-size", "lots"])),
+        2
+    );
+    let out = sg(&["put", p(&store), ""]);
+    assert_eq!(code(&out), 2);
+    assert_one_line_error(&out);
+    let out = sg(&["init", p(&dir.path().join("u")), "-k", "0"]);
+    assert_eq!(code(&out), 2);
+    assert_one_line_error(&out);
+    // 4: more chunks lost than the parity covers.
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "k"], &data(2, 50_000))), 0);
+    for loc in ["loc-00", "loc-01"] {
+        let objects = store.join(loc).join("objects");
+        for bucket in std::fs::read_dir(&objects).unwrap() {
+            for object in std::fs::read_dir(bucket.unwrap().path()).unwrap() {
+                for shard in std::fs::read_dir(object.unwrap().path()).unwrap() {
+                    let path = shard.unwrap().path();
+                    let mut bytes = std::fs::read(&path).unwrap();
+                    let len = bytes.len();
+                    bytes[len - 10] ^= 0xff;
+                    std::fs::write(&path, bytes).unwrap();
+                }
+            }
+        }
+    }
+    let target = dir.path().join("never.bin");
+    let out = sg(&["get", p(&store), "k", "-o", p(&target)]);
+    assert_eq!(code(&out), 4);
+    assert_one_line_error(&out);
+    assert!(!target.exists(), "no partial output file is left behind");
+    // 8: not a store.
+    let out = sg(&["ls", p(dir.path())]);
+    assert_eq!(code(&out), 8);
+    assert_one_line_error(&out);
+    // init refuses to overwrite a store.
+    assert_eq!(code(&sg(&["init", p(&store)])), 8);
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let help = String::from_utf8(sg(&["--help"]).stdout).unwrap();
+    for line in [
+        "0  success",
+        "1  key not found",
+        "2  usage error",
+        "4  data unrecoverable",
+        "8  any other",
+    ] {
+        assert!(help.contains(line), "{line:?} missing from --help");
+    }
+}
+
+#[test]
+fn explicit_locations_outside_the_root_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let disks: Vec<String> = (0..3)
+        .map(|i| p(&dir.path().join(format!("disk{i}"))).to_owned())
+        .collect();
+    let mut args = vec!["init", p(&store), "-k", "2", "-m", "1"];
+    for d in &disks {
+        args.extend(["--location", d.as_str()]);
+    }
+    assert_eq!(code(&sg(&args)), 0);
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "k"], b"hello")), 0);
+    assert!(std::path::Path::new(&disks[0]).join("objects").is_dir());
+    assert_eq!(sg(&["get", p(&store), "k"]).stdout, b"hello");
+    // Too few locations for k + m.
+    let out = sg(&[
+        "init",
+        p(&dir.path().join("t")),
+        "-k",
+        "2",
+        "-m",
+        "1",
+        "--location",
+        &disks[0],
+    ]);
+    assert_eq!(code(&out), 2);
+}

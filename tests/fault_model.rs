@@ -1,0 +1,299 @@
+//! Each read/write row of the design's fault table: the fault is detected and ends in correct
+//! bytes (or, for writes, a clean failure that leaves the previous version current).
+
+mod common;
+
+use std::fs;
+use std::sync::Arc;
+
+use common::{chunk_offset, config, data, reopen, rot, shard_paths, store};
+use shardguard::fault::{Fault, FaultPlan, Persistence, Rule};
+use shardguard::location::IDENTITY_FILE;
+use shardguard::{Durability, Error, ShardState, Store};
+
+const CHUNK: u32 = 4096;
+
+fn put_sample(store: &Store, key: &str, seed: u64) -> Vec<u8> {
+    let bytes = data(seed, 5 * 4 * CHUNK as usize + 123);
+    store.put(key, &bytes[..]).unwrap();
+    bytes
+}
+
+fn state_of(store: &Store, key: &str, shard: usize) -> ShardState {
+    let stat = store.stat(key).unwrap();
+    stat.shards.into_iter().find(|s| s.shard == shard).unwrap().state
+}
+
+/// A store whose locations are wrapped by a seeded fault plan.
+fn faulty_store(seed: u64) -> (tempfile::TempDir, Store, Arc<FaultPlan>) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new(seed);
+    let store = Store::options()
+        .durability(Durability::PageCache)
+        .location_wrapper(plan.wrapper())
+        .create(dir.path(), &config(4, 2, CHUNK))
+        .unwrap();
+    (dir, store, plan)
+}
+
+#[test]
+fn bit_rot_is_detected_retried_then_rebuilt_from_parity() {
+    let (_dir, store) = store(4, 2, CHUNK);
+    let bytes = put_sample(&store, "k", 1);
+    let paths = shard_paths(&store, "k");
+    rot(&paths[1], chunk_offset("k", CHUNK, 2) + 100, 1);
+    let mut reader = store.get("k").unwrap();
+    let mut out = Vec::new();
+    reader.copy_to(&mut out).unwrap();
+    assert_eq!(out, bytes);
+    let stats = reader.stats();
+    assert_eq!((stats.erasures, stats.stripes_reconstructed), (1, 1));
+    // Persistent rot: the retries were spent and did not cure it.
+    assert_eq!((stats.retransmissions, stats.cured_by_retransmission), (2, 0));
+}
+
+#[test]
+fn a_chunk_from_another_object_or_stripe_fails_its_bound_checksum() {
+    let (_dir, store) = store(4, 2, CHUNK);
+    let bytes = put_sample(&store, "k", 2);
+    put_sample(&store, "other", 3);
+    let here = shard_paths(&store, "k");
+    let there = shard_paths(&store, "other");
+    let chunk_with_crc = CHUNK as usize + 4;
+    let read = |path: &std::path::Path, offset: u64| {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; chunk_with_crc];
+        fs::File::open(path)
+            .unwrap()
+            .read_exact_at(&mut buf, offset)
+            .unwrap();
+        buf
+    };
+    let write = |path: &std::path::Path, offset: u64, buf: &[u8]| {
+        use std::os::unix::fs::FileExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .write_all_at(buf, offset)
+            .unwrap();
+    };
+    // Same shard and stripe of another object (a valid chunk with a valid CRC, wrong place).
+    let foreign = read(&there[0], chunk_offset("other", CHUNK, 0));
+    write(&here[0], chunk_offset("k", CHUNK, 0), &foreign);
+    // Another stripe of the same shard file.
+    let other_stripe = read(&here[2], chunk_offset("k", CHUNK, 3));
+    write(&here[2], chunk_offset("k", CHUNK, 1), &other_stripe);
+    let mut reader = store.get("k").unwrap();
+    let mut out = Vec::new();
+    reader.copy_to(&mut out).unwrap();
+    assert_eq!(out, bytes);
+    assert_eq!(reader.stats().erasures, 2);
+}
+
+#[test]
+fn a_damaged_header_is_reported_and_its_chunks_still_serve() {
+    let (_dir, store) = store(4, 2, CHUNK);
+    let bytes = put_sample(&store, "k", 4);
+    let paths = shard_paths(&store, "k");
+    rot(&paths[0], 50, 1);
+    assert!(matches!(
+        state_of(&store, "k", 0),
+        ShardState::HeaderDamaged { .. }
+    ));
+    let mut reader = store.get("k").unwrap();
+    let mut out = Vec::new();
+    reader.copy_to(&mut out).unwrap();
+    assert_eq!(out, bytes);
+    // The metadata came from the other shards; the damaged file's chunks verified.
+    assert_eq!(reader.stats().erasures, 0);
+}
+
+#[test]
+fn truncated_and_missing_shard_files_are_erasures() {
+    let (_dir, store) = store(4, 2, CHUNK);
+    let bytes = put_sample(&store, "k", 5);
+    let paths = shard_paths(&store, "k");
+    let len = fs::metadata(&paths[1]).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&paths[1])
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    fs::remove_file(&paths[3]).unwrap();
+    assert!(matches!(state_of(&store, "k", 1), ShardState::Truncated { .. }));
+    assert_eq!(state_of(&store, "k", 3), ShardState::Missing);
+    assert_eq!(store.get_bytes("k").unwrap(), bytes);
+}
+
+#[test]
+fn a_stale_shard_is_outvoted_by_the_quorum_version() {
+    let (_dir, store) = store(4, 2, CHUNK);
+    put_sample(&store, "k", 6);
+    let old = shard_paths(&store, "k");
+    let saved = fs::read(&old[2]).unwrap();
+    let new = put_sample(&store, "k", 7);
+    let current = shard_paths(&store, "k");
+    // The lost write: location 2 still holds version 1 instead of version 2.
+    fs::remove_file(&current[2]).unwrap();
+    fs::write(&old[2], saved).unwrap();
+    assert_eq!(state_of(&store, "k", 2), ShardState::Stale { version: 1 });
+    assert_eq!(store.stat("k").unwrap().version, 2);
+    assert_eq!(store.get_bytes("k").unwrap(), new);
+}
+
+#[test]
+fn a_wiped_or_foreign_location_is_recognised_and_read_around() {
+    let (dir, store) = store(4, 2, CHUNK);
+    let a = put_sample(&store, "a", 8);
+    let b = put_sample(&store, "b", 9);
+    let locations = store.locations();
+    // Slot 1: wiped and replaced by an empty disk.
+    fs::remove_dir_all(&locations[1]).unwrap();
+    fs::create_dir(&locations[1]).unwrap();
+    // Slot 4: another store's disk mounted in its place.
+    let (_other_dir, other) = common::store(4, 2, CHUNK);
+    fs::copy(
+        other.locations()[4].join(IDENTITY_FILE),
+        locations[4].join(IDENTITY_FILE),
+    )
+    .unwrap();
+    let store = reopen(dir.path());
+    let problems = store.location_problems();
+    assert!(
+        problems[1].as_deref().unwrap().contains("missing"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[4].as_deref().unwrap().contains("another store"),
+        "{problems:?}"
+    );
+    assert_eq!(store.get_bytes("a").unwrap(), a);
+    assert_eq!(store.get_bytes("b").unwrap(), b);
+}
+
+#[test]
+fn transient_faults_are_cured_by_retransmission_and_counted() {
+    let (_dir, store, plan) = faulty_store(0x5eed);
+    let bytes = put_sample(&store, "k", 10);
+    plan.inject(Rule::at(0, Fault::FlipBit(Persistence::Transient { times: 1 })));
+    plan.inject(Rule::at(1, Fault::ReadError(Persistence::Transient { times: 2 })));
+    plan.inject(Rule::at(2, Fault::FlipBit(Persistence::Transient { times: 1 })));
+    let mut reader = store.get("k").unwrap();
+    let mut out = Vec::new();
+    reader.copy_to(&mut out).unwrap();
+    assert_eq!(out, bytes, "seed {}", plan.seed());
+    let stats = reader.stats();
+    assert!(plan.injected() > 0);
+    // Each of the 6 stripes hit the data shards held by slots 0, 1, 2 (whichever shards those
+    // are, at most 3 of the 4 data chunks); none needed parity.
+    assert_eq!(stats.erasures, 0, "{stats:?}");
+    assert_eq!(stats.stripes_reconstructed, 0);
+    assert!(stats.cured_by_retransmission > 0, "{stats:?}");
+    assert_eq!(stats.retransmissions, plan.injected(), "{stats:?}");
+}
+
+#[test]
+fn persistent_faults_outlast_the_retries_and_become_erasures() {
+    let (_dir, store, plan) = faulty_store(0xbad);
+    let bytes = put_sample(&store, "k", 11);
+    plan.inject(Rule::at(0, Fault::FlipBit(Persistence::Persistent)));
+    plan.inject(Rule::at(5, Fault::ReadError(Persistence::Persistent)));
+    let mut reader = store.get("k").unwrap();
+    let mut out = Vec::new();
+    reader.copy_to(&mut out).unwrap();
+    assert_eq!(out, bytes, "seed {}", plan.seed());
+    assert!(reader.stats().erasures > 0);
+    assert_eq!(reader.stats().cured_by_retransmission, 0);
+}
+
+#[test]
+fn hidden_and_truncated_files_from_the_fault_layer_are_erasures() {
+    let (_dir, store, plan) = faulty_store(3);
+    let bytes = put_sample(&store, "k", 12);
+    plan.inject(Rule::at(2, Fault::Hide).for_key("k"));
+    plan.inject(Rule::at(3, Fault::Truncate { len: 5000 }).for_key("k"));
+    assert_eq!(store.get_bytes("k").unwrap(), bytes);
+}
+
+#[test]
+fn a_full_disk_fails_the_put_cleanly_and_keeps_the_old_version() {
+    let (dir, store, plan) = faulty_store(4);
+    let old = put_sample(&store, "k", 13);
+    // One full disk: 5 of 6 shards are still a write quorum (k + 1).
+    plan.inject(Rule::at(0, Fault::WriteError { after_bytes: 10_000 }));
+    let newer = put_sample(&store, "k", 14);
+    assert_eq!(store.get_bytes("k").unwrap(), newer);
+    // Two full disks: below the quorum, the put fails and the previous version stays.
+    plan.inject(Rule::at(3, Fault::WriteError { after_bytes: 20_000 }));
+    let err = store.put("k", &data(15, 100_000)[..]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WriteQuorum {
+                written: 4,
+                needed: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.get_bytes("k").unwrap(), newer);
+    assert_ne!(newer, old);
+    // Nothing half-written is left in any location's temporary area.
+    for loc in store.locations() {
+        let leftovers: Vec<_> = fs::read_dir(loc.join("tmp")).unwrap().collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+    // And the store is still usable once space is back.
+    plan.clear();
+    let last = put_sample(&store, "k", 16);
+    assert_eq!(reopen(dir.path()).get_bytes("k").unwrap(), last);
+}
+
+#[test]
+fn keys_are_names_that_never_escape_the_store() {
+    let outer = tempfile::tempdir().unwrap();
+    let root = outer.path().join("store");
+    let store = Store::options()
+        .durability(Durability::PageCache)
+        .create(&root, &config(2, 1, CHUNK))
+        .unwrap();
+    let keys = [
+        "../../x",
+        "/etc/passwd",
+        "..",
+        ".",
+        "a/../../../b",
+        "~",
+        "\\..\\x",
+        "naïve ключ 🗝",
+        " ",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let bytes = data(i as u64, 100 + i);
+        store.put(key, &bytes[..]).unwrap();
+        assert_eq!(store.get_bytes(key).unwrap(), bytes, "{key:?}");
+    }
+    let listed: Vec<String> = store.list().unwrap().into_iter().map(|e| e.key).collect();
+    let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // Nothing was created next to the store.
+    let beside: Vec<_> = fs::read_dir(outer.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, vec![std::ffi::OsString::from("store")]);
+    for key in ["", "a\0b", &"x".repeat(1025)] {
+        assert!(
+            matches!(store.put(key, &b""[..]), Err(Error::InvalidKey { .. })),
+            "{key:?}"
+        );
+        assert!(
+            matches!(store.get_bytes(key), Err(Error::InvalidKey { .. })),
+            "{key:?}"
+        );
+    }
+}
