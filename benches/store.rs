@@ -1,1 +1,168 @@
-fn main() {}
+//! Whole-store throughput against plain-file baselines measured in the same run:
+//!
+//! - `put`: a 1 GiB object against writing the same bytes plus the parity's share to `k + m`
+//!   plain files, each fsynced, like the store's shard files;
+//! - `get`: reading it back verified, from the page cache, against plainly reading its `k` data
+//!   shard files; and again with one location lost (every stripe rebuilt from parity).
+//!
+//! Throughput counts object bytes. `SHARDGUARD_BENCH_MIB` sets the object size (default 1024),
+//! `SHARDGUARD_BENCH_CHUNK_KIB` the chunk size (default: the store's default).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rand::{RngCore, SeedableRng};
+use shardguard::fault::{Fault, FaultPlan, Rule};
+use shardguard::format::ObjectId;
+use shardguard::{placement, Store, StoreConfig};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `len` bytes cycled from one seeded 16 MiB block, so the source costs no I/O and little memory.
+struct Source<'a> {
+    block: &'a [u8],
+    left: u64,
+    pos: usize,
+}
+
+impl Read for Source<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.left as usize).min(self.block.len() - self.pos);
+        buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
+        self.pos = (self.pos + n) % self.block.len();
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn plain_write(dir: &Path, files: usize, per_file: u64, chunk: usize, block: &[u8]) -> io::Result<()> {
+    for i in 0..files {
+        let mut f = File::create(dir.join(format!("plain-{i}")))?;
+        let mut left = per_file;
+        let mut pos = 0;
+        while left > 0 {
+            let n = chunk.min(left as usize).min(block.len() - pos);
+            f.write_all(&block[pos..pos + n])?;
+            pos = (pos + n) % block.len();
+            left -= n as u64;
+        }
+        f.sync_all()?;
+    }
+    File::open(dir)?.sync_all()
+}
+
+fn plain_read(paths: &[std::path::PathBuf], buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0;
+    for p in paths {
+        let f = File::open(p)?;
+        let len = f.metadata()?.len();
+        let mut offset = 0;
+        while offset < len {
+            let n = buf.len().min((len - offset) as usize);
+            f.read_exact_at(&mut buf[..n], offset)?;
+            offset += n as u64;
+        }
+        total += len;
+    }
+    Ok(total)
+}
+
+struct Sink;
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        std::hint::black_box(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn store_benches(c: &mut Criterion) {
+    let len = env_u64("SHARDGUARD_BENCH_MIB", 1024) << 20;
+    let mut config = StoreConfig::default();
+    config.chunk_size =
+        env_u64("SHARDGUARD_BENCH_CHUNK_KIB", u64::from(config.chunk_size) >> 10) as u32 * 1024;
+    let (k, n) = (
+        usize::from(config.data_shards),
+        usize::from(config.data_shards + config.parity_shards),
+    );
+    let dir = tempfile::tempdir_in(std::env::var("SHARDGUARD_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .expect("bench directory");
+    let mut block = vec![0u8; 16 << 20];
+    rand_chacha::ChaCha8Rng::seed_from_u64(7).fill_bytes(&mut block);
+    let source = || Source {
+        block: &block,
+        left: len,
+        pos: 0,
+    };
+    let store = Store::create(dir.path().join("store"), &config).unwrap();
+    let plain_dir = dir.path().join("plain");
+    fs::create_dir(&plain_dir).unwrap();
+
+    let mut group = c.benchmark_group(format!(
+        "put_{}MiB_chunk_{}KiB",
+        len >> 20,
+        config.chunk_size >> 10
+    ));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Bytes(len));
+    let per_file = len.div_ceil(k as u64);
+    group.bench_function("baseline_plain_files_fsync", |b| {
+        b.iter(|| plain_write(&plain_dir, n, per_file, config.chunk_size as usize, &block).unwrap())
+    });
+    group.bench_function("store_put_fsync", |b| {
+        b.iter(|| store.put("bench", source()).unwrap())
+    });
+    group.finish();
+    fs::remove_dir_all(&plain_dir).unwrap();
+
+    let object = ObjectId::of_key("bench");
+    let data_paths: Vec<_> = (0..k).map(|s| store.shard_path("bench", s).unwrap()).collect();
+    let mut buf = vec![0u8; config.chunk_size as usize];
+    let plan = FaultPlan::new(1);
+    plan.inject(Rule::at(placement::slot_of_shard(object, 0, n), Fault::Hide));
+    let degraded = Store::options()
+        .location_wrapper(plan.wrapper())
+        .open(dir.path().join("store"))
+        .unwrap();
+    // Warm the page cache with every shard file before timing reads.
+    degraded.get("bench").unwrap().copy_to(&mut Sink).unwrap();
+    store.get("bench").unwrap().copy_to(&mut Sink).unwrap();
+
+    let mut group = c.benchmark_group(format!(
+        "get_{}MiB_chunk_{}KiB",
+        len >> 20,
+        config.chunk_size >> 10
+    ));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Bytes(len));
+    group.bench_function("baseline_plain_read_k_files", |b| {
+        b.iter(|| plain_read(&data_paths, &mut buf).unwrap())
+    });
+    group.bench_function("store_get", |b| {
+        b.iter(|| store.get("bench").unwrap().copy_to(&mut Sink).unwrap())
+    });
+    group.bench_function("store_get_one_location_lost", |b| {
+        b.iter(|| degraded.get("bench").unwrap().copy_to(&mut Sink).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, store_benches);
+criterion_main!(benches);

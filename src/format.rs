@@ -6,8 +6,6 @@
 //!
 //! All integers are little-endian.
 
-use crate::checksum;
-
 /// Maximum key length in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 /// Largest chunk size a store may use (64 MiB); bounds every allocation a header can ask for.
@@ -251,7 +249,7 @@ pub struct ShardHeader {
     pub shard_index: u8,
     /// Length of the object in bytes.
     pub object_len: u64,
-    /// CRC32C of the whole object.
+    /// The whole-object checksum (see [`crate::checksum::ObjectChecksum`]).
     pub object_crc: u32,
 }
 
@@ -393,11 +391,6 @@ impl ShardHeader {
     /// Length the whole shard file must have: header plus every chunk with its CRC.
     pub fn expected_file_len(&self) -> u64 {
         self.encoded_len() as u64 + self.geometry.shard_body_len(self.object_len)
-    }
-
-    /// The checksum a chunk of this shard must carry (see [`checksum::chunk_crc`]).
-    pub fn chunk_crc(&self, stripe: u64, chunk: &[u8]) -> u32 {
-        checksum::chunk_crc(self.object_id(), self.stamp, self.shard_index, stripe, chunk)
     }
 }
 

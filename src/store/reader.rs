@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use rayon::prelude::*;
 
 use crate::arq::{self, ChunkFault, SystemClock};
-use crate::checksum::chunk_crc;
+use crate::checksum::{ChunkId, ObjectChecksum};
 use crate::error::{Error, Result};
 use crate::format::{ObjectId, StripeShape, CHUNK_CRC_LEN};
 use crate::key;
@@ -57,7 +57,8 @@ pub struct ObjectReader<'a> {
     /// The stripe being served and how far into its data.
     current: Option<StripeShape>,
     served: usize,
-    crc: u32,
+    /// Built from each data chunk's CRC as stripes are fetched, checked at the end.
+    checksum: ObjectChecksum,
     stats: ReadStats,
 }
 
@@ -82,7 +83,7 @@ impl Store {
             buffers: vec![vec![0u8; buffer_len]; g.shards()],
             current: None,
             served: 0,
-            crc: 0,
+            checksum: ObjectChecksum::default(),
             stats: ReadStats::default(),
             resolved,
         })
@@ -169,20 +170,17 @@ impl ObjectReader<'_> {
     }
 
     fn consume(&mut self, n: usize) {
-        let shape = self.current.expect("consume follows available");
-        let chunk = self.served / shape.chunk_len;
-        let start = self.served % shape.chunk_len;
-        self.crc = crc32c::crc32c_append(self.crc, &self.buffers[chunk][start..start + n]);
         self.served += n;
     }
 
     fn finish(&mut self) -> Result<()> {
         let expected = self.resolved.header.object_crc;
-        if self.crc != expected {
+        let actual = self.checksum.value();
+        if actual != expected {
             return Err(Error::ObjectChecksum {
                 key: self.key.clone(),
                 expected,
-                actual: self.crc,
+                actual,
             });
         }
         Ok(())
@@ -206,12 +204,15 @@ impl ObjectReader<'_> {
             .map(|(shard, buf)| ctx.read(shard, buf))
             .collect();
         let mut missing = 0;
+        let mut data_crcs = [0u32; 256];
         for (shard, outcome) in outcomes.iter().enumerate() {
             self.stats.note(outcome);
-            present[shard] = outcome.verified;
-            missing += usize::from(!outcome.verified);
+            present[shard] = outcome.data_crc.is_some();
+            data_crcs[shard] = outcome.data_crc.unwrap_or(0);
+            missing += usize::from(outcome.data_crc.is_none());
         }
         if missing == 0 {
+            data_crcs[..k].iter().for_each(|&crc| self.checksum.push(crc));
             return Ok(());
         }
         // Only now is parity worth reading: ask for as many parity chunks as data went missing,
@@ -227,8 +228,8 @@ impl ObjectReader<'_> {
                 .collect();
             for (i, outcome) in outcomes.iter().enumerate() {
                 self.stats.note(outcome);
-                present[k + next_parity + i] = outcome.verified;
-                needed -= usize::from(outcome.verified);
+                present[k + next_parity + i] = outcome.data_crc.is_some();
+                needed -= usize::from(outcome.data_crc.is_some());
             }
             next_parity += batch;
         }
@@ -253,6 +254,15 @@ impl ObjectReader<'_> {
                 needed: e.needed,
             })?;
         self.stats.stripes_reconstructed += 1;
+        for (shard, &crc) in data_crcs[..k].iter().enumerate() {
+            // Rebuilt chunks are checksummed afresh: the object checksum then checks the rebuild.
+            let crc = if present[shard] {
+                crc
+            } else {
+                crc32c::crc32c(&self.buffers[shard][..shape.chunk_len])
+            };
+            self.checksum.push(crc);
+        }
         Ok(())
     }
 }
@@ -265,7 +275,8 @@ struct ChunkReader<'r> {
 }
 
 struct ChunkOutcome {
-    verified: bool,
+    /// The chunk bytes' CRC32C if the chunk verified.
+    data_crc: Option<u32>,
     attempts: u32,
 }
 
@@ -274,24 +285,30 @@ impl ChunkReader<'_> {
     fn read(&self, shard: usize, buf: &mut [u8]) -> ChunkOutcome {
         let Some(file) = &self.resolved.shards[shard] else {
             return ChunkOutcome {
-                verified: false,
+                data_crc: None,
                 attempts: 0,
             };
         };
         let len = self.shape.chunk_len;
         let offset = self.resolved.header_len + self.shape.offset_in_shard;
-        let stamp = self.resolved.header.stamp;
+        let id = ChunkId {
+            object: self.object,
+            stamp: self.resolved.header.stamp,
+            shard: shard as u8,
+            stripe: self.shape.index,
+        };
         let clock = SystemClock::start();
         let retried = arq::retry(&self.store.retry, &clock, || {
             read_chunk(&**file, &mut buf[..len + CHUNK_CRC_LEN as usize], offset)?;
             let stored = u32::from_le_bytes(buf[len..len + 4].try_into().expect("4 bytes"));
-            if chunk_crc(self.object, stamp, shard as u8, self.shape.index, &buf[..len]) != stored {
+            let data_crc = crc32c::crc32c(&buf[..len]);
+            if id.bind(data_crc) != stored {
                 return Err(ChunkFault::Corrupt);
             }
-            Ok(())
+            Ok(data_crc)
         });
         ChunkOutcome {
-            verified: retried.result.is_ok(),
+            data_crc: retried.result.ok(),
             attempts: retried.attempts,
         }
     }
@@ -305,7 +322,7 @@ impl ReadStats {
     fn note(&mut self, outcome: &ChunkOutcome) {
         let retries = u64::from(outcome.attempts.saturating_sub(1));
         self.retransmissions += retries;
-        if outcome.verified {
+        if outcome.data_crc.is_some() {
             self.chunks_verified += 1;
             self.cured_by_retransmission += u64::from(retries > 0);
         } else {

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
+use crate::checksum::{ChunkId, ObjectChecksum};
 use crate::error::{Error, Result};
 use crate::format::{ObjectId, ShardHeader, WriteStamp};
 use crate::key;
@@ -25,11 +26,8 @@ pub struct PutOutcome {
     pub shards_written: usize,
 }
 
-/// One shard file being written, with the first error it hit.
-struct Pending {
-    slot: usize,
-    writer: Option<Box<dyn ShardWriter>>,
-}
+/// The shard files of one write, by shard index; `None` where a location is unusable or failed.
+type Writers = Vec<Option<Box<dyn ShardWriter>>>;
 
 impl Store {
     /// Stores the bytes read from `data` under `key`, replacing any previous version.
@@ -44,7 +42,7 @@ impl Store {
         let _lock = self.lock_key(object)?;
         let stamp = self.next_stamp(object);
         let g = self.file.geometry;
-        let (k, n) = (usize::from(g.k), g.shards());
+        let k = usize::from(g.k);
         let chunk_size = g.chunk_size as usize;
         let mut header = ShardHeader {
             store_id: self.file.store_id,
@@ -56,19 +54,18 @@ impl Store {
             object_len: 0,
             object_crc: 0,
         };
-        let mut pending = self.start_writes(object, stamp, &mut header)?;
+        let mut writers = self.start_writes(object, stamp, &header)?;
 
         let mut stripe_buf = vec![0u8; k * chunk_size];
-        let mut parity = vec![vec![0u8; chunk_size]; n - k];
+        let mut parity = vec![vec![0u8; chunk_size]; usize::from(g.m)];
         let mut object_len = 0u64;
-        let mut object_crc = 0u32;
+        let mut object_crc = ObjectChecksum::default();
         let mut last_error = None;
         for stripe in 0u64.. {
             let filled = read_full(&mut data, &mut stripe_buf).map_err(|source| Error::Input { source })?;
             if filled == 0 {
                 break;
             }
-            object_crc = crc32c::crc32c_append(object_crc, &stripe_buf[..filled]);
             object_len += filled as u64;
             let chunk_len = if filled == stripe_buf.len() {
                 chunk_size
@@ -79,31 +76,42 @@ impl Store {
             let mut chunks: Vec<&mut [u8]> = stripe_buf[..k * chunk_len].chunks_mut(chunk_len).collect();
             chunks.extend(parity.iter_mut().map(|p| &mut p[..chunk_len]));
             self.codec.encode(&mut chunks);
-            let chunks: Vec<&[u8]> = chunks.into_iter().map(|c| &*c).collect();
-            let crcs: Vec<u32> = (0..n)
-                .map(|shard| crate::checksum::chunk_crc(object, stamp, shard as u8, stripe, chunks[shard]))
-                .collect();
-            let errors: Vec<io::Error> = pending
+            // Checksum and write every shard's chunk in parallel; keep the data CRCs for the
+            // object checksum whether or not that shard's location is still writable.
+            let results: Vec<(u32, Option<io::Error>)> = writers
                 .par_iter_mut()
-                .filter_map(|p| {
-                    let writer = p.writer.as_mut()?;
-                    let shard = placement::shard_of_slot(object, p.slot, n);
-                    let result = writer
-                        .write_all(chunks[shard])
-                        .and_then(|()| writer.write_all(&crcs[shard].to_le_bytes()));
-                    result.err().inspect(|_| p.writer = None)
+                .zip(chunks.par_iter())
+                .enumerate()
+                .map(|(shard, (writer, chunk))| {
+                    let data_crc = crc32c::crc32c(chunk);
+                    let Some(w) = writer else { return (data_crc, None) };
+                    let id = ChunkId {
+                        object,
+                        stamp,
+                        shard: shard as u8,
+                        stripe,
+                    };
+                    let written = w
+                        .write_all(chunk)
+                        .and_then(|()| w.write_all(&id.bind(data_crc).to_le_bytes()));
+                    (data_crc, written.err().inspect(|_| *writer = None))
                 })
                 .collect();
-            last_error = errors.into_iter().last().or(last_error);
-            self.check_quorum(key, &pending, &mut last_error)?;
+            for (shard, (data_crc, error)) in results.into_iter().enumerate() {
+                if shard < k {
+                    object_crc.push(data_crc);
+                }
+                last_error = error.or(last_error);
+            }
+            self.check_quorum(key, &writers, &mut last_error)?;
             if filled < stripe_buf.len() {
                 break;
             }
         }
 
         header.object_len = object_len;
-        header.object_crc = object_crc;
-        let committed = self.commit_writes(object, &mut pending, &header, &mut last_error);
+        header.object_crc = object_crc.value();
+        let committed = self.commit_writes(&mut writers, &header, &mut last_error);
         if committed.len() < self.write_quorum() {
             self.roll_back(object, stamp, &committed);
             return Err(self.quorum_error(key, committed.len(), last_error));
@@ -128,7 +136,7 @@ impl Store {
             return Err(e);
         }
         let stamp = self.next_stamp(object);
-        let mut header = ShardHeader {
+        let header = ShardHeader {
             store_id: self.file.store_id,
             key: key.to_owned(),
             stamp,
@@ -138,9 +146,9 @@ impl Store {
             object_len: 0,
             object_crc: 0,
         };
-        let mut pending = self.start_writes(object, stamp, &mut header)?;
+        let mut writers = self.start_writes(object, stamp, &header)?;
         let mut last_error = None;
-        let committed = self.commit_writes(object, &mut pending, &header, &mut last_error);
+        let committed = self.commit_writes(&mut writers, &header, &mut last_error);
         if committed.len() < self.write_quorum() {
             self.roll_back(object, stamp, &committed);
             return Err(self.quorum_error(key, committed.len(), last_error));
@@ -172,35 +180,27 @@ impl Store {
 
     /// Opens a temporary shard file on every usable location and writes a placeholder header
     /// (rewritten with the object's length and checksum at commit).
-    fn start_writes(
-        &self,
-        object: ObjectId,
-        stamp: WriteStamp,
-        header: &mut ShardHeader,
-    ) -> Result<Vec<Pending>> {
+    fn start_writes(&self, object: ObjectId, stamp: WriteStamp, header: &ShardHeader) -> Result<Writers> {
         let n = self.slots.len();
         let mut last_error = None;
-        let mut pending = Vec::with_capacity(n);
-        for (slot, s) in self.slots.iter().enumerate() {
-            let Ok(location) = s.usable() else { continue };
-            header.shard_index = placement::shard_of_slot(object, slot, n) as u8;
-            let started = location
-                .create_shard(object, stamp)
-                .and_then(|mut w| w.write_all(&header.encode()).map(|()| w));
-            match started {
-                Ok(w) => pending.push(Pending {
-                    slot,
-                    writer: Some(w),
-                }),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        self.check_quorum(&header.key, &pending, &mut last_error)?;
-        Ok(pending)
+        let mut header = header.clone();
+        let writers: Writers = (0..n)
+            .map(|shard| {
+                let slot = placement::slot_of_shard(object, shard, n);
+                let location = self.slots[slot].usable().ok()?;
+                header.shard_index = shard as u8;
+                let started = location
+                    .create_shard(object, stamp)
+                    .and_then(|mut w| w.write_all(&header.encode()).map(|()| w));
+                started.map_err(|e| last_error = Some(e)).ok()
+            })
+            .collect();
+        self.check_quorum(&header.key, &writers, &mut last_error)?;
+        Ok(writers)
     }
 
-    fn check_quorum(&self, key: &str, pending: &[Pending], last_error: &mut Option<io::Error>) -> Result<()> {
-        let live = pending.iter().filter(|p| p.writer.is_some()).count();
+    fn check_quorum(&self, key: &str, writers: &Writers, last_error: &mut Option<io::Error>) -> Result<()> {
+        let live = writers.iter().flatten().count();
         if live < self.write_quorum() {
             return Err(self.quorum_error(key, live, last_error.take()));
         }
@@ -216,25 +216,27 @@ impl Store {
         }
     }
 
-    /// Rewrites each header with its final fields and commits; returns the committed slots.
+    /// Rewrites each header with its final fields and commits (in parallel: the fsyncs of
+    /// different disks overlap); returns the slots that committed.
     fn commit_writes(
         &self,
-        object: ObjectId,
-        pending: &mut [Pending],
+        writers: &mut Writers,
         header: &ShardHeader,
         last_error: &mut Option<io::Error>,
     ) -> Vec<usize> {
         let n = self.slots.len();
-        let results: Vec<(usize, io::Result<()>)> = pending
+        let object = header.object_id();
+        let results: Vec<(usize, io::Result<()>)> = writers
             .par_iter_mut()
-            .filter_map(|p| {
-                let mut writer = p.writer.take()?;
+            .enumerate()
+            .filter_map(|(shard, writer)| {
+                let mut writer = writer.take()?;
                 let mut header = header.clone();
-                header.shard_index = placement::shard_of_slot(object, p.slot, n) as u8;
+                header.shard_index = shard as u8;
                 let result = writer
                     .write_all_at(&header.encode(), 0)
                     .and_then(|()| writer.commit());
-                Some((p.slot, result))
+                Some((placement::slot_of_shard(object, shard, n), result))
             })
             .collect();
         let mut committed = Vec::new();
