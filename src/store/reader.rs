@@ -186,52 +186,52 @@ impl ObjectReader<'_> {
         Ok(())
     }
 
-    /// Reads the stripe's data chunks (in parallel), retransmitting failures; if any stay bad,
-    /// reads parity and rebuilds them.
+    /// Reads the stripe's data chunks in parallel, retransmitting failures; if any stay bad,
+    /// reads parity and rebuilds them. Parity for shards already known to be missing (no file)
+    /// is read in the first round, so a lost location costs no extra round trip.
     fn fetch_stripe(&mut self, shape: StripeShape) -> Result<()> {
         let k = usize::from(self.store.file.geometry.k);
-        let mut present = vec![false; self.buffers.len()];
-        let (data, parity) = self.buffers.split_at_mut(k);
+        let n = self.buffers.len();
+        let has_file: Vec<bool> = self.resolved.shards.iter().map(Option::is_some).collect();
+        let mut present = vec![false; n];
+        let mut tried = vec![false; n];
+        let mut data_crcs = vec![0u32; k];
+        let known_missing = has_file[..k].iter().filter(|&&f| !f).count();
+        let mut round: Vec<usize> = (0..k).filter(|&s| has_file[s]).collect();
+        round.extend((k..n).filter(|&s| has_file[s]).take(known_missing));
         let ctx = ChunkReader {
             store: self.store,
             object: self.object,
             resolved: &self.resolved,
             shape,
         };
-        let outcomes: Vec<ChunkOutcome> = data
-            .par_iter_mut()
-            .enumerate()
-            .map(|(shard, buf)| ctx.read(shard, buf))
-            .collect();
-        let mut missing = 0;
-        let mut data_crcs = [0u32; 256];
-        for (shard, outcome) in outcomes.iter().enumerate() {
-            self.stats.note(outcome);
-            present[shard] = outcome.data_crc.is_some();
-            data_crcs[shard] = outcome.data_crc.unwrap_or(0);
-            missing += usize::from(outcome.data_crc.is_none());
-        }
-        if missing == 0 {
-            data_crcs[..k].iter().for_each(|&crc| self.checksum.push(crc));
-            return Ok(());
-        }
-        // Only now is parity worth reading: ask for as many parity chunks as data went missing,
-        // and more only if some of those fail too.
-        let mut needed = missing;
-        let mut next_parity = 0;
-        while needed > 0 && next_parity < parity.len() {
-            let batch = needed.min(parity.len() - next_parity);
-            let outcomes: Vec<ChunkOutcome> = parity[next_parity..next_parity + batch]
-                .par_iter_mut()
-                .enumerate()
-                .map(|(i, buf)| ctx.read(k + next_parity + i, buf))
-                .collect();
-            for (i, outcome) in outcomes.iter().enumerate() {
-                self.stats.note(outcome);
-                present[k + next_parity + i] = outcome.data_crc.is_some();
-                needed -= usize::from(outcome.data_crc.is_some());
+        loop {
+            let mut bufs: Vec<(usize, &mut Vec<u8>)> =
+                self.buffers.iter_mut().enumerate().filter(|(s, _)| round.contains(s)).collect();
+            let outcomes: Vec<(usize, ChunkOutcome)> =
+                bufs.par_iter_mut().map(|(shard, buf)| (*shard, ctx.read(*shard, buf))).collect();
+            for (shard, outcome) in outcomes {
+                self.stats.note(&outcome);
+                tried[shard] = true;
+                present[shard] = outcome.data_crc.is_some();
+                if shard < k {
+                    data_crcs[shard] = outcome.data_crc.unwrap_or(0);
+                }
             }
-            next_parity += batch;
+            let deficit = k.saturating_sub(present.iter().filter(|&&p| p).count());
+            // Once every data chunk verified, or parity has made up for the ones that did not.
+            if present[..k].iter().all(|&p| p) || deficit == 0 {
+                break;
+            }
+            round = (k..n).filter(|&s| !tried[s] && has_file[s]).take(deficit).collect();
+            if round.is_empty() {
+                break;
+            }
+        }
+        self.stats.erasures += (0..k).filter(|&s| !has_file[s]).count() as u64;
+        if present[..k].iter().all(|&p| p) {
+            data_crcs.iter().for_each(|&crc| self.checksum.push(crc));
+            return Ok(());
         }
         let mut chunks: Vec<(&mut [u8], bool)> = self
             .buffers
@@ -239,11 +239,6 @@ impl ObjectReader<'_> {
             .zip(&present)
             .map(|(buf, &p)| (&mut buf[..shape.chunk_len], p))
             .collect();
-        // Parity chunks never read are absent too; the codec needs only k present.
-        for (i, chunk) in chunks.iter_mut().enumerate().skip(k + next_parity) {
-            debug_assert!(!present[i]);
-            chunk.1 = false;
-        }
         self.store
             .codec
             .reconstruct(&mut chunks, true)
@@ -254,7 +249,7 @@ impl ObjectReader<'_> {
                 needed: e.needed,
             })?;
         self.stats.stripes_reconstructed += 1;
-        for (shard, &crc) in data_crcs[..k].iter().enumerate() {
+        for (shard, &crc) in data_crcs.iter().enumerate() {
             // Rebuilt chunks are checksummed afresh: the object checksum then checks the rebuild.
             let crc = if present[shard] {
                 crc
