@@ -33,6 +33,17 @@ fn codec(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("encode_1_core", chunk), |b| {
             b.iter(|| one_core.install(|| codec.encode(black_box(&mut slices))))
         });
+        // The alternative codec crate, side by side (its encoder copies the input in).
+        let mut simd = reed_solomon_simd::ReedSolomonEncoder::new(k, m, chunk).unwrap();
+        group.bench_function(BenchmarkId::new("encode_reed_solomon_simd", chunk), |b| {
+            b.iter(|| {
+                for c in &chunks[..k] {
+                    simd.add_original_shard(c).unwrap();
+                }
+                let result = simd.encode().unwrap();
+                black_box(result.recovery_iter().count());
+            })
+        });
         group.bench_function(BenchmarkId::new("reconstruct_m_lost", chunk), |b| {
             b.iter(|| {
                 // Two data chunks lost: the worst case a read meets within tolerance.

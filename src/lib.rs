@@ -31,6 +31,11 @@ pub mod location;
 pub mod placement;
 mod store;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use arq::RetryPolicy;
 pub use error::{Error, Result};
 pub use key::validate as validate_key;

@@ -31,8 +31,9 @@ pub struct StoreConfig {
     pub data_shards: u8,
     /// Parity shards per stripe, `m`: how many lost chunks per stripe are survived. Default 2.
     pub parity_shards: u8,
-    /// Bytes per chunk. Default 1 MiB: measured in `benches/codec.rs`, 1 MiB keeps the codec at
-    /// full speed while a 4 + 2 stripe buffer stays at 6 MiB.
+    /// Bytes per chunk. Default 1 MiB: of 256 KiB, 1 MiB and 4 MiB, measured with
+    /// `benches/store.rs`, 1 MiB gave the fastest put and get (README, Performance), with 6 MiB
+    /// of stripe buffers for 4 + 2.
     pub chunk_size: u32,
     /// Location directories, one per shard (`k + m`). Default: `loc-00` … under the root.
     pub locations: Option<Vec<PathBuf>>,

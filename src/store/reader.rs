@@ -206,10 +206,16 @@ impl ObjectReader<'_> {
             shape,
         };
         loop {
-            let mut bufs: Vec<(usize, &mut Vec<u8>)> =
-                self.buffers.iter_mut().enumerate().filter(|(s, _)| round.contains(s)).collect();
-            let outcomes: Vec<(usize, ChunkOutcome)> =
-                bufs.par_iter_mut().map(|(shard, buf)| (*shard, ctx.read(*shard, buf))).collect();
+            let mut bufs: Vec<(usize, &mut Vec<u8>)> = self
+                .buffers
+                .iter_mut()
+                .enumerate()
+                .filter(|(s, _)| round.contains(s))
+                .collect();
+            let outcomes: Vec<(usize, ChunkOutcome)> = bufs
+                .par_iter_mut()
+                .map(|(shard, buf)| (*shard, ctx.read(*shard, buf)))
+                .collect();
             for (shard, outcome) in outcomes {
                 self.stats.note(&outcome);
                 tried[shard] = true;
@@ -223,7 +229,10 @@ impl ObjectReader<'_> {
             if present[..k].iter().all(|&p| p) || deficit == 0 {
                 break;
             }
-            round = (k..n).filter(|&s| !tried[s] && has_file[s]).take(deficit).collect();
+            round = (k..n)
+                .filter(|&s| !tried[s] && has_file[s])
+                .take(deficit)
+                .collect();
             if round.is_empty() {
                 break;
             }
