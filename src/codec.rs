@@ -96,13 +96,17 @@ impl Codec {
 /// Chunks shorter than this are coded on one core: splitting costs more than it saves.
 const PARALLEL_MIN_LEN: usize = 128 << 10;
 
-/// Cuts every chunk (all of length `len`) into the same segments, one per core, and regroups
-/// them per segment: `out[s][i]` is segment `s` of chunk `i`.
+/// Segment length when coding in parallel: a segment of every chunk of a stripe stays within a
+/// core's L2 cache while the codec makes its `k * m` passes over it.
+const SEGMENT_LEN: usize = 64 << 10;
+
+/// Cuts every chunk (all of length `len`) into the same segments and regroups them per segment:
+/// `out[s][i]` is segment `s` of chunk `i`.
 fn split<'a>(chunks: impl Iterator<Item = &'a mut [u8]>, len: usize) -> Vec<Vec<&'a mut [u8]>> {
     let parts = if len < PARALLEL_MIN_LEN {
         1
     } else {
-        rayon::current_num_threads().clamp(1, len / (PARALLEL_MIN_LEN / 2))
+        len.div_ceil(SEGMENT_LEN).max(rayon::current_num_threads())
     };
     // Segments on 64-byte boundaries keep the SIMD kernels on full-width loads.
     let segment = len.div_ceil(parts).next_multiple_of(64).max(1);
