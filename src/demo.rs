@@ -12,6 +12,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::scrub::{ScrubOptions, ScrubReport};
 use crate::store::{ReadStats, Store, StoreConfig};
 
 /// How much sample data the demo generates.
@@ -80,10 +81,18 @@ pub enum DemoEvent {
         /// What the reads had to do.
         stats: ReadStats,
     },
+    /// A scrub finished.
+    Scrubbed {
+        /// Whether it repaired.
+        repair: bool,
+        /// Its report.
+        report: Box<ScrubReport>,
+    },
 }
 
-/// Runs the demo in `dir` (created if missing; it must not already hold a store).
-pub fn run(dir: &Path, options: &DemoOptions, mut on_event: impl FnMut(DemoEvent)) -> Result<ReadStats> {
+/// Runs the demo in `dir` (created if missing; it must not already hold a store). Returns the
+/// report of the final scrub, which must be clean.
+pub fn run(dir: &Path, options: &DemoOptions, mut on_event: impl FnMut(DemoEvent)) -> Result<ScrubReport> {
     let config = StoreConfig::default();
     let store = Store::create(dir, &config)?;
     on_event(DemoEvent::Created {
@@ -183,7 +192,22 @@ pub fn run(dir: &Path, options: &DemoOptions, mut on_event: impl FnMut(DemoEvent
         secs: started.elapsed().as_secs_f64(),
         stats,
     });
-    Ok(stats)
+
+    // Repair everything, then check that a second, verify-only scrub finds nothing.
+    let mut scrub = |repair| -> Result<ScrubReport> {
+        let options = ScrubOptions {
+            repair,
+            ..ScrubOptions::default()
+        };
+        let report = store.scrub(&options, &|_| {})?;
+        on_event(DemoEvent::Scrubbed {
+            repair,
+            report: Box::new(report.clone()),
+        });
+        Ok(report)
+    };
+    scrub(true)?;
+    scrub(false)
 }
 
 fn object_key(i: usize) -> String {

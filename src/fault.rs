@@ -291,6 +291,18 @@ impl Location for FaultyLocation {
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
         self.inner.shard_path(object, stamp)
     }
+    fn patch_shard(&self, object: ObjectId, stamp: WriteStamp, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        if self.plan.file_fault(self.slot, object).2.is_some() {
+            return Err(io::ErrorKind::StorageFull.into());
+        }
+        self.inner.patch_shard(object, stamp, offset, bytes)
+    }
+    fn list_temp(&self) -> io::Result<Vec<String>> {
+        self.inner.list_temp()
+    }
+    fn remove_temp(&self, name: &str) -> io::Result<()> {
+        self.inner.remove_temp(name)
+    }
 }
 
 struct FaultyShardFile {

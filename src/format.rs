@@ -20,6 +20,8 @@ pub const MAX_PATH_LEN: usize = 4096;
 const SHARD_MAGIC: [u8; 8] = *b"SGSHARD\0";
 const IDENTITY_MAGIC: [u8; 8] = *b"SGLOCID\0";
 const STORE_MAGIC: [u8; 8] = *b"SGSTORE\0";
+const CHECKPOINT_MAGIC: [u8; 8] = *b"SGSCRUB\0";
+const HISTORY_MAGIC: [u8; 8] = *b"SGHIST\0\0";
 const FORMAT_VERSION: u16 = 1;
 
 /// Size of the shard header without the key and its trailing CRC.
@@ -538,6 +540,128 @@ impl StoreFile {
             geometry,
             locations,
         })
+    }
+}
+
+/// Where an interrupted scrub stopped: every object up to `done_through` (in object id order)
+/// was verified. Written atomically after each batch of objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrubCheckpoint {
+    /// Bit 0: repair; bit 1: deep.
+    pub flags: u16,
+    /// When the scrub started (seconds since the Unix epoch).
+    pub started_unix: u64,
+    /// Objects verified so far.
+    pub objects_done: u64,
+    /// The last object verified; all before it in id order were verified too.
+    pub done_through: ObjectId,
+}
+
+impl ScrubCheckpoint {
+    /// Encoded size: 48 bytes.
+    pub const LEN: usize = 48;
+
+    /// Encodes the checkpoint.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.extend_from_slice(&CHECKPOINT_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.flags.to_le_bytes());
+        out.extend_from_slice(&self.started_unix.to_le_bytes());
+        out.extend_from_slice(&self.objects_done.to_le_bytes());
+        out.extend_from_slice(&self.done_through.0);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes a checkpoint; the input must be exactly one.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes);
+        r.magic(CHECKPOINT_MAGIC, "scrub checkpoint")?;
+        let flags = r.u16()?;
+        let started_unix = r.u64()?;
+        let objects_done = r.u64()?;
+        let done_through = ObjectId(r.array()?);
+        r.crc_of_preceding()?;
+        r.finish()?;
+        if flags > 3 {
+            return Err(FormatError::InvalidField {
+                field: "flags",
+                value: flags.into(),
+            });
+        }
+        Ok(ScrubCheckpoint {
+            flags,
+            started_unix,
+            objects_done,
+            done_through,
+        })
+    }
+}
+
+/// When each object was last verified by a scrub, for choosing the least recently scrubbed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrubHistory {
+    /// (object, seconds since the Unix epoch), strictly ascending by object.
+    pub entries: Vec<(ObjectId, u64)>,
+}
+
+impl ScrubHistory {
+    /// Encodes the history.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + 24 * self.entries.len());
+        out.extend_from_slice(&HISTORY_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        for (object, time) in &self.entries {
+            out.extend_from_slice(&object.0);
+            out.extend_from_slice(&time.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes a history; the input must be exactly one.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes);
+        r.magic(HISTORY_MAGIC, "scrub history")?;
+        let reserved = r.u16()?;
+        let count = r.u64()?;
+        // 24 bytes an entry: refuse a count the input cannot hold before allocating for it.
+        let needed = count
+            .checked_mul(24)
+            .and_then(|n| n.checked_add(24))
+            .unwrap_or(u64::MAX);
+        if (bytes.len() as u64) < needed {
+            return Err(FormatError::Truncated {
+                len: bytes.len(),
+                needed: usize::try_from(needed).unwrap_or(usize::MAX),
+            });
+        }
+        let mut entries = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let object = ObjectId(r.array()?);
+            let time = r.u64()?;
+            if entries.last().is_some_and(|(last, _)| *last >= object) {
+                return Err(FormatError::InvalidField {
+                    field: "entries (not ascending)",
+                    value: time,
+                });
+            }
+            entries.push((object, time));
+        }
+        r.crc_of_preceding()?;
+        r.finish()?;
+        if reserved != 0 {
+            return Err(FormatError::InvalidField {
+                field: "reserved",
+                value: reserved.into(),
+            });
+        }
+        Ok(ScrubHistory { entries })
     }
 }
 

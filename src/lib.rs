@@ -29,6 +29,8 @@ pub mod format;
 mod key;
 pub mod location;
 pub mod placement;
+mod scrub;
+mod status;
 mod store;
 
 /// The README's examples, compiled and run as doctests.
@@ -40,6 +42,11 @@ pub use arq::RetryPolicy;
 pub use error::{Error, Result};
 pub use key::validate as validate_key;
 pub use location::{Durability, Location};
+pub use scrub::{
+    LocationSummary, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict, UnrecoverableObject,
+    LAST_REPORT_FILE,
+};
+pub use status::{LocationStatus, StoreStatus};
 pub use store::{
     ListEntry, LocationWrapper, ObjectReader, ObjectStat, OpenOptions, PutOutcome, ReadStats, ShardHealth,
     ShardState, Store, StoreConfig, STORE_FILE,

@@ -86,6 +86,47 @@ pub trait Location: Send + Sync + fmt::Debug {
     fn remove_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()>;
     /// The path of a shard file, for messages.
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf;
+    /// Overwrites bytes of a committed shard file in place and makes them durable. Only used to
+    /// replace chunks that already failed verification, so a torn write loses nothing.
+    fn patch_shard(&self, object: ObjectId, stamp: WriteStamp, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Names of the files in the temporary area.
+    fn list_temp(&self) -> io::Result<Vec<String>>;
+    /// Removes a file from the temporary area.
+    fn remove_temp(&self, name: &str) -> io::Result<()>;
+}
+
+/// Replaces `dir/name` with `bytes` atomically: a temporary file beside it, fsynced, renamed
+/// over it, the directory fsynced (fsyncs per `durability`). A crash leaves the old or the new
+/// file, and at worst a `name.*.tmp` leftover.
+pub(crate) fn write_atomically(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durability: Durability,
+) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.{:016x}.tmp", rand::random::<u64>()));
+    let write = || -> io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        if durability == Durability::Fsync {
+            file.sync_all()?;
+        }
+        fs::rename(&tmp, dir.join(name))
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if durability == Durability::Fsync {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The object a temporary shard file belongs to (its name starts with the object id), if any.
+pub fn temp_file_object(name: &str) -> Option<ObjectId> {
+    let (hex, rest) = name.split_once('-')?;
+    rest.ends_with(".tmp").then(|| ObjectId::from_hex(hex)).flatten()
 }
 
 /// A location in a local directory.
@@ -240,6 +281,39 @@ impl Location for LocalDir {
 
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
         self.object_dir(object).join(stamp.file_name())
+    }
+
+    fn patch_shard(&self, object: ObjectId, stamp: WriteStamp, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(self.shard_path(object, stamp))?;
+        file.write_all_at(bytes, offset)?;
+        if self.durability == Durability::Fsync {
+            file.sync_data()
+                .map_err(|e| io::Error::new(e.kind(), FsyncFailed(e)))?;
+        }
+        Ok(())
+    }
+
+    fn list_temp(&self) -> io::Result<Vec<String>> {
+        match fs::read_dir(self.dir.join(TMP_DIR)) {
+            Ok(entries) => entries
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn remove_temp(&self, name: &str) -> io::Result<()> {
+        // Names come from list_temp, but never let one climb out of the temporary area.
+        if name.contains('/') || name == ".." || name == "." {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a temporary file name",
+            ));
+        }
+        fs::remove_file(self.dir.join(TMP_DIR).join(name))
     }
 }
 

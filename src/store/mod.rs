@@ -1,21 +1,21 @@
 //! The store: create/open, put/get/delete/list/stat over `k + m` locations.
 
-mod reader;
-mod resolve;
+pub(crate) mod reader;
+pub(crate) mod resolve;
 mod writer;
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::arq::RetryPolicy;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::format::{Geometry, LocationIdentity, ObjectId, StoreFile, WriteStamp};
 use crate::key;
-use crate::location::{Durability, LocalDir, Location};
+use crate::location::{write_atomically, Durability, LocalDir, Location};
 
 pub use reader::{ObjectReader, ReadStats};
 pub use writer::PutOutcome;
@@ -104,21 +104,29 @@ impl OpenOptions {
     }
 }
 
-/// The state of one location, as found when the store was opened.
+/// The state of one location, as found when the store was opened (or a scrub rebuilt it).
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub dir: PathBuf,
     pub location: Arc<dyn Location>,
     /// `None` when usable, else why not.
-    pub unusable: Option<String>,
+    pub unusable: RwLock<Option<String>>,
 }
 
 impl Slot {
-    pub fn usable(&self) -> std::result::Result<&Arc<dyn Location>, &str> {
-        match &self.unusable {
+    pub fn usable(&self) -> std::result::Result<&Arc<dyn Location>, String> {
+        match &*self.unusable.read().unwrap_or_else(|e| e.into_inner()) {
             None => Ok(&self.location),
-            Some(reason) => Err(reason),
+            Some(reason) => Err(reason.clone()),
         }
+    }
+
+    pub fn problem(&self) -> Option<String> {
+        self.unusable.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.unusable.write().unwrap_or_else(|e| e.into_inner()) = problem;
     }
 }
 
@@ -128,10 +136,11 @@ impl Slot {
 /// may open one store: writers of one key are serialized by a lock file, readers take no lock.
 #[derive(Debug)]
 pub struct Store {
-    root: PathBuf,
-    file: StoreFile,
-    slots: Vec<Slot>,
-    codec: Codec,
+    pub(crate) root: PathBuf,
+    pub(crate) file: StoreFile,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) codec: Codec,
+    pub(crate) durability: Durability,
     retry: RetryPolicy,
     poisoned: AtomicBool,
 }
@@ -237,7 +246,7 @@ impl Store {
 
     /// Why each unusable location cannot be used, by slot (`None` for usable ones).
     pub fn location_problems(&self) -> Vec<Option<String>> {
-        self.slots.iter().map(|s| s.unusable.clone()).collect()
+        self.slots.iter().map(Slot::problem).collect()
     }
 
     /// Shard files a put must make durable before it succeeds: `k + 1` when `m >= 1` (one
@@ -286,16 +295,9 @@ impl Store {
         let mut out = Vec::new();
         for object in objects {
             let gathered = self.gather(object);
-            let key = gathered
-                .slots
-                .iter()
-                .flatten()
-                .flatten()
-                .filter_map(|c| c.header.as_ref().ok())
-                .filter(|h| h.object_id() == object)
-                .max_by_key(|h| h.stamp)
-                .map(|h| h.key.clone());
-            let Some(key) = key else { continue };
+            let Some(key) = Store::key_of(&gathered) else {
+                continue;
+            };
             if let Ok(resolved) = self.decide(&key, gathered) {
                 out.push(ListEntry {
                     key,
@@ -311,7 +313,7 @@ impl Store {
     /// Takes the lock that serializes writers of `key` (across threads and processes).
     ///
     /// Keys share 256 lock files by object id, so lock files do not pile up with the keys.
-    fn lock_key(&self, object: ObjectId) -> Result<File> {
+    pub(crate) fn lock_key(&self, object: ObjectId) -> Result<File> {
         let dir = self.root.join(LOCKS_DIR);
         let path = dir.join(format!("{:02x}.lock", object.0[0]));
         let open = || {
@@ -341,7 +343,7 @@ impl Store {
             .collect()
     }
 
-    fn check_poisoned(&self) -> Result<()> {
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned);
         }
@@ -420,15 +422,7 @@ impl Store {
             locations: recorded,
         }
         .encode();
-        let tmp = root.join(format!("{STORE_FILE}.tmp"));
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &store_path)?;
-            File::open(root)?.sync_all()
-        };
-        write().map_err(|e| Error::io(&store_path, e))
+        write_atomically(root, STORE_FILE, &bytes, durability).map_err(|e| Error::io(&store_path, e))
     }
 
     fn open_with(root: &Path, options: OpenOptions) -> Result<Store> {
@@ -450,11 +444,11 @@ impl Store {
                     Some(wrap) => wrap(slot, local),
                     None => local,
                 };
-                let unusable = check_identity(&*location, &file, slot);
+                let unusable = check_identity(&*location, &file, slot).map(|p| p.to_string());
                 Slot {
                     dir,
                     location,
-                    unusable,
+                    unusable: RwLock::new(unusable),
                 }
             })
             .collect();
@@ -464,27 +458,65 @@ impl Store {
             file,
             slots,
             retry: options.retry,
+            durability: options.durability,
             poisoned: AtomicBool::new(false),
         })
     }
 }
 
-/// Why a location cannot serve its slot, or `None` if its identity file names this store and
-/// slot. A missing identity means a wiped or replaced disk; a foreign one, a swapped disk.
-fn check_identity(location: &dyn Location, file: &StoreFile, slot: usize) -> Option<String> {
+/// Why a location cannot serve its slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IdentityProblem {
+    /// No identity file: a wiped or replaced disk. A scrub with repair rebuilds it.
+    Missing,
+    /// The identity file fails its checksum. A scrub with repair rewrites it.
+    Damaged(String),
+    /// The identity file cannot be read.
+    Unreadable(String),
+    /// Another store's disk, or another slot's: never written to.
+    Foreign(String),
+}
+
+impl IdentityProblem {
+    /// Whether a scrub may claim the location again (it is ours by path, and holds no other
+    /// store's or slot's identity).
+    pub fn rebuildable(&self) -> bool {
+        matches!(self, IdentityProblem::Missing | IdentityProblem::Damaged(_))
+    }
+}
+
+impl std::fmt::Display for IdentityProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentityProblem::Missing => write!(f, "identity file missing (wiped or replaced disk?)"),
+            IdentityProblem::Damaged(e) => write!(f, "identity file damaged: {e}"),
+            IdentityProblem::Unreadable(e) => write!(f, "identity file unreadable: {e}"),
+            IdentityProblem::Foreign(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+/// Checks that a location's identity file names this store and slot. A missing identity means a
+/// wiped or replaced disk; a foreign one, a swapped disk.
+pub(crate) fn check_identity(
+    location: &dyn Location,
+    file: &StoreFile,
+    slot: usize,
+) -> Option<IdentityProblem> {
     let bytes = match location.read_identity() {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Some("identity file missing (wiped or replaced disk?)".into())
-        }
-        Err(e) => return Some(format!("identity file unreadable: {e}")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(IdentityProblem::Missing),
+        Err(e) => return Some(IdentityProblem::Unreadable(e.to_string())),
     };
     match LocationIdentity::decode(&bytes) {
-        Err(e) => Some(format!("identity file damaged: {e}")),
-        Ok(id) if id.store_id != file.store_id => Some("belongs to another store".into()),
-        Ok(id) if usize::from(id.slot) != slot => {
-            Some(format!("holds slot {} of this store, not slot {slot}", id.slot))
+        Err(e) => Some(IdentityProblem::Damaged(e.to_string())),
+        Ok(id) if id.store_id != file.store_id => {
+            Some(IdentityProblem::Foreign("belongs to another store".into()))
         }
+        Ok(id) if usize::from(id.slot) != slot => Some(IdentityProblem::Foreign(format!(
+            "holds slot {} of this store, not slot {slot}",
+            id.slot
+        ))),
         Ok(_) => None,
     }
 }

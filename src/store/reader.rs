@@ -271,22 +271,25 @@ impl ObjectReader<'_> {
     }
 }
 
-struct ChunkReader<'r> {
-    store: &'r Store,
-    object: ObjectId,
-    resolved: &'r Resolved,
-    shape: StripeShape,
+/// Reads chunks of one stripe of a resolved object (shared by get and scrub).
+pub(crate) struct ChunkReader<'r> {
+    pub store: &'r Store,
+    pub object: ObjectId,
+    pub resolved: &'r Resolved,
+    pub shape: StripeShape,
 }
 
-struct ChunkOutcome {
+/// What reading one chunk came to.
+pub(crate) struct ChunkOutcome {
     /// The chunk bytes' CRC32C if the chunk verified.
-    data_crc: Option<u32>,
-    attempts: u32,
+    pub data_crc: Option<u32>,
+    /// Tries made (0 when the shard has no file).
+    pub attempts: u32,
 }
 
 impl ChunkReader<'_> {
-    /// Reads and verifies one chunk under the retry policy.
-    fn read(&self, shard: usize, buf: &mut [u8]) -> ChunkOutcome {
+    /// Reads and verifies one chunk (into `buf`, followed by its CRC) under the retry policy.
+    pub fn read(&self, shard: usize, buf: &mut [u8]) -> ChunkOutcome {
         let Some(file) = &self.resolved.shards[shard] else {
             return ChunkOutcome {
                 data_crc: None,
@@ -323,7 +326,7 @@ fn read_chunk(file: &dyn ShardFile, buf: &mut [u8], offset: u64) -> Result<(), C
 }
 
 impl ReadStats {
-    fn note(&mut self, outcome: &ChunkOutcome) {
+    pub(crate) fn note(&mut self, outcome: &ChunkOutcome) {
         let retries = u64::from(outcome.attempts.saturating_sub(1));
         self.retransmissions += retries;
         if outcome.data_crc.is_some() {

@@ -56,7 +56,7 @@ impl Store {
             .slots
             .iter()
             .map(|slot| {
-                let location = slot.usable().map_err(|reason| reason.to_owned())?;
+                let location = slot.usable()?;
                 let stamps = location.list_shards(object).map_err(|e| e.to_string())?;
                 let mut found = Vec::with_capacity(stamps.len());
                 for stamp in stamps {
@@ -104,6 +104,19 @@ impl Store {
             return Err("header's k, m or chunk size differ from the store's".into());
         }
         Ok(header)
+    }
+
+    /// The key of a gathered object: from its newest verified header (keys are not in paths).
+    pub(crate) fn key_of(gathered: &Gathered) -> Option<String> {
+        gathered
+            .slots
+            .iter()
+            .flatten()
+            .flatten()
+            .filter_map(|c| c.header.as_ref().ok())
+            .filter(|h| h.object_id() == gathered.object)
+            .max_by_key(|h| h.stamp)
+            .map(|h| h.key.clone())
     }
 
     /// Applies the quorum rule to what [`Store::gather`] found.

@@ -2,19 +2,22 @@
 //! in the library.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use shardguard::demo::{self, DemoEvent, DemoOptions};
-use shardguard::{Error, ShardState, Store, StoreConfig};
+use shardguard::{
+    Error, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict, ShardState, Store, StoreConfig,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success
-  1  key not found
+  0  success (scrub: everything verified clean)
+  1  key not found (scrub: damage found and all of it repaired)
   2  usage error (bad arguments, invalid key or configuration)
+  3  scrub: damage found, repairable, not repaired (run with --repair)
   4  data unrecoverable (more chunks lost than the parity can rebuild)
   8  any other operational error (I/O, damaged store file, ...)";
 
@@ -87,7 +90,42 @@ enum Command {
         /// The object's key.
         key: String,
     },
-    /// Build a store on generated data, damage it, and read everything back verified.
+    /// Verify every chunk of every object; with --repair, fix what is damaged.
+    Scrub {
+        /// The store's root directory.
+        store: PathBuf,
+        /// Repair: rewrite damaged chunks, rebuild missing shards and wiped locations, remove
+        /// leftovers of crashed writes.
+        #[arg(long)]
+        repair: bool,
+        /// Also recompute parity and compare (catches parity written wrong with a valid CRC).
+        #[arg(long)]
+        deep: bool,
+        /// Worker threads (default: all cores).
+        #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
+        /// Cap on bytes read per second, e.g. 200MiB.
+        #[arg(long, value_parser = parse_rate)]
+        max_rate: Option<u64>,
+        /// Only objects whose key starts with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only this percentage of the objects, least recently scrubbed first.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+        percent: Option<u8>,
+        /// Continue an interrupted scrub, skipping what it already verified.
+        #[arg(long)]
+        resume: bool,
+        /// Print the report as one JSON object on stdout (and no progress).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show locations (health, free space), objects, and the last scrub.
+    Status {
+        /// The store's root directory.
+        store: PathBuf,
+    },
+    /// Build a store on generated data, damage it, repair it with a scrub, and verify it.
     Demo {
         /// Where to build the store (default: a temporary directory, removed afterwards).
         dir: Option<PathBuf>,
@@ -99,10 +137,14 @@ fn parse_chunk_size(s: &str) -> Result<u32, String> {
     u32::try_from(bytes).map_err(|_| format!("{s:?} is too large (at most 64MiB)"))
 }
 
+fn parse_rate(s: &str) -> Result<u64, String> {
+    parse_size::parse_size(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(Failure::Store(e)) => {
             eprintln!("shardguard: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -133,7 +175,8 @@ fn io_context(context: impl std::fmt::Display) -> impl FnOnce(io::Error) -> Fail
     move |e| Failure::Io(context.to_string(), e)
 }
 
-fn run(command: Command) -> Result<(), Failure> {
+/// Runs a command; returns the exit code on success (0, or a scrub's verdict).
+fn run(command: Command) -> Result<u8, Failure> {
     match command {
         Command::Init {
             store,
@@ -237,10 +280,154 @@ fn run(command: Command) -> Result<(), Failure> {
                 }
             };
             demo::run(&dir, &DemoOptions::default(), print_demo_event)?;
-            println!("demo finished: every object read back byte-exact despite the damage");
+            println!("demo finished: the damage was found and repaired; every object reads back byte-exact");
+        }
+        Command::Scrub {
+            store,
+            repair,
+            deep,
+            jobs,
+            max_rate,
+            prefix,
+            percent,
+            resume,
+            json,
+        } => {
+            let store = Store::open(&store)?;
+            let options = ScrubOptions {
+                repair,
+                deep,
+                jobs: jobs.map(usize::from),
+                max_rate,
+                prefix,
+                percent,
+                resume,
+            };
+            let bar = (!json && io::stderr().is_terminal()).then(progress_bar);
+            let report = store.scrub(&options, &|p: ScrubProgress| {
+                if let Some(bar) = &bar {
+                    bar.set_length(p.objects_total);
+                    bar.set_position(p.objects_done);
+                    bar.set_message(format!("{} verified", indicatif::HumanBytes(p.bytes_verified)));
+                }
+            })?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            if json {
+                let text =
+                    serde_json::to_string(&report).map_err(|e| Failure::Io("report".into(), e.into()))?;
+                println!("{text}");
+            } else {
+                print_scrub_report(&report);
+            }
+            return Ok(report.verdict().exit_code() as u8);
+        }
+        Command::Status { store } => {
+            let status = Store::open(&store)?.status()?;
+            let g = status.geometry;
+            println!(
+                "store {}: {} data + {} parity shards, chunk {}",
+                store.display(),
+                g.k,
+                g.m,
+                indicatif::HumanBytes(u64::from(g.chunk_size))
+            );
+            println!(
+                "objects: {} ({})",
+                status.objects,
+                indicatif::HumanBytes(status.bytes)
+            );
+            for l in &status.locations {
+                let free = l
+                    .free_bytes
+                    .map_or("?".into(), |b| indicatif::HumanBytes(b).to_string());
+                let health = l.problem.as_deref().unwrap_or("healthy");
+                println!(
+                    "  slot {:>3}  {:<10} free  {}  {}",
+                    l.slot,
+                    free,
+                    l.path.display(),
+                    health
+                );
+            }
+            match &status.last_scrub {
+                None => println!("last scrub: never"),
+                Some(r) => println!(
+                    "last scrub: finished at {} (unix), {} objects in {:.1} s, result: {}",
+                    r.finished_unix,
+                    r.objects,
+                    r.duration_secs,
+                    verdict_text(r.verdict())
+                ),
+            }
         }
     }
-    Ok(())
+    Ok(0)
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} objects, {msg}, {per_sec}, ETA {eta}")
+            .expect("valid template"),
+    );
+    bar
+}
+
+fn verdict_text(v: ScrubVerdict) -> &'static str {
+    match v {
+        ScrubVerdict::Clean => "clean",
+        ScrubVerdict::Repaired => "damage found and repaired",
+        ScrubVerdict::NeedsRepair => "DAMAGE FOUND, not repaired (run scrub --repair)",
+        ScrubVerdict::Unrecoverable => "SOME DATA UNRECOVERABLE",
+    }
+}
+
+fn print_scrub_report(r: &ScrubReport) {
+    const MIB: f64 = (1u64 << 20) as f64;
+    println!(
+        "scrubbed {} objects{}: {:.1} MiB in {} chunks verified in {:.1} s ({:.0} MiB/s)",
+        r.objects,
+        if r.skipped_by_resume > 0 {
+            format!(" ({} skipped, done before the resume)", r.skipped_by_resume)
+        } else {
+            String::new()
+        },
+        r.bytes_verified as f64 / MIB,
+        r.chunks_verified,
+        r.duration_secs,
+        r.bytes_verified as f64 / MIB / r.duration_secs.max(1e-9)
+    );
+    println!(
+        "damaged chunks: {} ({} repaired, {} parity mismatches), damaged shard files: {} ({} rebuilt, {} stale)",
+        r.damaged_chunks, r.repaired_chunks, r.parity_mismatches, r.damaged_shards, r.rebuilt_shards, r.stale_shards
+    );
+    println!(
+        "transient faults cured by retransmission: {}; leftover files: {} ({} removed)",
+        r.transient_faults_cured, r.leftover_files, r.leftover_files_removed
+    );
+    for l in &r.locations {
+        if l.state != "healthy" || l.damaged_chunks + l.damaged_shards > 0 {
+            println!(
+                "  location {} ({}): {}; {} damaged chunks, {} repaired; {} damaged shards, {} rebuilt",
+                l.slot,
+                l.path.display(),
+                l.state,
+                l.damaged_chunks,
+                l.repaired_chunks,
+                l.damaged_shards,
+                l.rebuilt_shards
+            );
+        }
+    }
+    for u in &r.unrecoverable {
+        println!(
+            "  UNRECOVERABLE {:?}: stripes {:?}: {}",
+            u.key, u.stripes, u.detail
+        );
+    }
+    println!("result: {}", verdict_text(r.verdict()));
 }
 
 fn state(state: &ShardState) -> String {
@@ -293,6 +480,13 @@ fn print_demo_event(event: DemoEvent) {
                 stats.retransmissions,
                 stats.cured_by_retransmission
             );
+        }
+        DemoEvent::Scrubbed { repair, report } => {
+            println!(
+                "\n$ shardguard scrub{} STORE",
+                if repair { " --repair" } else { "" }
+            );
+            print_scrub_report(&report);
         }
         other => println!("{other:?}"),
     }

@@ -1,0 +1,384 @@
+//! Scrub: verify every chunk of every object, repair what is damaged, rebuild lost locations,
+//! clean up after crashed writes, report, and checkpoint so an interrupted scrub resumes.
+//!
+//! Objects are independent, so they are scrubbed in parallel (rayon, `jobs` threads). Each object
+//! is scrubbed under its writer lock, so a put in progress is never mistaken for damage.
+
+mod object;
+mod state;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::format::{LocationIdentity, ObjectId, ScrubCheckpoint};
+use crate::location::temp_file_object;
+use crate::store::{check_identity, Store};
+
+pub use state::LAST_REPORT_FILE;
+
+/// What a scrub does; every field's doc gives its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrubOptions {
+    /// Repair what is damaged (rewrite chunks, rebuild shard files and lost locations, remove
+    /// leftovers of crashed writes). Default false: verify and report only.
+    pub repair: bool,
+    /// Also recompute parity from the data chunks and compare, catching parity written wrong with
+    /// a valid checksum. Default false.
+    pub deep: bool,
+    /// Worker threads. Default: all cores.
+    pub jobs: Option<usize>,
+    /// Cap on bytes read per second. Default: none.
+    pub max_rate: Option<u64>,
+    /// Only objects whose key starts with this. Default: all.
+    pub prefix: Option<String>,
+    /// Only this percentage (1-100) of the objects, the least recently scrubbed first (like
+    /// SnapRAID's plan). Default: all.
+    pub percent: Option<u8>,
+    /// Continue an interrupted scrub from its checkpoint, skipping what it already verified.
+    /// Default false (an old checkpoint is discarded).
+    pub resume: bool,
+}
+
+/// Progress of a running scrub, reported after each object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrubProgress {
+    /// Objects finished.
+    pub objects_done: u64,
+    /// Objects this scrub will look at.
+    pub objects_total: u64,
+    /// Bytes of chunks verified so far.
+    pub bytes_verified: u64,
+}
+
+/// One object that could not be fully recovered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnrecoverableObject {
+    /// The key (or `<object HEX>` when no header names it).
+    pub key: String,
+    /// Stripes with more than `m` bad chunks.
+    pub stripes: Vec<u64>,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// What a scrub found at one location.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationSummary {
+    /// Slot number.
+    pub slot: usize,
+    /// Directory.
+    pub path: PathBuf,
+    /// "healthy", "rebuilt (…)", or why it is unusable.
+    pub state: String,
+    /// Chunks found damaged here.
+    pub damaged_chunks: u64,
+    /// Chunks rewritten here.
+    pub repaired_chunks: u64,
+    /// Shard files that were missing, stale or damaged here.
+    pub damaged_shards: u64,
+    /// Shard files written anew here.
+    pub rebuilt_shards: u64,
+}
+
+/// The result of a scrub.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// Whether repair was requested.
+    pub repair: bool,
+    /// Whether parity was recomputed and compared.
+    pub deep: bool,
+    /// Objects verified by this run.
+    pub objects: u64,
+    /// Objects skipped because a resumed scrub had already verified them.
+    pub skipped_by_resume: u64,
+    /// Bytes of chunks read and verified.
+    pub bytes_verified: u64,
+    /// Chunks read and verified.
+    pub chunks_verified: u64,
+    /// Chunks that failed verification (after retransmission), or parity that did not match.
+    pub damaged_chunks: u64,
+    /// Of those, parity chunks with a valid checksum but wrong content (deep scrub).
+    pub parity_mismatches: u64,
+    /// Chunks that failed at first and verified on a retransmission (transient faults).
+    pub transient_faults_cured: u64,
+    /// Damaged chunks rewritten in place and verified.
+    pub repaired_chunks: u64,
+    /// Shard files missing, truncated, stale, misplaced, with a damaged header, or on an
+    /// unusable location.
+    pub damaged_shards: u64,
+    /// Of those, shards holding an older version (lost writes).
+    pub stale_shards: u64,
+    /// Shard files written anew and verified.
+    pub rebuilt_shards: u64,
+    /// Damage found but not repaired (verify-only scrub, or a location that cannot be written).
+    pub unrepaired: u64,
+    /// Files of older writes, interrupted puts, deletes and temporary files found.
+    pub leftover_files: u64,
+    /// Of those, removed.
+    pub leftover_files_removed: u64,
+    /// Objects with stripes beyond repair.
+    pub unrecoverable: Vec<UnrecoverableObject>,
+    /// Wall time.
+    pub duration_secs: f64,
+    /// When the scrub finished (seconds since the Unix epoch).
+    pub finished_unix: u64,
+    /// Per location.
+    pub locations: Vec<LocationSummary>,
+}
+
+/// The outcome of a scrub in one word; [`ScrubVerdict::exit_code`] is the CLI's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScrubVerdict {
+    /// Everything verified; nothing to do.
+    Clean,
+    /// Damage was found and all of it repaired.
+    Repaired,
+    /// Damage was found and all of it is repairable, but some was not repaired.
+    NeedsRepair,
+    /// Some data is beyond repair.
+    Unrecoverable,
+}
+
+impl ScrubVerdict {
+    /// 0 clean, 1 damage found and all repaired, 3 damage found and not (all) repaired,
+    /// 4 some data unrecoverable.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ScrubVerdict::Clean => 0,
+            ScrubVerdict::Repaired => 1,
+            ScrubVerdict::NeedsRepair => 3,
+            ScrubVerdict::Unrecoverable => 4,
+        }
+    }
+}
+
+impl ScrubReport {
+    /// Whether anything was found damaged (leftover files of crashed writes are housekeeping,
+    /// not damage).
+    pub fn damage_found(&self) -> bool {
+        self.damaged_chunks + self.damaged_shards > 0
+            || !self.unrecoverable.is_empty()
+            || self.locations.iter().any(|l| l.state != "healthy")
+    }
+
+    /// The outcome in one word.
+    pub fn verdict(&self) -> ScrubVerdict {
+        if !self.unrecoverable.is_empty() {
+            ScrubVerdict::Unrecoverable
+        } else if !self.damage_found() {
+            ScrubVerdict::Clean
+        } else if self.unrepaired == 0 && self.repair {
+            ScrubVerdict::Repaired
+        } else {
+            ScrubVerdict::NeedsRepair
+        }
+    }
+
+    fn add(&mut self, o: object::ObjectOutcome) {
+        self.objects += u64::from(o.verified);
+        self.bytes_verified += o.bytes_verified;
+        self.chunks_verified += o.chunks_verified;
+        self.damaged_chunks += o.damaged_chunks;
+        self.parity_mismatches += o.parity_mismatches;
+        self.transient_faults_cured += o.transient_faults_cured;
+        self.repaired_chunks += o.repaired_chunks;
+        self.damaged_shards += o.damaged_shards;
+        self.stale_shards += o.stale_shards;
+        self.rebuilt_shards += o.rebuilt_shards;
+        self.unrepaired += o.unrepaired;
+        self.leftover_files += o.leftover_files;
+        self.leftover_files_removed += o.leftover_files_removed;
+        self.unrecoverable.extend(o.unrecoverable);
+        for (summary, slot) in self.locations.iter_mut().zip(o.slots) {
+            summary.damaged_chunks += slot.damaged_chunks;
+            summary.repaired_chunks += slot.repaired_chunks;
+            summary.damaged_shards += slot.damaged_shards;
+            summary.rebuilt_shards += slot.rebuilt_shards;
+        }
+    }
+}
+
+/// Caps the read rate across all worker threads.
+pub(crate) struct RateLimiter {
+    bytes_per_sec: u64,
+    start: Instant,
+    bytes: AtomicU64,
+}
+
+impl RateLimiter {
+    fn new(bytes_per_sec: u64) -> Self {
+        RateLimiter {
+            bytes_per_sec: bytes_per_sec.max(1),
+            start: Instant::now(),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Accounts for `n` bytes read and sleeps until the average rate is back under the cap.
+    pub(crate) fn consume(&self, n: u64) {
+        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        let due = Duration::from_secs_f64(total as f64 / self.bytes_per_sec as f64);
+        if let Some(wait) = due.checked_sub(self.start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+impl Store {
+    /// Scrubs the store: verifies every chunk of every object (or the chosen subset) and, with
+    /// `options.repair`, repairs what it can. `progress` is called after each object.
+    ///
+    /// Safe while the store is in use by other threads and processes.
+    pub fn scrub(
+        &self,
+        options: &ScrubOptions,
+        progress: &(dyn Fn(ScrubProgress) + Sync),
+    ) -> Result<ScrubReport> {
+        let started = Instant::now();
+        if options.repair {
+            self.check_poisoned()?;
+        }
+        if options.percent.is_some_and(|p| p == 0 || p > 100) {
+            return Err(Error::InvalidConfig {
+                reason: "the scrub percentage must be 1 to 100".into(),
+            });
+        }
+        let mut report = ScrubReport {
+            repair: options.repair,
+            deep: options.deep,
+            locations: self.check_locations(options.repair),
+            ..ScrubReport::default()
+        };
+        let started_unix = state::now_unix();
+        let flags = u16::from(options.repair) | u16::from(options.deep) << 1;
+        let mut checkpoint = match options.resume {
+            true => self.load_checkpoint(),
+            false => {
+                self.remove_checkpoint();
+                None
+            }
+        }
+        .unwrap_or(ScrubCheckpoint {
+            flags,
+            started_unix,
+            objects_done: 0,
+            done_through: ObjectId([0; 16]),
+        });
+        let resuming = checkpoint.objects_done > 0;
+
+        let mut objects: Vec<ObjectId> = self.enumerate_objects().into_iter().collect();
+        if let Some(percent) = options.percent {
+            objects = self.least_recently_scrubbed(objects, percent);
+        }
+        if resuming {
+            let before = objects.len();
+            objects.retain(|o| *o > checkpoint.done_through);
+            report.skipped_by_resume = (before - objects.len()) as u64;
+        }
+
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.jobs.unwrap_or(0))
+            .build()
+            .map_err(|e| Error::InvalidConfig {
+                reason: format!("cannot start {:?} scrub threads: {e}", options.jobs),
+            })?;
+        let limiter = options.max_rate.map(RateLimiter::new);
+        let total = objects.len() as u64;
+        let done = AtomicU64::new(0);
+        let bytes = AtomicU64::new(0);
+        let mut scrubbed = Vec::with_capacity(objects.len());
+        // Batches bound what a kill makes the resumed scrub verify again.
+        let batch = (pool.current_num_threads() * 8).max(64);
+        for objects in objects.chunks(batch) {
+            let outcomes: Vec<Result<object::ObjectOutcome>> = pool.install(|| {
+                objects
+                    .par_iter()
+                    .map(|&object| {
+                        let outcome = self.scrub_object(object, options, limiter.as_ref());
+                        let verified = outcome.as_ref().map_or(0, |o| o.bytes_verified);
+                        progress(ScrubProgress {
+                            objects_done: done.fetch_add(1, Ordering::Relaxed) + 1,
+                            objects_total: total,
+                            bytes_verified: bytes.fetch_add(verified, Ordering::Relaxed) + verified,
+                        });
+                        outcome
+                    })
+                    .collect()
+            });
+            for (&object, outcome) in objects.iter().zip(outcomes) {
+                let outcome = outcome?;
+                if outcome.verified {
+                    scrubbed.push(object);
+                }
+                report.add(outcome);
+            }
+            checkpoint.objects_done += objects.len() as u64;
+            checkpoint.done_through = *objects.last().expect("chunks are not empty");
+            self.save_checkpoint(&checkpoint)?;
+        }
+        self.remove_checkpoint();
+        self.record_scrubbed(&scrubbed, started_unix)?;
+        report.duration_secs = started.elapsed().as_secs_f64();
+        report.finished_unix = state::now_unix();
+        self.save_last_report(&report)?;
+        Ok(report)
+    }
+
+    /// Re-reads every location's identity; with `repair`, claims wiped (or damaged-identity)
+    /// locations again so their shards are rebuilt. Foreign disks are never touched.
+    fn check_locations(&self, repair: bool) -> Vec<LocationSummary> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(slot, s)| {
+                let problem = check_identity(&*s.location, &self.file, slot);
+                let state = match problem {
+                    None => "healthy".to_owned(),
+                    // A missing directory may be an unmounted disk: never create it.
+                    Some(p) if repair && p.rebuildable() && s.dir.is_dir() => {
+                        let identity = LocationIdentity {
+                            store_id: self.file.store_id,
+                            slot: slot as u16,
+                            location_count: self.slots.len() as u16,
+                        };
+                        match s.location.write_identity(&identity.encode()) {
+                            Ok(()) => format!("rebuilt ({p})"),
+                            Err(e) => format!("{p}; rewriting the identity failed: {e}"),
+                        }
+                    }
+                    Some(p) => p.to_string(),
+                };
+                s.set_problem(check_identity(&*s.location, &self.file, slot).map(|p| p.to_string()));
+                LocationSummary {
+                    slot,
+                    path: s.dir.clone(),
+                    state,
+                    ..LocationSummary::default()
+                }
+            })
+            .collect()
+    }
+
+    /// Every object with a shard file or a temporary file at some usable location.
+    fn enumerate_objects(&self) -> BTreeSet<ObjectId> {
+        let mut objects = BTreeSet::new();
+        for slot in &self.slots {
+            let Ok(location) = slot.usable() else { continue };
+            objects.extend(location.list_objects().unwrap_or_default());
+            objects.extend(
+                location
+                    .list_temp()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|n| temp_file_object(n)),
+            );
+        }
+        objects
+    }
+}

@@ -1,0 +1,434 @@
+//! Scrubbing one object: verify every chunk of every shard, then repair in proportion to the
+//! damage: rotten chunks are rewritten in place (they were already bad, so a torn write loses
+//! nothing), missing, stale, truncated or misplaced shard files are rebuilt through a temporary
+//! file and a rename. Nothing is written for an object with a stripe beyond repair.
+
+use std::io;
+
+use rayon::prelude::*;
+
+use crate::checksum::{ChunkId, ObjectChecksum};
+use crate::error::{Error, Result};
+use crate::format::{ObjectId, ShardHeader, WriteStamp, CHUNK_CRC_LEN};
+use crate::location::{temp_file_object, ShardWriter};
+use crate::placement;
+use crate::store::reader::ChunkReader;
+use crate::store::resolve::Resolved;
+use crate::store::{ShardState, Store};
+
+use super::{RateLimiter, ScrubOptions, UnrecoverableObject};
+
+/// Per-location counts for one object.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct SlotCounts {
+    pub damaged_chunks: u64,
+    pub repaired_chunks: u64,
+    pub damaged_shards: u64,
+    pub rebuilt_shards: u64,
+}
+
+/// What scrubbing one object found and did.
+#[derive(Debug, Default)]
+pub(super) struct ObjectOutcome {
+    /// The object has a current version and it was verified (false for deleted objects,
+    /// objects outside the prefix, and leftovers).
+    pub verified: bool,
+    pub bytes_verified: u64,
+    pub chunks_verified: u64,
+    pub damaged_chunks: u64,
+    pub parity_mismatches: u64,
+    pub transient_faults_cured: u64,
+    pub repaired_chunks: u64,
+    pub damaged_shards: u64,
+    pub stale_shards: u64,
+    pub rebuilt_shards: u64,
+    pub unrepaired: u64,
+    pub leftover_files: u64,
+    pub leftover_files_removed: u64,
+    pub unrecoverable: Option<UnrecoverableObject>,
+    pub slots: Vec<SlotCounts>,
+}
+
+impl Store {
+    pub(super) fn scrub_object(
+        &self,
+        object: ObjectId,
+        options: &ScrubOptions,
+        limiter: Option<&RateLimiter>,
+    ) -> Result<ObjectOutcome> {
+        let n = self.slots.len();
+        let mut out = ObjectOutcome {
+            slots: vec![SlotCounts::default(); n],
+            ..ObjectOutcome::default()
+        };
+        // Writers of this object hold the same lock for a whole put, so while scrub holds it no
+        // write is half done: what looks damaged is damaged, and temporary files are dead.
+        let _lock = self.lock_key(object)?;
+        self.clean_temp_files(object, options.repair, &mut out);
+        let gathered = self.gather(object);
+        let stamps: Vec<Vec<WriteStamp>> = gathered
+            .slots
+            .iter()
+            .map(|found| {
+                found
+                    .as_ref()
+                    .map(|c| c.iter().map(|c| c.stamp).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let Some(key) = Store::key_of(&gathered) else {
+            let files: usize = stamps.iter().map(Vec::len).sum();
+            if files > 0 {
+                out.unrecoverable = Some(UnrecoverableObject {
+                    key: format!("<object {}>", object.to_hex()),
+                    stripes: Vec::new(),
+                    detail: format!("{files} shard files, none with a readable header"),
+                });
+            }
+            return Ok(out);
+        };
+        if options
+            .prefix
+            .as_ref()
+            .is_some_and(|p| !key.starts_with(p.as_str()))
+        {
+            return Ok(out);
+        }
+        match self.decide(&key, gathered) {
+            Ok(resolved) => {
+                out.verified = true;
+                self.verify_and_repair(object, &key, &resolved, options, limiter, &mut out)?;
+                if out.unrecoverable.is_none() {
+                    let current = resolved.header.stamp;
+                    self.remove_leftovers(object, &stamps, |s| s != current, options.repair, &mut out);
+                }
+            }
+            // Deleted: what is left are tombstones (kept while a location was unreachable) and
+            // older writes. Once every location is reachable they have nothing left to outvote.
+            Err(Error::NotFound { .. }) => {
+                let all_usable = self.slots.iter().all(|s| s.usable().is_ok());
+                self.remove_leftovers(object, &stamps, |_| true, options.repair && all_usable, &mut out);
+            }
+            Err(Error::NoQuorum {
+                version,
+                held,
+                needed,
+                ..
+            }) => {
+                out.unrecoverable = Some(UnrecoverableObject {
+                    key,
+                    stripes: Vec::new(),
+                    detail: format!(
+                        "no version on enough locations: the newest (version {version}) has {held} verified \
+                         headers < {needed} needed (an interrupted first put, or lost beyond repair)"
+                    ),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(out)
+    }
+
+    /// Temporary files of this object are left by puts that died (none can be running).
+    fn clean_temp_files(&self, object: ObjectId, repair: bool, out: &mut ObjectOutcome) {
+        for slot in &self.slots {
+            let Ok(location) = slot.usable() else { continue };
+            for name in location.list_temp().unwrap_or_default() {
+                if temp_file_object(&name) == Some(object) {
+                    out.leftover_files += 1;
+                    if repair && location.remove_temp(&name).is_ok() {
+                        out.leftover_files_removed += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove_leftovers(
+        &self,
+        object: ObjectId,
+        stamps: &[Vec<WriteStamp>],
+        leftover: impl Fn(WriteStamp) -> bool,
+        remove: bool,
+        out: &mut ObjectOutcome,
+    ) {
+        for (slot, stamps) in self.slots.iter().zip(stamps) {
+            for &stamp in stamps.iter().filter(|s| leftover(**s)) {
+                out.leftover_files += 1;
+                if remove {
+                    if let Ok(location) = slot.usable() {
+                        if location.remove_shard(object, stamp).is_ok() {
+                            out.leftover_files_removed += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn verify_and_repair(
+        &self,
+        object: ObjectId,
+        key: &str,
+        resolved: &Resolved,
+        options: &ScrubOptions,
+        limiter: Option<&RateLimiter>,
+        out: &mut ObjectOutcome,
+    ) -> Result<()> {
+        let g = self.file.geometry;
+        let (k, n) = (usize::from(g.k), g.shards());
+        let header = &resolved.header;
+        let stamp = header.stamp;
+        let slot_of = |shard: usize| placement::slot_of_shard(object, shard, n);
+
+        // Shard files that must be written anew, and those that cannot be.
+        let mut rebuild = vec![false; n];
+        for h in &resolved.health {
+            if h.state == ShardState::Healthy {
+                continue;
+            }
+            rebuild[h.shard] = true;
+            out.damaged_shards += 1;
+            out.slots[h.slot].damaged_shards += 1;
+            out.stale_shards += u64::from(matches!(h.state, ShardState::Stale { .. }));
+        }
+        let mut writers: Vec<Option<Box<dyn ShardWriter>>> = (0..n)
+            .map(|shard| {
+                if !rebuild[shard] {
+                    return None;
+                }
+                let started = if options.repair {
+                    self.start_rebuild(object, header, shard)
+                } else {
+                    None
+                };
+                out.unrepaired += u64::from(started.is_none());
+                started
+            })
+            .collect();
+
+        let stripes = g.stripe_count(header.object_len);
+        let mut buffers = vec![vec![0u8; g.chunk_size as usize + CHUNK_CRC_LEN as usize]; n];
+        let mut recomputed = vec![vec![0u8; g.chunk_size as usize]; if options.deep { n - k } else { 0 }];
+        let mut checksum = ObjectChecksum::default();
+        let mut bad_stripes = Vec::new();
+        for stripe in 0..stripes {
+            let shape = g.stripe(header.object_len, stripe);
+            let len = shape.chunk_len;
+            let reader = ChunkReader {
+                store: self,
+                object,
+                resolved,
+                shape,
+            };
+            let outcomes: Vec<_> = buffers
+                .par_iter_mut()
+                .enumerate()
+                .map(|(shard, buf)| reader.read(shard, buf))
+                .collect();
+            let mut present = vec![false; n];
+            let mut data_crcs = vec![0u32; k];
+            for (shard, o) in outcomes.iter().enumerate() {
+                present[shard] = o.data_crc.is_some();
+                if let Some(crc) = o.data_crc {
+                    out.chunks_verified += 1;
+                    out.bytes_verified += len as u64;
+                    out.transient_faults_cured += u64::from(o.attempts > 1);
+                    if shard < k {
+                        data_crcs[shard] = crc;
+                    }
+                } else if !rebuild[shard] {
+                    out.damaged_chunks += 1;
+                    out.slots[slot_of(shard)].damaged_chunks += 1;
+                }
+            }
+            if let Some(limiter) = limiter {
+                limiter.consume((len * n) as u64);
+            }
+            if options.deep && present.iter().all(|&p| p) && n > k {
+                self.check_parity(&buffers, &mut recomputed, len, &mut present, out);
+            }
+            let missing: Vec<usize> = (0..n).filter(|&s| !present[s]).collect();
+            if missing.len() > n - k {
+                bad_stripes.push(stripe);
+                // Nothing is written for an object with a stripe beyond repair.
+                writers.iter_mut().for_each(|w| *w = None);
+                continue;
+            }
+            if !missing.is_empty() {
+                let mut chunks: Vec<(&mut [u8], bool)> = buffers
+                    .iter_mut()
+                    .zip(&present)
+                    .map(|(b, &p)| (&mut b[..len], p))
+                    .collect();
+                self.codec
+                    .reconstruct(&mut chunks, false)
+                    .map_err(|e| Error::Unrecoverable {
+                        key: key.to_owned(),
+                        stripe,
+                        available: e.available,
+                        needed: e.needed,
+                    })?;
+            }
+            for (shard, crc) in data_crcs.iter().enumerate() {
+                checksum.push(if present[shard] {
+                    *crc
+                } else {
+                    crc32c::crc32c(&buffers[shard][..len])
+                });
+            }
+            for shard in 0..n {
+                let id = ChunkId {
+                    object,
+                    stamp,
+                    shard: shard as u8,
+                    stripe,
+                };
+                let bound = id.checksum(&buffers[shard][..len]);
+                buffers[shard][len..len + 4].copy_from_slice(&bound.to_le_bytes());
+                let framed = &buffers[shard][..len + 4];
+                if let Some(writer) = &mut writers[shard] {
+                    if writer.write_all(framed).is_err() {
+                        writers[shard] = None;
+                        out.unrepaired += 1;
+                    }
+                } else if !present[shard] && !rebuild[shard] {
+                    if options.repair && self.patch_chunk(&reader, shard, framed) {
+                        out.repaired_chunks += 1;
+                        out.slots[slot_of(shard)].repaired_chunks += 1;
+                    } else {
+                        out.unrepaired += 1;
+                    }
+                }
+            }
+        }
+        if checksum.value() != header.object_crc && bad_stripes.is_empty() {
+            // Every chunk verified or was rebuilt, yet the whole does not match: write nothing.
+            writers.iter_mut().for_each(|w| *w = None);
+            out.unrecoverable = Some(UnrecoverableObject {
+                key: key.to_owned(),
+                stripes: Vec::new(),
+                detail: "the whole-object checksum does not match the verified chunks".into(),
+            });
+            return Ok(());
+        }
+        if !bad_stripes.is_empty() {
+            out.unrecoverable = Some(UnrecoverableObject {
+                key: key.to_owned(),
+                detail: format!(
+                    "{} stripes have more than {} bad chunks; surviving chunks kept",
+                    bad_stripes.len(),
+                    n - k
+                ),
+                stripes: bad_stripes,
+            });
+            return Ok(());
+        }
+        for (shard, writer) in writers.into_iter().enumerate() {
+            let Some(writer) = writer else { continue };
+            if writer.commit().is_ok() && self.verify_shard_file(object, header, shard) {
+                out.rebuilt_shards += 1;
+                out.slots[slot_of(shard)].rebuilt_shards += 1;
+            } else {
+                out.unrepaired += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new shard file for `shard` with its header, if its location can be written.
+    fn start_rebuild(
+        &self,
+        object: ObjectId,
+        header: &ShardHeader,
+        shard: usize,
+    ) -> Option<Box<dyn ShardWriter>> {
+        let slot = placement::slot_of_shard(object, shard, self.slots.len());
+        let location = self.slots[slot].usable().ok()?;
+        let mut header = header.clone();
+        header.shard_index = shard as u8;
+        let mut writer = location.create_shard(object, header.stamp).ok()?;
+        writer.write_all(&header.encode()).ok()?;
+        Some(writer)
+    }
+
+    /// Deep scrub: recomputes parity from the verified data chunks; a parity chunk whose checksum
+    /// verified but whose content differs was written wrong, and is treated as damaged.
+    fn check_parity(
+        &self,
+        buffers: &[Vec<u8>],
+        recomputed: &mut [Vec<u8>],
+        len: usize,
+        present: &mut [bool],
+        out: &mut ObjectOutcome,
+    ) {
+        let k = buffers.len() - recomputed.len();
+        let mut data: Vec<Vec<u8>> = buffers[..k].iter().map(|b| b[..len].to_vec()).collect();
+        let mut chunks: Vec<&mut [u8]> = data.iter_mut().map(|d| &mut d[..]).collect();
+        chunks.extend(recomputed.iter_mut().map(|r| &mut r[..len]));
+        self.codec.encode(&mut chunks);
+        for (p, parity) in recomputed.iter().enumerate() {
+            if parity[..len] != buffers[k + p][..len] {
+                present[k + p] = false;
+                out.parity_mismatches += 1;
+                out.damaged_chunks += 1;
+            }
+        }
+    }
+
+    /// Rewrites one damaged chunk (with its checksum) in place, then reads it back and verifies.
+    fn patch_chunk(&self, reader: &ChunkReader<'_>, shard: usize, framed: &[u8]) -> bool {
+        let n = self.slots.len();
+        let slot = placement::slot_of_shard(reader.object, shard, n);
+        let Ok(location) = self.slots[slot].usable() else {
+            return false;
+        };
+        let offset = reader.resolved.header_len + reader.shape.offset_in_shard;
+        if location
+            .patch_shard(reader.object, reader.resolved.header.stamp, offset, framed)
+            .is_err()
+        {
+            return false;
+        }
+        let mut check = vec![0u8; framed.len()];
+        reader.read(shard, &mut check).data_crc.is_some() && check == framed
+    }
+
+    /// Reads a freshly written shard file back: header and every chunk must verify.
+    fn verify_shard_file(&self, object: ObjectId, header: &ShardHeader, shard: usize) -> bool {
+        let g = self.file.geometry;
+        let slot = placement::slot_of_shard(object, shard, self.slots.len());
+        let Ok(location) = self.slots[slot].usable() else {
+            return false;
+        };
+        let check = || -> io::Result<bool> {
+            let file = location.open_shard(object, header.stamp)?;
+            let mut expected = header.clone();
+            expected.shard_index = shard as u8;
+            let header_bytes = expected.encode();
+            let mut buf = vec![0u8; header_bytes.len()];
+            file.read_exact_at(&mut buf, 0)?;
+            if buf != header_bytes || file.len() != expected.expected_file_len() {
+                return Ok(false);
+            }
+            let mut chunk = vec![0u8; g.chunk_size as usize + CHUNK_CRC_LEN as usize];
+            for stripe in 0..g.stripe_count(header.object_len) {
+                let shape = g.stripe(header.object_len, stripe);
+                let framed = &mut chunk[..shape.chunk_len + 4];
+                file.read_exact_at(framed, header_bytes.len() as u64 + shape.offset_in_shard)?;
+                let (bytes, crc) = framed.split_at(shape.chunk_len);
+                let id = ChunkId {
+                    object,
+                    stamp: header.stamp,
+                    shard: shard as u8,
+                    stripe,
+                };
+                if id.checksum(bytes).to_le_bytes() != crc {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        check().unwrap_or(false)
+    }
+}
