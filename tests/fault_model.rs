@@ -297,3 +297,45 @@ fn keys_are_names_that_never_escape_the_store() {
         );
     }
 }
+
+#[test]
+fn scrub_cures_transient_faults_by_retransmission_and_does_not_call_them_damage() {
+    let (_dir, store, plan) = faulty_store(0x7a11);
+    let bytes = put_sample(&store, "k", 20);
+    plan.inject(Rule::at(1, Fault::FlipBit(Persistence::Transient { times: 1 })));
+    plan.inject(Rule::at(4, Fault::ReadError(Persistence::Transient { times: 2 })));
+    let report = store
+        .scrub(&shardguard::ScrubOptions::default(), &|_| {})
+        .unwrap();
+    assert_eq!(
+        report.verdict(),
+        shardguard::ScrubVerdict::Clean,
+        "seed {}: {report:#?}",
+        plan.seed()
+    );
+    assert_eq!(report.transient_faults_cured, 12, "6 stripes × 2 faulty slots");
+    assert_eq!(store.get_bytes("k").unwrap(), bytes);
+}
+
+#[test]
+fn scrub_repairs_persistent_read_faults_and_names_what_it_cannot_fix() {
+    let (_dir, store, plan) = faulty_store(0x7a12);
+    let bytes = put_sample(&store, "k", 21);
+    // A slot whose reads always flip a bit: every chunk there is damaged, and rewriting it does
+    // not help (the fault is in the read path), so repair reports it unrepaired.
+    plan.inject(Rule::at(2, Fault::FlipBit(Persistence::Persistent)));
+    let options = shardguard::ScrubOptions {
+        repair: true,
+        ..Default::default()
+    };
+    let report = store.scrub(&options, &|_| {}).unwrap();
+    assert_eq!(report.damaged_chunks, 6, "{report:#?}");
+    assert_eq!(report.unrepaired, 6);
+    assert_eq!(report.verdict(), shardguard::ScrubVerdict::NeedsRepair);
+    plan.clear();
+    assert_eq!(
+        store.scrub(&options, &|_| {}).unwrap().verdict(),
+        shardguard::ScrubVerdict::Clean
+    );
+    assert_eq!(store.get_bytes("k").unwrap(), bytes);
+}
