@@ -7,7 +7,7 @@
 mod object;
 mod state;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -272,7 +272,8 @@ impl Store {
         });
         let resuming = checkpoint.objects_done > 0;
 
-        let mut objects: Vec<ObjectId> = self.enumerate_objects().into_iter().collect();
+        let temp_files = self.temp_files();
+        let mut objects: Vec<ObjectId> = self.enumerate_objects(&temp_files).into_iter().collect();
         if let Some(percent) = options.percent {
             objects = self.least_recently_scrubbed(objects, percent);
         }
@@ -300,7 +301,8 @@ impl Store {
                 objects
                     .par_iter()
                     .map(|&object| {
-                        let outcome = self.scrub_object(object, options, limiter.as_ref());
+                        let temps = temp_files.get(&object).map_or(&[][..], Vec::as_slice);
+                        let outcome = self.scrub_object(object, temps, options, limiter.as_ref());
                         let verified = outcome.as_ref().map_or(0, |o| o.bytes_verified);
                         progress(ScrubProgress {
                             objects_done: done.fetch_add(1, Ordering::Relaxed) + 1,
@@ -366,19 +368,26 @@ impl Store {
     }
 
     /// Every object with a shard file or a temporary file at some usable location.
-    fn enumerate_objects(&self) -> BTreeSet<ObjectId> {
-        let mut objects = BTreeSet::new();
+    fn enumerate_objects(&self, temp_files: &BTreeMap<ObjectId, Vec<(usize, String)>>) -> BTreeSet<ObjectId> {
+        let mut objects: BTreeSet<ObjectId> = temp_files.keys().copied().collect();
         for slot in &self.slots {
             let Ok(location) = slot.usable() else { continue };
             objects.extend(location.list_objects().unwrap_or_default());
-            objects.extend(
-                location
-                    .list_temp()
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|n| temp_file_object(n)),
-            );
         }
         objects
+    }
+
+    /// The temporary shard files at every usable location, by object.
+    fn temp_files(&self) -> BTreeMap<ObjectId, Vec<(usize, String)>> {
+        let mut by_object: BTreeMap<ObjectId, Vec<(usize, String)>> = BTreeMap::new();
+        for (slot, s) in self.slots.iter().enumerate() {
+            let Ok(location) = s.usable() else { continue };
+            for name in location.list_temp().unwrap_or_default() {
+                if let Some(object) = temp_file_object(&name) {
+                    by_object.entry(object).or_default().push((slot, name));
+                }
+            }
+        }
+        by_object
     }
 }

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::checksum::{ChunkId, ObjectChecksum};
 use crate::error::{Error, Result};
 use crate::format::{ObjectId, ShardHeader, WriteStamp, CHUNK_CRC_LEN};
-use crate::location::{temp_file_object, ShardWriter};
+use crate::location::ShardWriter;
 use crate::placement;
 use crate::store::reader::ChunkReader;
 use crate::store::resolve::Resolved;
@@ -50,9 +50,12 @@ pub(super) struct ObjectOutcome {
 }
 
 impl Store {
+    /// Scrubs one object; `temp_files` are the (slot, name) of its temporary files found when
+    /// the scrub enumerated the store.
     pub(super) fn scrub_object(
         &self,
         object: ObjectId,
+        temp_files: &[(usize, String)],
         options: &ScrubOptions,
         limiter: Option<&RateLimiter>,
     ) -> Result<ObjectOutcome> {
@@ -64,7 +67,7 @@ impl Store {
         // Writers of this object hold the same lock for a whole put, so while scrub holds it no
         // write is half done: what looks damaged is damaged, and temporary files are dead.
         let _lock = self.lock_key(object)?;
-        self.clean_temp_files(object, options.repair, &mut out);
+        self.clean_temp_files(temp_files, options.repair, &mut out);
         let gathered = self.gather(object);
         let stamps: Vec<Vec<WriteStamp>> = gathered
             .slots
@@ -129,17 +132,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Temporary files of this object are left by puts that died (none can be running).
-    fn clean_temp_files(&self, object: ObjectId, repair: bool, out: &mut ObjectOutcome) {
-        for slot in &self.slots {
-            let Ok(location) = slot.usable() else { continue };
-            for name in location.list_temp().unwrap_or_default() {
-                if temp_file_object(&name) == Some(object) {
-                    out.leftover_files += 1;
-                    if repair && location.remove_temp(&name).is_ok() {
-                        out.leftover_files_removed += 1;
-                    }
-                }
+    /// Temporary files of this object that still exist now that scrub holds its lock were left
+    /// by puts that died (a live put renames or removes its own before releasing the lock).
+    fn clean_temp_files(&self, temp_files: &[(usize, String)], repair: bool, out: &mut ObjectOutcome) {
+        for (slot, name) in temp_files {
+            let Ok(location) = self.slots[*slot].usable() else {
+                continue;
+            };
+            out.leftover_files += 1;
+            if repair && location.remove_temp(name).is_ok() {
+                out.leftover_files_removed += 1;
             }
         }
     }
@@ -278,6 +280,12 @@ impl Store {
                 });
             }
             for shard in 0..n {
+                let patch = !present[shard] && !rebuild[shard];
+                if writers[shard].is_none() && !patch {
+                    continue;
+                }
+                // Only chunks being written are framed anew (a verified chunk's stored CRC
+                // is already right; a rebuilt one needs its own).
                 let id = ChunkId {
                     object,
                     stamp,
@@ -292,13 +300,11 @@ impl Store {
                         writers[shard] = None;
                         out.unrepaired += 1;
                     }
-                } else if !present[shard] && !rebuild[shard] {
-                    if options.repair && self.patch_chunk(&reader, shard, framed) {
-                        out.repaired_chunks += 1;
-                        out.slots[slot_of(shard)].repaired_chunks += 1;
-                    } else {
-                        out.unrepaired += 1;
-                    }
+                } else if options.repair && self.patch_chunk(&reader, shard, framed) {
+                    out.repaired_chunks += 1;
+                    out.slots[slot_of(shard)].repaired_chunks += 1;
+                } else {
+                    out.unrepaired += 1;
                 }
             }
         }

@@ -1,0 +1,100 @@
+//! Verify-only scrub of a store in the page cache against a plain pass that reads the same shard
+//! files and computes CRC32C over them, both on one thread and on all cores; the 1-job against
+//! the all-jobs scrub gives the parallel speed-up.
+//!
+//! Throughput counts shard-file bytes. `SHARDGUARD_BENCH_MIB` sets the object data (default
+//! 2048, in 64 objects); `SHARDGUARD_BENCH_DIR` where the store lives (default: here).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rand::{RngCore, SeedableRng};
+use rayon::prelude::*;
+use shardguard::{Durability, ScrubOptions, Store, StoreConfig};
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else if path.extension().is_some_and(|e| e == "shard") {
+            out.push(path);
+        }
+    }
+}
+
+/// Reads a file in 1 MiB pieces and returns its CRC32C.
+fn crc_file(path: &Path, buf: &mut [u8]) -> u32 {
+    let mut f = File::open(path).unwrap();
+    let mut crc = 0;
+    loop {
+        let n = f.read(buf).unwrap();
+        if n == 0 {
+            return crc;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+}
+
+fn scrub_benches(c: &mut Criterion) {
+    let mib: u64 = std::env::var("SHARDGUARD_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2048);
+    let dir =
+        tempfile::tempdir_in(std::env::var("SHARDGUARD_BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let store = Store::options()
+        .durability(Durability::PageCache)
+        .create(dir.path(), &StoreConfig::default())
+        .unwrap();
+    let per_object = (mib << 20) / 64;
+    let mut block = vec![0u8; per_object as usize];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for i in 0..64 {
+        rng.fill_bytes(&mut block[..4096]);
+        store.put(&format!("bench/{i}"), &block[..]).unwrap();
+    }
+    let mut files = Vec::new();
+    for location in store.locations() {
+        files_under(&location, &mut files);
+    }
+    let bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
+
+    let mut group = c.benchmark_group(format!("scrub_{mib}MiB"));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(15));
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function("baseline_read_crc_1_thread", |b| {
+        let mut buf = vec![0u8; 1 << 20];
+        b.iter(|| files.iter().map(|f| crc_file(f, &mut buf)).fold(0, |a, c| a ^ c))
+    });
+    group.bench_function("baseline_read_crc_all_cores", |b| {
+        b.iter(|| {
+            files
+                .par_iter()
+                .map_init(|| vec![0u8; 1 << 20], |buf, f| crc_file(f, buf))
+                .reduce(|| 0, |a, c| a ^ c)
+        })
+    });
+    for jobs in [1, 2] {
+        let options = ScrubOptions {
+            jobs: Some(jobs),
+            ..ScrubOptions::default()
+        };
+        group.bench_function(format!("scrub_verify_{jobs}_jobs"), |b| {
+            b.iter(|| {
+                let report = store.scrub(&options, &|_| {}).unwrap();
+                assert_eq!(report.verdict(), shardguard::ScrubVerdict::Clean);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scrub_benches);
+criterion_main!(benches);
