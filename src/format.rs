@@ -208,6 +208,16 @@ impl Geometry {
         }
     }
 
+    /// The longest chunk of an object of `len` bytes (its first stripe's): what a buffer for
+    /// one chunk must hold. Small objects need small buffers.
+    pub fn max_chunk_len(&self, len: u64) -> usize {
+        if len == 0 {
+            0
+        } else {
+            self.stripe(len, 0).chunk_len
+        }
+    }
+
     /// Bytes of chunk data and CRCs in one shard file of an object of `len` bytes.
     pub fn shard_body_len(&self, len: u64) -> u64 {
         let stripes = self.stripe_count(len);

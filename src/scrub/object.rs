@@ -210,8 +210,11 @@ impl Store {
             .collect();
 
         let stripes = g.stripe_count(header.object_len);
-        let mut buffers = vec![vec![0u8; g.chunk_size as usize + CHUNK_CRC_LEN as usize]; n];
-        let mut recomputed = vec![vec![0u8; g.chunk_size as usize]; if options.deep { n - k } else { 0 }];
+        // Sized for this object: small objects are most objects, and fresh 1 MiB buffers cost
+        // page faults (measured: 1.7 ms an object before this).
+        let max_chunk = g.max_chunk_len(header.object_len);
+        let mut buffers = vec![vec![0u8; max_chunk + CHUNK_CRC_LEN as usize]; n];
+        let mut recomputed = vec![vec![0u8; max_chunk]; if options.deep { n - k } else { 0 }];
         let mut checksum = ObjectChecksum::default();
         let mut bad_stripes = Vec::new();
         for stripe in 0..stripes {
@@ -417,7 +420,7 @@ impl Store {
             if buf != header_bytes || file.len() != expected.expected_file_len() {
                 return Ok(false);
             }
-            let mut chunk = vec![0u8; g.chunk_size as usize + CHUNK_CRC_LEN as usize];
+            let mut chunk = vec![0u8; g.max_chunk_len(header.object_len) + CHUNK_CRC_LEN as usize];
             for stripe in 0..g.stripe_count(header.object_len) {
                 let shape = g.stripe(header.object_len, stripe);
                 let framed = &mut chunk[..shape.chunk_len + 4];

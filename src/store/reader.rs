@@ -69,11 +69,7 @@ impl Store {
         let resolved = self.resolve(key)?;
         let g = self.file.geometry;
         let stripes = g.stripe_count(resolved.header.object_len);
-        let buffer_len = if stripes == 0 {
-            0
-        } else {
-            g.chunk_size as usize + CHUNK_CRC_LEN as usize
-        };
+        let buffer_len = g.max_chunk_len(resolved.header.object_len) + CHUNK_CRC_LEN as usize;
         Ok(ObjectReader {
             store: self,
             key: key.to_owned(),
