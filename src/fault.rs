@@ -303,6 +303,9 @@ impl Location for FaultyLocation {
     fn remove_temp(&self, name: &str) -> io::Result<()> {
         self.inner.remove_temp(name)
     }
+    fn sync(&self) -> io::Result<()> {
+        self.inner.sync()
+    }
 }
 
 struct FaultyShardFile {
@@ -346,5 +349,8 @@ impl ShardWriter for FaultyWriter {
     }
     fn commit(self: Box<Self>) -> io::Result<()> {
         self.inner.commit()
+    }
+    fn commit_deferred(self: Box<Self>) -> io::Result<()> {
+        self.inner.commit_deferred()
     }
 }

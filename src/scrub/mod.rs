@@ -313,12 +313,19 @@ impl Store {
                     })
                     .collect()
             });
+            let mut needs_sync = false;
             for (&object, outcome) in objects.iter().zip(outcomes) {
                 let outcome = outcome?;
+                needs_sync |= outcome.needs_sync;
                 if outcome.verified {
                     scrubbed.push(object);
                 }
                 report.add(outcome);
+            }
+            if needs_sync {
+                // Rebuilt files committed without waiting are made durable before the
+                // checkpoint says their objects are done.
+                self.sync_locations()?;
             }
             checkpoint.objects_done += objects.len() as u64;
             checkpoint.done_through = *objects.last().expect("chunks are not empty");
@@ -365,6 +372,15 @@ impl Store {
                 }
             })
             .collect()
+    }
+
+    fn sync_locations(&self) -> Result<()> {
+        for slot in &self.slots {
+            if let Ok(location) = slot.usable() {
+                location.sync().map_err(|e| Error::io(&slot.dir, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Every object with a shard file or a temporary file at some usable location.

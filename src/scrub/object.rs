@@ -45,6 +45,9 @@ pub(super) struct ObjectOutcome {
     pub unrepaired: u64,
     pub leftover_files: u64,
     pub leftover_files_removed: u64,
+    /// Some rebuilt file was committed without waiting for the disk: the scrub syncs the
+    /// locations before its next checkpoint.
+    pub needs_sync: bool,
     pub unrecoverable: Option<UnrecoverableObject>,
     pub slots: Vec<SlotCounts>,
 }
@@ -185,6 +188,9 @@ impl Store {
 
         // Shard files that must be written anew, and those that cannot be.
         let mut rebuild = vec![false; n];
+        // Whether a rebuilt file replaces one under the same name (which must not be lost to a
+        // power loss before it is synced) or fills a gap (which may wait for the batch's sync).
+        let mut replaces = vec![false; n];
         for h in &resolved.health {
             if h.state == ShardState::Healthy {
                 continue;
@@ -193,6 +199,7 @@ impl Store {
             out.damaged_shards += 1;
             out.slots[h.slot].damaged_shards += 1;
             out.stale_shards += u64::from(matches!(h.state, ShardState::Stale { .. }));
+            replaces[h.shard] = !matches!(h.state, ShardState::Missing | ShardState::Stale { .. });
         }
         let mut writers: Vec<Option<Box<dyn ShardWriter>>> = (0..n)
             .map(|shard| {
@@ -335,7 +342,13 @@ impl Store {
         }
         for (shard, writer) in writers.into_iter().enumerate() {
             let Some(writer) = writer else { continue };
-            if writer.commit().is_ok() && self.verify_shard_file(object, header, shard) {
+            let committed = if replaces[shard] {
+                writer.commit()
+            } else {
+                out.needs_sync = true;
+                writer.commit_deferred()
+            };
+            if committed.is_ok() && self.verify_shard_file(object, header, shard) {
                 out.rebuilt_shards += 1;
                 out.slots[slot_of(shard)].rebuilt_shards += 1;
             } else {
