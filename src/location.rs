@@ -372,7 +372,7 @@ impl LocalShardWriter {
 
 impl LocalShardWriter {
     /// Flushes, fsyncs (if `sync`), renames into place, fsyncs the directory (if `sync`).
-    fn finish(mut self: Box<Self>, sync: bool) -> io::Result<()> {
+    fn finish(mut self, sync: bool) -> io::Result<()> {
         let mut writer = self
             .file
             .take()
@@ -406,11 +406,11 @@ impl ShardWriter for LocalShardWriter {
     }
 
     fn commit(self: Box<Self>) -> io::Result<()> {
-        self.finish(true)
+        (*self).finish(true)
     }
 
     fn commit_deferred(self: Box<Self>) -> io::Result<()> {
-        self.finish(false)
+        (*self).finish(false)
     }
 }
 
