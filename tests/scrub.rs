@@ -104,7 +104,10 @@ fn rotten_chunks_are_rewritten_in_place() {
     assert_eq!((repaired.repaired_chunks, repaired.rebuilt_shards), (2, 0));
     // Repair cost follows the damage: one verification pass reads every chunk once (the two
     // rotten ones fail it), and nothing else was rewritten.
-    let total_chunks: u64 = objects.iter().map(|(_, b)| 6 * (b.len() as u64).div_ceil(4 * u64::from(CHUNK))).sum();
+    let total_chunks: u64 = objects
+        .iter()
+        .map(|(_, b)| 6 * (b.len() as u64).div_ceil(4 * u64::from(CHUNK)))
+        .sum();
     assert_eq!(repaired.chunks_verified, total_chunks - 2);
 }
 

@@ -5,6 +5,8 @@
 //! [`crate::OpenOptions::location_wrapper`]. Every choice comes from the plan's seed, so a failing
 //! run replays exactly.
 
+pub mod properties;
+
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
