@@ -436,6 +436,9 @@ pub struct StoreCase {
 
 const KEYS: [&str; 4] = ["a", "../../etc/passwd", "dir/sub/obj", "ключ"];
 
+/// A shard file's path and bytes, kept to put back later as a stale shard.
+type SavedShard = (PathBuf, Vec<u8>);
+
 /// The reference model: what each key should read as, and how much damage it carries.
 struct Model {
     objects: BTreeMap<String, Vec<u8>>,
@@ -444,7 +447,7 @@ struct Model {
     /// Locations emptied and not yet rebuilt by a scrub.
     wiped: BTreeSet<usize>,
     /// The previous version's shard files of each key: (path, bytes) per shard.
-    previous: BTreeMap<String, Vec<Option<(PathBuf, Vec<u8>)>>>,
+    previous: BTreeMap<String, Vec<Option<SavedShard>>>,
     /// Keys whose damage once exceeded `m`: only a new put makes them whole again.
     lost: BTreeSet<String>,
     /// Every version written of each key since it was last deleted. A lost key may read as any
