@@ -285,9 +285,7 @@ impl ShardHeader {
 
     /// Encodes the header (layout in FORMAT.md).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len());
-        out.extend_from_slice(&SHARD_MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let mut out = begin(SHARD_MAGIC, self.encoded_len());
         let flags = if self.tombstone { FLAG_TOMBSTONE } else { 0 };
         out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&self.store_id);
@@ -303,9 +301,7 @@ impl ShardHeader {
         out.extend_from_slice(&self.object_crc.to_le_bytes());
         out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
         out.extend_from_slice(self.key.as_bytes());
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        seal(out)
     }
 
     /// Decodes a header from the start of `bytes`; returns it and its encoded length.
@@ -349,12 +345,7 @@ impl ShardHeader {
         if stored != computed {
             return Err(FormatError::Checksum { stored, computed });
         }
-        if reserved != 0 {
-            return Err(FormatError::InvalidField {
-                field: "reserved",
-                value: reserved.into(),
-            });
-        }
+        reserved_zero(reserved.into())?;
         geometry.validate()?;
         if usize::from(shard_index) >= geometry.shards() {
             return Err(FormatError::InvalidField {
@@ -420,16 +411,12 @@ pub struct LocationIdentity {
 impl LocationIdentity {
     /// Encodes the identity file (36 bytes).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(IDENTITY_LEN);
-        out.extend_from_slice(&IDENTITY_MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let mut out = begin(IDENTITY_MAGIC, IDENTITY_LEN);
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&self.store_id);
         out.extend_from_slice(&self.slot.to_le_bytes());
         out.extend_from_slice(&self.location_count.to_le_bytes());
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        seal(out)
     }
 
     /// Decodes an identity file; the input must be exactly one identity.
@@ -442,12 +429,7 @@ impl LocationIdentity {
         let location_count = r.u16()?;
         r.crc_of_preceding()?;
         r.finish()?;
-        if reserved != 0 {
-            return Err(FormatError::InvalidField {
-                field: "reserved",
-                value: reserved.into(),
-            });
-        }
+        reserved_zero(reserved)?;
         if slot >= location_count {
             return Err(FormatError::InvalidField {
                 field: "slot",
@@ -477,9 +459,7 @@ pub struct StoreFile {
 impl StoreFile {
     /// Encodes the store file.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&STORE_MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let mut out = begin(STORE_MAGIC, 64);
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&self.store_id);
         out.push(self.geometry.k);
@@ -490,9 +470,7 @@ impl StoreFile {
             out.extend_from_slice(&(path.len() as u16).to_le_bytes());
             out.extend_from_slice(path);
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        seal(out)
     }
 
     /// Decodes a store file; the input must be exactly one store file.
@@ -532,12 +510,7 @@ impl StoreFile {
         }
         r.crc_of_preceding()?;
         r.finish()?;
-        if reserved != 0 {
-            return Err(FormatError::InvalidField {
-                field: "reserved",
-                value: reserved.into(),
-            });
-        }
+        reserved_zero(reserved)?;
         geometry.validate()?;
         if count != geometry.shards() {
             return Err(FormatError::InvalidField {
@@ -573,16 +546,12 @@ impl ScrubCheckpoint {
 
     /// Encodes the checkpoint.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::LEN);
-        out.extend_from_slice(&CHECKPOINT_MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let mut out = begin(CHECKPOINT_MAGIC, Self::LEN);
         out.extend_from_slice(&self.flags.to_le_bytes());
         out.extend_from_slice(&self.started_unix.to_le_bytes());
         out.extend_from_slice(&self.objects_done.to_le_bytes());
         out.extend_from_slice(&self.done_through.0);
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        seal(out)
     }
 
     /// Decodes a checkpoint; the input must be exactly one.
@@ -620,18 +589,14 @@ pub struct ScrubHistory {
 impl ScrubHistory {
     /// Encodes the history.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + 24 * self.entries.len());
-        out.extend_from_slice(&HISTORY_MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let mut out = begin(HISTORY_MAGIC, 24 + 24 * self.entries.len());
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
         for (object, time) in &self.entries {
             out.extend_from_slice(&object.0);
             out.extend_from_slice(&time.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        seal(out)
     }
 
     /// Decodes a history; the input must be exactly one.
@@ -665,13 +630,34 @@ impl ScrubHistory {
         }
         r.crc_of_preceding()?;
         r.finish()?;
-        if reserved != 0 {
-            return Err(FormatError::InvalidField {
-                field: "reserved",
-                value: reserved.into(),
-            });
-        }
+        reserved_zero(reserved)?;
         Ok(ScrubHistory { entries })
+    }
+}
+
+/// Starts an encoding: magic number and format version.
+fn begin(magic: [u8; 8], capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out
+}
+
+/// Ends an encoding: the CRC32C of every byte before it.
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reserved fields must be zero, so a later version can give them a meaning.
+fn reserved_zero(value: u16) -> Result<(), FormatError> {
+    match value {
+        0 => Ok(()),
+        v => Err(FormatError::InvalidField {
+            field: "reserved",
+            value: v.into(),
+        }),
     }
 }
 
