@@ -218,6 +218,18 @@ impl Geometry {
         }
     }
 
+    /// Like [`Geometry::shard_body_len`], or `None` when a shard file of an object this long
+    /// would not fit in 2^63 bytes (only a hostile header claims such a length).
+    pub fn checked_shard_body_len(&self, len: u64) -> Option<u64> {
+        let stripes = self.stripe_count(len);
+        if stripes == 0 {
+            return Some(0);
+        }
+        let framed_chunk = u64::from(self.chunk_size) + CHUNK_CRC_LEN;
+        let body = stripes.checked_mul(framed_chunk)?;
+        (body < 1 << 62).then_some(body).map(|_| self.shard_body_len(len))
+    }
+
     /// Bytes of chunk data and CRCs in one shard file of an object of `len` bytes.
     pub fn shard_body_len(&self, len: u64) -> u64 {
         let stripes = self.stripe_count(len);
@@ -366,7 +378,9 @@ impl ShardHeader {
             });
         }
         let tombstone = flags & FLAG_TOMBSTONE != 0;
-        if tombstone && object_len != 0 {
+        // A tombstone has no data; and no object may be so long that its shard file's length
+        // overflows (offsets are computed from it everywhere).
+        if (tombstone && object_len != 0) || geometry.checked_shard_body_len(object_len).is_none() {
             return Err(FormatError::InvalidField {
                 field: "object_len",
                 value: object_len,
@@ -831,6 +845,25 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(ShardHeader::decode_prefix(&bytes[..len]).is_err(), "len {len}");
         }
+    }
+
+    #[test]
+    fn objects_too_long_for_their_offsets_are_rejected() {
+        let g = Geometry {
+            k: 1,
+            m: 0,
+            chunk_size: 1,
+        };
+        let mut h = header("k");
+        h.geometry = g;
+        h.shard_index = 0;
+        h.object_len = u64::MAX;
+        assert!(ShardHeader::decode_prefix(&h.encode()).is_err());
+        h.object_len = (1 << 62) / 5 - 1;
+        let (decoded, _) = ShardHeader::decode_prefix(&h.encode()).unwrap();
+        assert!(decoded.expected_file_len() < i64::MAX as u64);
+        h.object_len = (1 << 62) / 5 + 1;
+        assert!(ShardHeader::decode_prefix(&h.encode()).is_err());
     }
 
     #[test]
