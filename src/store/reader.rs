@@ -1,7 +1,9 @@
 //! get: a streaming reader that verifies every chunk, retransmits failures, and rebuilds what
 //! stays missing from parity. Memory: one stripe, whatever the object's size.
 
+use std::fs;
 use std::io::{self, Read, Write};
+use std::path::Path;
 
 use rayon::prelude::*;
 
@@ -82,6 +84,38 @@ impl Store {
             checksum: ObjectChecksum::default(),
             stats: ReadStats::default(),
             resolved,
+        })
+    }
+
+    /// Reads the object into the file at `path`, verified, atomically: the bytes go to a
+    /// temporary file beside it, which is fsynced and renamed into place only once every byte
+    /// verified. A failed read leaves no partial file. Returns the bytes written.
+    pub fn get_to_path(&self, key: &str, path: &Path) -> Result<u64> {
+        let mut reader = self.get(key)?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.{:016x}.shardguard-tmp", rand::random::<u64>()));
+        let mut write = || -> Result<u64> {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io(&tmp, e))?;
+            let mut out = io::BufWriter::with_capacity(1 << 20, file);
+            let len = reader.copy_to(&mut out)?;
+            let file = out.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+            file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+            Ok(len)
+        };
+        write().inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
         })
     }
 

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -214,15 +214,14 @@ fn run(command: Command) -> Result<u8, Failure> {
         }
         Command::Get { store, key, output } => {
             let store = Store::open(&store)?;
-            let mut reader = store.get(&key)?;
-            match output {
-                Some(path) => write_file_atomically(&path, |out| reader.copy_to(out).map(drop))?,
-                None => {
-                    let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-                    reader.copy_to(&mut out)?;
-                    out.flush().map_err(io_context("<stdout>"))?;
-                }
+            if let Some(path) = output {
+                store.get_to_path(&key, &path)?;
+                return Ok(0);
             }
+            let mut reader = store.get(&key)?;
+            let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            reader.copy_to(&mut out)?;
+            out.flush().map_err(io_context("<stdout>"))?;
             let stats = reader.stats();
             if stats.erasures + stats.retransmissions > 0 {
                 eprintln!(
@@ -490,26 +489,4 @@ fn print_demo_event(event: DemoEvent) {
         }
         other => println!("{other:?}"),
     }
-}
-
-/// Writes `path` through a temporary file in the same directory, renamed into place only after
-/// `fill` succeeded: a failed or unverifiable read never leaves a partial file behind.
-fn write_file_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut BufWriter<&mut tempfile::NamedTempFile>) -> shardguard::Result<()>,
-) -> Result<(), Failure> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_context(dir.display()))?;
-    {
-        let mut out = BufWriter::with_capacity(1 << 20, &mut tmp);
-        fill(&mut out)?;
-        out.flush().map_err(io_context(path.display()))?;
-    }
-    tmp.as_file().sync_all().map_err(io_context(path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| Failure::Io(path.display().to_string(), e.error))?;
-    Ok(())
 }
