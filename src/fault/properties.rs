@@ -31,6 +31,7 @@ use crate::store::{Store, StoreConfig};
 pub fn check_format_decode(bytes: &[u8]) -> Result<(), String> {
     if let Ok((header, len)) = ShardHeader::decode_prefix(bytes) {
         same("shard header", &header.encode(), &bytes[..len])?;
+        check_chunk_framing(&header, &bytes[len..])?;
     }
     if let Ok(identity) = LocationIdentity::decode(bytes) {
         same("location identity", &identity.encode(), bytes)?;
@@ -51,6 +52,42 @@ pub fn check_format_decode(bytes: &[u8]) -> Result<(), String> {
         if let Some(id) = ObjectId::from_hex(text) {
             same("object id", id.to_hex().as_bytes(), bytes)?;
         }
+    }
+    Ok(())
+}
+
+/// The chunk framing a decoded header implies: stripes tile the object exactly, chunk offsets
+/// are regular and inside the file length, and the rest of the input, read as chunk frames, is
+/// verified (and almost surely rejected) without a panic or an overflow.
+fn check_chunk_framing(header: &ShardHeader, body: &[u8]) -> Result<(), String> {
+    let g = header.geometry;
+    let len = header.object_len;
+    let stripes = g.stripe_count(len);
+    let body_len = g.shard_body_len(len);
+    let mut covered = 0u64;
+    // The first and last few stripes: enough to cover every shape, bounded for huge objects.
+    for stripe in (0..stripes.min(4)).chain(stripes.saturating_sub(4).max(4)..stripes) {
+        let shape = g.stripe(len, stripe);
+        if shape.offset_in_shard + shape.chunk_len as u64 + 4 > body_len || shape.chunk_len == 0 {
+            return Err(format!(
+                "stripe {stripe} of {stripes} ({shape:?}) overruns the body ({body_len})"
+            ));
+        }
+        covered += shape.data_len as u64;
+        let start = shape.offset_in_shard as usize;
+        if let Some(frame) = body.get(start..start + shape.chunk_len + 4) {
+            let (chunk, crc) = frame.split_at(shape.chunk_len);
+            let id = ChunkId {
+                object: header.object_id(),
+                stamp: header.stamp,
+                shard: header.shard_index,
+                stripe,
+            };
+            let _verified = id.checksum(chunk).to_le_bytes() == crc;
+        }
+    }
+    if stripes <= 8 && covered != len {
+        return Err(format!("{stripes} stripes cover {covered} of {len} bytes"));
     }
     Ok(())
 }
