@@ -43,8 +43,8 @@ pub use error::{Error, Result};
 pub use key::validate as validate_key;
 pub use location::{Durability, Location};
 pub use scrub::{
-    LocationSummary, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict, UnrecoverableObject,
-    LAST_REPORT_FILE,
+    LocationSummary, ScrubCounts, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict,
+    UnrecoverableObject, LAST_REPORT_FILE,
 };
 pub use status::{LocationStatus, StoreStatus};
 pub use store::{

@@ -313,7 +313,10 @@ fn scrub_cures_transient_faults_by_retransmission_and_does_not_call_them_damage(
         "seed {}: {report:#?}",
         plan.seed()
     );
-    assert_eq!(report.transient_faults_cured, 12, "6 stripes × 2 faulty slots");
+    assert_eq!(
+        report.counts.transient_faults_cured, 12,
+        "6 stripes × 2 faulty slots"
+    );
     assert_eq!(store.get_bytes("k").unwrap(), bytes);
 }
 
@@ -329,8 +332,8 @@ fn scrub_repairs_persistent_read_faults_and_names_what_it_cannot_fix() {
         ..Default::default()
     };
     let report = store.scrub(&options, &|_| {}).unwrap();
-    assert_eq!(report.damaged_chunks, 6, "{report:#?}");
-    assert_eq!(report.unrepaired, 6);
+    assert_eq!(report.counts.damaged_chunks, 6, "{report:#?}");
+    assert_eq!(report.counts.unrepaired, 6);
     assert_eq!(report.verdict(), shardguard::ScrubVerdict::NeedsRepair);
     plan.clear();
     assert_eq!(

@@ -66,11 +66,11 @@ fn find_repair_clean(dir: &Path, objects: &[(String, Vec<u8>)]) -> (ScrubReport,
     assert_eq!(found.verdict(), ScrubVerdict::NeedsRepair, "{found:#?}");
     let repaired = scrub(&store, true);
     assert_eq!(repaired.verdict(), ScrubVerdict::Repaired, "{repaired:#?}");
-    assert_eq!(repaired.unrepaired, 0, "{repaired:#?}");
+    assert_eq!(repaired.counts.unrepaired, 0, "{repaired:#?}");
     let store = reopen(dir);
     let clean = scrub(&store, false);
     assert_eq!(clean.verdict(), ScrubVerdict::Clean, "{clean:#?}");
-    assert_eq!(clean.leftover_files, 0, "{clean:#?}");
+    assert_eq!(clean.counts.leftover_files, 0, "{clean:#?}");
     assert_all_read_back(&store, objects);
     assert_all_healthy(&store, objects);
     (found, repaired)
@@ -87,7 +87,7 @@ fn a_clean_store_scrubs_clean_and_counts_everything() {
         .iter()
         .map(|(_, b)| (b.len() as u64).div_ceil(4 * u64::from(CHUNK)))
         .sum();
-    assert_eq!(report.chunks_verified, stripes * 6);
+    assert_eq!(report.counts.chunks_verified, stripes * 6);
     assert_eq!(report.locations.len(), 6);
     assert_eq!(reopen(dir.path()).last_scrub().unwrap().objects, 3);
 }
@@ -100,15 +100,18 @@ fn rotten_chunks_are_rewritten_in_place() {
     rot(&paths[0], chunk_offset("obj/1", CHUNK, 1) + 10, 4);
     rot(&paths[5], chunk_offset("obj/1", CHUNK, 2) + 10, 1);
     let (found, repaired) = find_repair_clean(dir.path(), &objects);
-    assert_eq!((found.damaged_chunks, found.unrepaired), (2, 2));
-    assert_eq!((repaired.repaired_chunks, repaired.rebuilt_shards), (2, 0));
+    assert_eq!((found.counts.damaged_chunks, found.counts.unrepaired), (2, 2));
+    assert_eq!(
+        (repaired.counts.repaired_chunks, repaired.counts.rebuilt_shards),
+        (2, 0)
+    );
     // Repair cost follows the damage: one verification pass reads every chunk once (the two
     // rotten ones fail it), and nothing else was rewritten.
     let total_chunks: u64 = objects
         .iter()
         .map(|(_, b)| 6 * (b.len() as u64).div_ceil(4 * u64::from(CHUNK)))
         .sum();
-    assert_eq!(repaired.chunks_verified, total_chunks - 2);
+    assert_eq!(repaired.counts.chunks_verified, total_chunks - 2);
 }
 
 #[test]
@@ -132,7 +135,7 @@ fn a_misplaced_chunk_is_found_and_replaced() {
         f.write_all_at(&chunk, chunk_offset("obj/0", CHUNK, 0)).unwrap();
     }
     let (found, _) = find_repair_clean(dir.path(), &objects);
-    assert_eq!(found.damaged_chunks, 1);
+    assert_eq!(found.counts.damaged_chunks, 1);
 }
 
 #[test]
@@ -150,8 +153,8 @@ fn missing_truncated_and_header_damaged_shards_are_rebuilt() {
         .unwrap();
     rot(&shard_paths(&store, "obj/2")[1], 20, 1);
     let (found, repaired) = find_repair_clean(dir.path(), &objects);
-    assert_eq!(found.damaged_shards, 3, "{found:#?}");
-    assert_eq!(repaired.rebuilt_shards, 3);
+    assert_eq!(found.counts.damaged_shards, 3, "{found:#?}");
+    assert_eq!(repaired.counts.rebuilt_shards, 3);
 }
 
 #[test]
@@ -164,8 +167,14 @@ fn a_stale_shard_is_rewritten_to_the_quorum_version() {
     fs::remove_file(&shard_paths(&store, "obj/0")[3]).unwrap();
     fs::write(&old, saved).unwrap();
     let (found, repaired) = find_repair_clean(dir.path(), &objects);
-    assert_eq!((found.stale_shards, found.leftover_files), (1, 1));
-    assert_eq!((repaired.rebuilt_shards, repaired.leftover_files_removed), (1, 1));
+    assert_eq!((found.counts.stale_shards, found.counts.leftover_files), (1, 1));
+    assert_eq!(
+        (
+            repaired.counts.rebuilt_shards,
+            repaired.counts.leftover_files_removed
+        ),
+        (1, 1)
+    );
     assert!(!old.exists(), "the stale file is removed");
 }
 
@@ -206,9 +215,9 @@ fn leftovers_of_crashed_writes_are_removed_and_are_not_damage() {
     let store = reopen(dir.path());
     let found = scrub(&store, false);
     assert_eq!(found.verdict(), ScrubVerdict::Clean, "{found:#?}");
-    assert_eq!(found.leftover_files, 2);
+    assert_eq!(found.counts.leftover_files, 2);
     let cleaned = scrub(&store, true);
-    assert_eq!(cleaned.leftover_files_removed, 2);
+    assert_eq!(cleaned.counts.leftover_files_removed, 2);
     assert!(!tmp.exists() && !partial.exists());
     assert_all_read_back(&store, &objects);
 }
@@ -295,10 +304,10 @@ fn deep_scrub_catches_parity_written_wrong_with_a_valid_checksum() {
     );
     let found = deep(&store, false);
     assert_eq!(
-        (found.parity_mismatches, found.verdict()),
+        (found.counts.parity_mismatches, found.verdict()),
         (1, ScrubVerdict::NeedsRepair)
     );
-    assert_eq!(deep(&store, true).repaired_chunks, 1);
+    assert_eq!(deep(&store, true).counts.repaired_chunks, 1);
     assert_eq!(deep(&store, false).verdict(), ScrubVerdict::Clean);
     assert_all_read_back(&store, &objects);
 }

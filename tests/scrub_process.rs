@@ -65,12 +65,12 @@ fn scrub_exit_codes_and_json_report() {
     assert_eq!(found.status.code(), Some(3), "damage found, not repaired");
     let report = json_report(&found);
     assert!(
-        report.damaged_chunks >= 1 && report.damaged_shards == 3,
+        report.counts.damaged_chunks >= 1 && report.counts.damaged_shards == 3,
         "{report:#?}"
     );
     let repaired = sg(&["scrub", r, "--repair", "--json", "--jobs", "2"]);
     assert_eq!(repaired.status.code(), Some(1), "damage found and repaired");
-    assert_eq!(json_report(&repaired).rebuilt_shards, 3);
+    assert_eq!(json_report(&repaired).counts.rebuilt_shards, 3);
     let clean = sg(&["scrub", r, "--deep"]);
     assert_eq!(clean.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&clean.stdout).contains("result: clean"));

@@ -86,17 +86,9 @@ pub struct LocationSummary {
     pub rebuilt_shards: u64,
 }
 
-/// The result of a scrub.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ScrubReport {
-    /// Whether repair was requested.
-    pub repair: bool,
-    /// Whether parity was recomputed and compared.
-    pub deep: bool,
-    /// Objects verified by this run.
-    pub objects: u64,
-    /// Objects skipped because a resumed scrub had already verified them.
-    pub skipped_by_resume: u64,
+/// The counters of a scrub, for the whole store or one object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubCounts {
     /// Bytes of chunks read and verified.
     pub bytes_verified: u64,
     /// Chunks read and verified.
@@ -122,6 +114,39 @@ pub struct ScrubReport {
     pub leftover_files: u64,
     /// Of those, removed.
     pub leftover_files_removed: u64,
+}
+
+impl ScrubCounts {
+    fn add(&mut self, o: &ScrubCounts) {
+        self.bytes_verified += o.bytes_verified;
+        self.chunks_verified += o.chunks_verified;
+        self.damaged_chunks += o.damaged_chunks;
+        self.parity_mismatches += o.parity_mismatches;
+        self.transient_faults_cured += o.transient_faults_cured;
+        self.repaired_chunks += o.repaired_chunks;
+        self.damaged_shards += o.damaged_shards;
+        self.stale_shards += o.stale_shards;
+        self.rebuilt_shards += o.rebuilt_shards;
+        self.unrepaired += o.unrepaired;
+        self.leftover_files += o.leftover_files;
+        self.leftover_files_removed += o.leftover_files_removed;
+    }
+}
+
+/// The result of a scrub.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// Whether repair was requested.
+    pub repair: bool,
+    /// Whether parity was recomputed and compared.
+    pub deep: bool,
+    /// Objects verified by this run.
+    pub objects: u64,
+    /// Objects skipped because a resumed scrub had already verified them.
+    pub skipped_by_resume: u64,
+    /// What was verified, found and repaired.
+    #[serde(flatten)]
+    pub counts: ScrubCounts,
     /// Objects with stripes beyond repair.
     pub unrecoverable: Vec<UnrecoverableObject>,
     /// Wall time.
@@ -162,7 +187,7 @@ impl ScrubReport {
     /// Whether anything was found damaged (leftover files of crashed writes are housekeeping,
     /// not damage).
     pub fn damage_found(&self) -> bool {
-        self.damaged_chunks + self.damaged_shards > 0
+        self.counts.damaged_chunks + self.counts.damaged_shards > 0
             || !self.unrecoverable.is_empty()
             || self.locations.iter().any(|l| l.state != "healthy")
     }
@@ -173,7 +198,7 @@ impl ScrubReport {
             ScrubVerdict::Unrecoverable
         } else if !self.damage_found() {
             ScrubVerdict::Clean
-        } else if self.unrepaired == 0 && self.repair {
+        } else if self.counts.unrepaired == 0 && self.repair {
             ScrubVerdict::Repaired
         } else {
             ScrubVerdict::NeedsRepair
@@ -182,18 +207,7 @@ impl ScrubReport {
 
     fn add(&mut self, o: object::ObjectOutcome) {
         self.objects += u64::from(o.verified);
-        self.bytes_verified += o.bytes_verified;
-        self.chunks_verified += o.chunks_verified;
-        self.damaged_chunks += o.damaged_chunks;
-        self.parity_mismatches += o.parity_mismatches;
-        self.transient_faults_cured += o.transient_faults_cured;
-        self.repaired_chunks += o.repaired_chunks;
-        self.damaged_shards += o.damaged_shards;
-        self.stale_shards += o.stale_shards;
-        self.rebuilt_shards += o.rebuilt_shards;
-        self.unrepaired += o.unrepaired;
-        self.leftover_files += o.leftover_files;
-        self.leftover_files_removed += o.leftover_files_removed;
+        self.counts.add(&o.counts);
         self.unrecoverable.extend(o.unrecoverable);
         for (summary, slot) in self.locations.iter_mut().zip(o.slots) {
             summary.damaged_chunks += slot.damaged_chunks;
@@ -303,7 +317,7 @@ impl Store {
                     .map(|&object| {
                         let temps = temp_files.get(&object).map_or(&[][..], Vec::as_slice);
                         let outcome = self.scrub_object(object, temps, options, limiter.as_ref());
-                        let verified = outcome.as_ref().map_or(0, |o| o.bytes_verified);
+                        let verified = outcome.as_ref().map_or(0, |o| o.counts.bytes_verified);
                         progress(ScrubProgress {
                             objects_done: done.fetch_add(1, Ordering::Relaxed) + 1,
                             objects_total: total,

@@ -16,7 +16,7 @@ use crate::store::reader::ChunkReader;
 use crate::store::resolve::Resolved;
 use crate::store::{ShardState, Store};
 
-use super::{RateLimiter, ScrubOptions, UnrecoverableObject};
+use super::{RateLimiter, ScrubCounts, ScrubOptions, UnrecoverableObject};
 
 /// Per-location counts for one object.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,23 +33,12 @@ pub(super) struct ObjectOutcome {
     /// The object has a current version and it was verified (false for deleted objects,
     /// objects outside the prefix, and leftovers).
     pub verified: bool,
-    pub bytes_verified: u64,
-    pub chunks_verified: u64,
-    pub damaged_chunks: u64,
-    pub parity_mismatches: u64,
-    pub transient_faults_cured: u64,
-    pub repaired_chunks: u64,
-    pub damaged_shards: u64,
-    pub stale_shards: u64,
-    pub rebuilt_shards: u64,
-    pub unrepaired: u64,
-    pub leftover_files: u64,
-    pub leftover_files_removed: u64,
+    pub counts: ScrubCounts,
+    pub unrecoverable: Option<UnrecoverableObject>,
+    pub slots: Vec<SlotCounts>,
     /// Some rebuilt file was committed without waiting for the disk: the scrub syncs the
     /// locations before its next checkpoint.
     pub needs_sync: bool,
-    pub unrecoverable: Option<UnrecoverableObject>,
-    pub slots: Vec<SlotCounts>,
 }
 
 impl Store {
@@ -142,9 +131,9 @@ impl Store {
             let Ok(location) = self.slots[*slot].usable() else {
                 continue;
             };
-            out.leftover_files += 1;
+            out.counts.leftover_files += 1;
             if repair && location.remove_temp(name).is_ok() {
-                out.leftover_files_removed += 1;
+                out.counts.leftover_files_removed += 1;
             }
         }
     }
@@ -159,11 +148,11 @@ impl Store {
     ) {
         for (slot, stamps) in self.slots.iter().zip(stamps) {
             for &stamp in stamps.iter().filter(|s| leftover(**s)) {
-                out.leftover_files += 1;
+                out.counts.leftover_files += 1;
                 if remove {
                     if let Ok(location) = slot.usable() {
                         if location.remove_shard(object, stamp).is_ok() {
-                            out.leftover_files_removed += 1;
+                            out.counts.leftover_files_removed += 1;
                         }
                     }
                 }
@@ -196,9 +185,9 @@ impl Store {
                 continue;
             }
             rebuild[h.shard] = true;
-            out.damaged_shards += 1;
+            out.counts.damaged_shards += 1;
             out.slots[h.slot].damaged_shards += 1;
-            out.stale_shards += u64::from(matches!(h.state, ShardState::Stale { .. }));
+            out.counts.stale_shards += u64::from(matches!(h.state, ShardState::Stale { .. }));
             replaces[h.shard] = !matches!(h.state, ShardState::Missing | ShardState::Stale { .. });
         }
         let mut writers: Vec<Option<Box<dyn ShardWriter>>> = (0..n)
@@ -211,7 +200,7 @@ impl Store {
                 } else {
                     None
                 };
-                out.unrepaired += u64::from(started.is_none());
+                out.counts.unrepaired += u64::from(started.is_none());
                 started
             })
             .collect();
@@ -243,14 +232,14 @@ impl Store {
             for (shard, o) in outcomes.iter().enumerate() {
                 present[shard] = o.data_crc.is_some();
                 if let Some(crc) = o.data_crc {
-                    out.chunks_verified += 1;
-                    out.bytes_verified += len as u64;
-                    out.transient_faults_cured += u64::from(o.attempts > 1);
+                    out.counts.chunks_verified += 1;
+                    out.counts.bytes_verified += len as u64;
+                    out.counts.transient_faults_cured += u64::from(o.attempts > 1);
                     if shard < k {
                         data_crcs[shard] = crc;
                     }
                 } else if !rebuild[shard] {
-                    out.damaged_chunks += 1;
+                    out.counts.damaged_chunks += 1;
                     out.slots[slot_of(shard)].damaged_chunks += 1;
                 }
             }
@@ -308,13 +297,13 @@ impl Store {
                 if let Some(writer) = &mut writers[shard] {
                     if writer.write_all(framed).is_err() {
                         writers[shard] = None;
-                        out.unrepaired += 1;
+                        out.counts.unrepaired += 1;
                     }
                 } else if options.repair && self.patch_chunk(&reader, shard, framed) {
-                    out.repaired_chunks += 1;
+                    out.counts.repaired_chunks += 1;
                     out.slots[slot_of(shard)].repaired_chunks += 1;
                 } else {
-                    out.unrepaired += 1;
+                    out.counts.unrepaired += 1;
                 }
             }
         }
@@ -349,10 +338,10 @@ impl Store {
                 writer.commit_deferred()
             };
             if committed.is_ok() && self.verify_shard_file(object, header, shard) {
-                out.rebuilt_shards += 1;
+                out.counts.rebuilt_shards += 1;
                 out.slots[slot_of(shard)].rebuilt_shards += 1;
             } else {
-                out.unrepaired += 1;
+                out.counts.unrepaired += 1;
             }
         }
         Ok(())
@@ -392,8 +381,8 @@ impl Store {
         for (p, parity) in recomputed.iter().enumerate() {
             if parity[..len] != buffers[k + p][..len] {
                 present[k + p] = false;
-                out.parity_mismatches += 1;
-                out.damaged_chunks += 1;
+                out.counts.parity_mismatches += 1;
+                out.counts.damaged_chunks += 1;
             }
         }
     }

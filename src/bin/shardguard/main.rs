@@ -393,18 +393,18 @@ fn print_scrub_report(r: &ScrubReport) {
         } else {
             String::new()
         },
-        r.bytes_verified as f64 / MIB,
-        r.chunks_verified,
+        r.counts.bytes_verified as f64 / MIB,
+        r.counts.chunks_verified,
         r.duration_secs,
-        r.bytes_verified as f64 / MIB / r.duration_secs.max(1e-9)
+        r.counts.bytes_verified as f64 / MIB / r.duration_secs.max(1e-9)
     );
     println!(
         "damaged chunks: {} ({} repaired, {} parity mismatches), damaged shard files: {} ({} rebuilt, {} stale)",
-        r.damaged_chunks, r.repaired_chunks, r.parity_mismatches, r.damaged_shards, r.rebuilt_shards, r.stale_shards
+        r.counts.damaged_chunks, r.counts.repaired_chunks, r.counts.parity_mismatches, r.counts.damaged_shards, r.counts.rebuilt_shards, r.counts.stale_shards
     );
     println!(
         "transient faults cured by retransmission: {}; leftover files: {} ({} removed)",
-        r.transient_faults_cured, r.leftover_files, r.leftover_files_removed
+        r.counts.transient_faults_cured, r.counts.leftover_files, r.counts.leftover_files_removed
     );
     for l in &r.locations {
         if l.state != "healthy" || l.damaged_chunks + l.damaged_shards > 0 {
