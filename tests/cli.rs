@@ -8,13 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::data;
-
-fn sg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardguard"))
-        .args(args)
-        .output()
-        .expect("run shardguard")
-}
+use common::sg;
 
 fn sg_stdin(args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardguard"))

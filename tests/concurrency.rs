@@ -3,19 +3,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use common::data;
+use common::spawn;
 use shardguard::{ShardState, Store};
-
-fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_shardguard"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shardguard")
-}
 
 #[test]
 fn concurrent_writers_and_readers_of_one_key_see_whole_versions() {

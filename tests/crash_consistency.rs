@@ -3,25 +3,16 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::data;
+use common::spawn;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shardguard::{Error, Store};
 
 const SEED: u64 = 0xc0ffee;
-
-fn spawn(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_shardguard"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn shardguard")
-}
 
 /// Runs the command to completion once, to learn how long it takes here.
 fn duration_of(args: &[&str]) -> Duration {

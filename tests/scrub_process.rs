@@ -5,32 +5,16 @@
 mod common;
 
 use std::fs;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{chunk_offset, data, rot, shard_paths};
+use common::{chunk_offset, data, rot, sg, shard_paths, spawn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shardguard::{ScrubReport, Store};
 
 const SEED: u64 = 0x5c2b;
-
-fn sg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardguard"))
-        .args(args)
-        .output()
-        .expect("run shardguard")
-}
-
-fn spawn(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_shardguard"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn shardguard")
-}
 
 fn json_report(out: &Output) -> ScrubReport {
     serde_json::from_slice(&out.stdout)

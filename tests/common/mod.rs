@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -70,4 +71,22 @@ pub fn shard_paths(store: &Store, key: &str) -> Vec<PathBuf> {
     (0..n)
         .map(|s| store.shard_path(key, s).expect("shard path"))
         .collect()
+}
+
+/// Runs the `shardguard` binary to completion.
+pub fn sg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardguard"))
+        .args(args)
+        .output()
+        .expect("run shardguard")
+}
+
+/// Starts the `shardguard` binary with its output piped.
+pub fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_shardguard"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shardguard")
 }
