@@ -659,6 +659,8 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
                 let options = ScrubOptions {
                     repair,
                     deep,
+                    // One worker keeps each input cheap and its interleavings deterministic.
+                    jobs: Some(1),
                     ..ScrubOptions::default()
                 };
                 let report = match store.scrub(&options, &|_| {}) {
