@@ -601,6 +601,13 @@ pub struct ScrubHistory {
 }
 
 impl ScrubHistory {
+    /// When `object` was last scrubbed (seconds since the Unix epoch), 0 for never.
+    pub fn last_scrubbed(&self, object: ObjectId) -> u64 {
+        self.entries
+            .binary_search_by_key(&object, |(id, _)| *id)
+            .map_or(0, |i| self.entries[i].1)
+    }
+
     /// Encodes the history.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = begin(HISTORY_MAGIC, 24 + 24 * self.entries.len());

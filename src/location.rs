@@ -79,8 +79,9 @@ pub trait Location: Send + Sync + fmt::Debug {
     fn read_identity(&self) -> io::Result<Vec<u8>>;
     /// Writes the identity file atomically, creating the location's directories.
     fn write_identity(&self, bytes: &[u8]) -> io::Result<()>;
-    /// Every object that has a directory here.
-    fn list_objects(&self) -> io::Result<Vec<ObjectId>>;
+    /// The objects with a directory here whose id starts with the byte `bucket`. Listing a
+    /// store bucket by bucket keeps memory to a 256th of the object count.
+    fn list_bucket(&self, bucket: u8) -> io::Result<Vec<ObjectId>>;
     /// The writes of `object` held here; none if the object is absent.
     fn list_shards(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>>;
     /// Opens a shard file for reading.
@@ -216,18 +217,18 @@ impl Location for LocalDir {
         self.sync_dir(&self.dir)
     }
 
-    fn list_objects(&self) -> io::Result<Vec<ObjectId>> {
-        let mut out = Vec::new();
-        let buckets = match fs::read_dir(self.dir.join(OBJECTS_DIR)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+    fn list_bucket(&self, bucket: u8) -> io::Result<Vec<ObjectId>> {
+        let dir = self.dir.join(OBJECTS_DIR).join(format!("{bucket:02x}"));
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        for bucket in buckets {
-            let bucket = bucket?;
-            for entry in fs::read_dir(bucket.path())? {
-                // Names that are not object ids (stray files) are not ours to interpret.
-                if let Some(id) = entry?.file_name().to_str().and_then(ObjectId::from_hex) {
+        let mut out = Vec::new();
+        for entry in entries {
+            // Names that are not object ids of this bucket (stray files) are not ours to read.
+            if let Some(id) = entry?.file_name().to_str().and_then(ObjectId::from_hex) {
+                if id.0[0] == bucket {
                     out.push(id);
                 }
             }

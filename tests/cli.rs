@@ -7,8 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::data;
-use common::sg;
+use common::{data, sg, spawn};
 
 fn sg_stdin(args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardguard"))
@@ -183,4 +182,39 @@ fn explicit_locations_outside_the_root_work() {
         &disks[0],
     ]);
     assert_eq!(code(&out), 2);
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    assert_eq!(
+        code(&sg(&[
+            "init",
+            p(&store),
+            "-k",
+            "2",
+            "-m",
+            "1",
+            "--chunk-size",
+            "4KiB"
+        ])),
+        0
+    );
+    for i in 0..50 {
+        assert_eq!(code(&sg_stdin(&["put", p(&store), &format!("k{i}")], b"x")), 0);
+    }
+    for args in [
+        vec!["ls", p(&store)],
+        vec!["scrub", p(&store)],
+        vec!["get", p(&store), "k1"],
+    ] {
+        let mut child = spawn(&args);
+        // Like `| head -0`: the reader goes away before anything is read.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(matches!(out.status.code(), Some(0 | 1 | 3)), "{args:?}: {out:?}");
+    }
 }

@@ -253,8 +253,8 @@ impl Location for FaultyLocation {
     fn write_identity(&self, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_identity(bytes)
     }
-    fn list_objects(&self) -> io::Result<Vec<ObjectId>> {
-        self.inner.list_objects()
+    fn list_bucket(&self, bucket: u8) -> io::Result<Vec<ObjectId>> {
+        self.inner.list_bucket(bucket)
     }
     fn list_shards(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>> {
         if self.plan.file_fault(self.slot, object).0 {

@@ -218,6 +218,29 @@ impl ScrubReport {
     }
 }
 
+/// Which objects a scrub takes, by the time each was last scrubbed.
+struct Selection {
+    /// How many objects will be taken.
+    objects: u64,
+    /// Objects last scrubbed before this time are taken…
+    threshold: u64,
+    /// …and this many of those scrubbed exactly at it, in id order.
+    at_threshold: u64,
+}
+
+impl Selection {
+    fn takes(&self, last_scrubbed: u64, taken_at_threshold: &mut u64) -> bool {
+        if last_scrubbed < self.threshold {
+            return true;
+        }
+        if last_scrubbed == self.threshold && *taken_at_threshold < self.at_threshold {
+            *taken_at_threshold += 1;
+            return true;
+        }
+        false
+    }
+}
+
 /// Caps the read rate across all worker threads.
 pub(crate) struct RateLimiter {
     bytes_per_sec: u64,
@@ -286,17 +309,11 @@ impl Store {
         });
         let resuming = checkpoint.objects_done > 0;
 
+        // The store is walked one bucket (first id byte) at a time, so memory follows a 256th
+        // of the object count. A first pass only counts (and, for --percent, finds the age
+        // threshold); the second scrubs.
         let temp_files = self.temp_files();
-        let mut objects: Vec<ObjectId> = self.enumerate_objects(&temp_files).into_iter().collect();
-        if let Some(percent) = options.percent {
-            objects = self.least_recently_scrubbed(objects, percent);
-        }
-        if resuming {
-            let before = objects.len();
-            objects.retain(|o| *o > checkpoint.done_through);
-            report.skipped_by_resume = (before - objects.len()) as u64;
-        }
-
+        let selection = self.select(options.percent, &temp_files);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.jobs.unwrap_or(0))
             .build()
@@ -304,49 +321,75 @@ impl Store {
                 reason: format!("cannot start {:?} scrub threads: {e}", options.jobs),
             })?;
         let limiter = options.max_rate.map(RateLimiter::new);
-        let total = objects.len() as u64;
         let done = AtomicU64::new(0);
         let bytes = AtomicU64::new(0);
-        let mut scrubbed = Vec::with_capacity(objects.len());
         // Batches bound what a kill makes the resumed scrub verify again.
         let batch = (pool.current_num_threads() * 8).max(64);
-        for objects in objects.chunks(batch) {
-            let outcomes: Vec<Result<object::ObjectOutcome>> = pool.install(|| {
-                objects
-                    .par_iter()
-                    .map(|&object| {
-                        let temps = temp_files.get(&object).map_or(&[][..], Vec::as_slice);
-                        let outcome = self.scrub_object(object, temps, options, limiter.as_ref());
-                        let verified = outcome.as_ref().map_or(0, |o| o.counts.bytes_verified);
-                        progress(ScrubProgress {
-                            objects_done: done.fetch_add(1, Ordering::Relaxed) + 1,
-                            objects_total: total,
-                            bytes_verified: bytes.fetch_add(verified, Ordering::Relaxed) + verified,
-                        });
-                        outcome
-                    })
-                    .collect()
-            });
-            let mut needs_sync = false;
-            for (&object, outcome) in objects.iter().zip(outcomes) {
-                let outcome = outcome?;
-                needs_sync |= outcome.needs_sync;
-                if outcome.verified {
-                    scrubbed.push(object);
+        let mut taken_at_threshold = 0;
+        let mut since_checkpoint = 0;
+        let mut needs_sync = false;
+        for bucket in 0..=u8::MAX {
+            let history = self.load_history(bucket);
+            let mut objects = Vec::new();
+            for object in self.objects_of_bucket(bucket, &temp_files) {
+                if !selection.takes(history.last_scrubbed(object), &mut taken_at_threshold) {
+                    continue;
                 }
-                report.add(outcome);
+                if resuming && object <= checkpoint.done_through {
+                    report.skipped_by_resume += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    objects.push(object);
+                }
             }
-            if needs_sync {
-                // Rebuilt files committed without waiting are made durable before the
-                // checkpoint says their objects are done.
-                self.sync_locations()?;
+            let mut scrubbed = Vec::with_capacity(objects.len());
+            for objects in objects.chunks(batch) {
+                let outcomes: Vec<Result<object::ObjectOutcome>> = pool.install(|| {
+                    objects
+                        .par_iter()
+                        .map(|&object| {
+                            let temps = temp_files.get(&object).map_or(&[][..], Vec::as_slice);
+                            let outcome = self.scrub_object(object, temps, options, limiter.as_ref());
+                            let verified = outcome.as_ref().map_or(0, |o| o.counts.bytes_verified);
+                            progress(ScrubProgress {
+                                objects_done: done.fetch_add(1, Ordering::Relaxed) + 1,
+                                objects_total: selection.objects,
+                                bytes_verified: bytes.fetch_add(verified, Ordering::Relaxed) + verified,
+                            });
+                            outcome
+                        })
+                        .collect()
+                });
+                for (&object, outcome) in objects.iter().zip(outcomes) {
+                    let outcome = outcome?;
+                    needs_sync |= outcome.needs_sync;
+                    if outcome.verified {
+                        scrubbed.push(object);
+                    }
+                    report.add(outcome);
+                }
+                checkpoint.objects_done += objects.len() as u64;
+                checkpoint.done_through = *objects.last().expect("chunks are not empty");
+                since_checkpoint += objects.len();
+                if since_checkpoint >= batch {
+                    if std::mem::take(&mut needs_sync) {
+                        // Rebuilt files committed without waiting are made durable before the
+                        // checkpoint says their objects are done.
+                        self.sync_locations()?;
+                    }
+                    self.save_checkpoint(&checkpoint)?;
+                    since_checkpoint = 0;
+                }
             }
-            checkpoint.objects_done += objects.len() as u64;
-            checkpoint.done_through = *objects.last().expect("chunks are not empty");
-            self.save_checkpoint(&checkpoint)?;
+            self.record_scrubbed(bucket, history, &scrubbed, started_unix)?;
+        }
+        if needs_sync {
+            self.sync_locations()?;
+        }
+        if needs_sync {
+            self.sync_locations()?;
         }
         self.remove_checkpoint();
-        self.record_scrubbed(&scrubbed, started_unix)?;
         report.duration_secs = started.elapsed().as_secs_f64();
         report.finished_unix = state::now_unix();
         self.save_last_report(&report)?;
@@ -397,14 +440,59 @@ impl Store {
         Ok(())
     }
 
-    /// Every object with a shard file or a temporary file at some usable location.
-    fn enumerate_objects(&self, temp_files: &BTreeMap<ObjectId, Vec<(usize, String)>>) -> BTreeSet<ObjectId> {
-        let mut objects: BTreeSet<ObjectId> = temp_files.keys().copied().collect();
-        for slot in &self.slots {
-            let Ok(location) = slot.usable() else { continue };
-            objects.extend(location.list_objects().unwrap_or_default());
-        }
+    /// The objects of one bucket with a shard file or a temporary file at some usable location,
+    /// in id order.
+    fn objects_of_bucket(
+        &self,
+        bucket: u8,
+        temp_files: &BTreeMap<ObjectId, Vec<(usize, String)>>,
+    ) -> BTreeSet<ObjectId> {
+        let mut objects = self.bucket_objects(bucket);
+        objects.extend(temp_files.keys().filter(|o| o.0[0] == bucket));
         objects
+    }
+
+    /// Counts the objects and, for `percent`, finds which to take: every object last scrubbed
+    /// before the threshold time, and the first `at_threshold` (in id order) scrubbed at it.
+    /// Only a histogram of scrub times is held, never the object list.
+    fn select(
+        &self,
+        percent: Option<u8>,
+        temp_files: &BTreeMap<ObjectId, Vec<(usize, String)>>,
+    ) -> Selection {
+        let mut ages: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut total = 0u64;
+        for bucket in 0..=u8::MAX {
+            let history = self.load_history(bucket);
+            for object in self.objects_of_bucket(bucket, temp_files) {
+                *ages.entry(history.last_scrubbed(object)).or_default() += 1;
+                total += 1;
+            }
+        }
+        let Some(percent) = percent else {
+            return Selection {
+                objects: total,
+                threshold: u64::MAX,
+                at_threshold: u64::MAX,
+            };
+        };
+        let keep = (total * u64::from(percent)).div_ceil(100);
+        let mut before = 0;
+        for (&age, &count) in &ages {
+            if before + count >= keep {
+                return Selection {
+                    objects: keep,
+                    threshold: age,
+                    at_threshold: keep - before,
+                };
+            }
+            before += count;
+        }
+        Selection {
+            objects: total,
+            threshold: u64::MAX,
+            at_threshold: u64::MAX,
+        }
     }
 
     /// The temporary shard files at every usable location, by object.

@@ -1,19 +1,21 @@
 //! What a scrub keeps between runs, in the store root: the checkpoint of a running scrub, when
 //! each object was last scrubbed, and the last report (for `status`).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::format::{ObjectId, ScrubCheckpoint, ScrubHistory};
-use crate::location::write_atomically;
+use crate::location::{write_atomically, Durability};
 use crate::store::Store;
 
 use super::ScrubReport;
 
 const CHECKPOINT_FILE: &str = "scrub.checkpoint";
-const HISTORY_FILE: &str = "scrub.history";
+/// One history file per bucket (first byte of the object id), so no scrub holds them all.
+const HISTORY_DIR: &str = "scrub-history";
 /// The last scrub's report (JSON), in the store root.
 pub const LAST_REPORT_FILE: &str = "scrub.last.json";
 
@@ -31,59 +33,68 @@ impl Store {
         ScrubCheckpoint::decode(&bytes).ok()
     }
 
+    /// Not fsynced: the repairs it vouches for were synced first, and a checkpoint lost to a
+    /// power cut only makes the next `--resume` start over.
     pub(super) fn save_checkpoint(&self, checkpoint: &ScrubCheckpoint) -> Result<()> {
-        write_atomically(&self.root, CHECKPOINT_FILE, &checkpoint.encode(), self.durability)
-            .map_err(|e| Error::io(self.root.join(CHECKPOINT_FILE), e))
+        write_atomically(
+            &self.root,
+            CHECKPOINT_FILE,
+            &checkpoint.encode(),
+            Durability::PageCache,
+        )
+        .map_err(|e| Error::io(self.root.join(CHECKPOINT_FILE), e))
     }
 
     pub(super) fn remove_checkpoint(&self) {
         let _ = fs::remove_file(self.root.join(CHECKPOINT_FILE));
     }
 
-    /// The objects ordered least recently scrubbed first (never-scrubbed first of all), cut to
-    /// `percent` of them (at least one), returned in id order.
-    pub(super) fn least_recently_scrubbed(&self, objects: Vec<ObjectId>, percent: u8) -> Vec<ObjectId> {
-        let history = self.load_history();
-        let last = |o: &ObjectId| {
-            history
-                .entries
-                .binary_search_by_key(o, |(id, _)| *id)
-                .map_or(0, |i| history.entries[i].1)
-        };
-        let mut by_age: Vec<(u64, ObjectId)> = objects.iter().map(|o| (last(o), *o)).collect();
-        by_age.sort();
-        let keep = (objects.len() * usize::from(percent)).div_ceil(100);
-        let mut chosen: Vec<ObjectId> = by_age.into_iter().take(keep).map(|(_, o)| o).collect();
-        chosen.sort();
-        chosen
-    }
-
-    fn load_history(&self) -> ScrubHistory {
-        fs::read(self.root.join(HISTORY_FILE))
+    /// When each object of `bucket` was last scrubbed. A missing or damaged history file
+    /// means "never": those objects are scrubbed first, which costs time, never correctness.
+    pub(super) fn load_history(&self, bucket: u8) -> ScrubHistory {
+        fs::read(self.history_dir().join(format!("{bucket:02x}")))
             .ok()
             .and_then(|b| ScrubHistory::decode(&b).ok())
             .unwrap_or_default()
     }
 
-    /// Records that `objects` were scrubbed at `when`.
-    pub(super) fn record_scrubbed(&self, objects: &[ObjectId], when: u64) -> Result<()> {
+    /// Records that `objects` (all of `bucket`) were scrubbed at `when`, and forgets objects
+    /// that no longer exist.
+    pub(super) fn record_scrubbed(
+        &self,
+        bucket: u8,
+        history: ScrubHistory,
+        objects: &[ObjectId],
+        when: u64,
+    ) -> Result<()> {
         if objects.is_empty() {
             return Ok(());
         }
-        let mut map: std::collections::BTreeMap<ObjectId, u64> =
-            self.load_history().entries.into_iter().collect();
+        let mut map: BTreeMap<ObjectId, u64> = history.entries.into_iter().collect();
         map.extend(objects.iter().map(|o| (*o, when)));
+        let existing = self.bucket_objects(bucket);
+        map.retain(|o, _| existing.contains(o));
         let history = ScrubHistory {
             entries: map.into_iter().collect(),
         };
-        write_atomically(&self.root, HISTORY_FILE, &history.encode(), self.durability)
-            .map_err(|e| Error::io(self.root.join(HISTORY_FILE), e))
+        let dir = self.history_dir();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let name = format!("{bucket:02x}");
+        // Advisory (it only orders --percent), so not fsynced: 256 fsyncs would cost more than a
+        // scrub of a small store.
+        write_atomically(&dir, &name, &history.encode(), Durability::PageCache)
+            .map_err(|e| Error::io(dir.join(&name), e))
     }
 
+    fn history_dir(&self) -> std::path::PathBuf {
+        self.root.join(HISTORY_DIR)
+    }
+
+    /// Informational (for `status`), so not fsynced.
     pub(super) fn save_last_report(&self, report: &ScrubReport) -> Result<()> {
         let json = serde_json::to_vec_pretty(report)
             .map_err(|e| Error::io(LAST_REPORT_FILE, io::Error::other(e)))?;
-        write_atomically(&self.root, LAST_REPORT_FILE, &json, self.durability)
+        write_atomically(&self.root, LAST_REPORT_FILE, &json, Durability::PageCache)
             .map_err(|e| Error::io(self.root.join(LAST_REPORT_FILE), e))
     }
 

@@ -140,7 +140,6 @@ pub struct Store {
     pub(crate) file: StoreFile,
     pub(crate) slots: Vec<Slot>,
     pub(crate) codec: Codec,
-    pub(crate) durability: Durability,
     retry: RetryPolicy,
     poisoned: AtomicBool,
 }
@@ -285,29 +284,37 @@ impl Store {
     /// Every readable object, sorted by key. Objects without a readable version are left out
     /// (`stat` or a scrub names them).
     pub fn list(&self) -> Result<Vec<ListEntry>> {
-        let mut objects = std::collections::BTreeSet::new();
-        for slot in &self.slots {
-            if let Ok(location) = slot.usable() {
-                let found = location.list_objects().map_err(|e| Error::io(&slot.dir, e))?;
-                objects.extend(found);
-            }
-        }
         let mut out = Vec::new();
-        for object in objects {
-            let gathered = self.gather(object);
-            let Some(key) = Store::key_of(&gathered) else {
-                continue;
-            };
-            if let Ok(resolved) = self.decide(&key, gathered) {
-                out.push(ListEntry {
-                    key,
-                    len: resolved.header.object_len,
-                    version: resolved.header.stamp.version,
-                });
+        for bucket in 0..=u8::MAX {
+            for object in self.bucket_objects(bucket) {
+                let gathered = self.gather(object);
+                let Some(key) = Store::key_of(&gathered) else {
+                    continue;
+                };
+                if let Ok(resolved) = self.decide(&key, gathered) {
+                    out.push(ListEntry {
+                        key,
+                        len: resolved.header.object_len,
+                        version: resolved.header.stamp.version,
+                    });
+                }
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// The objects of one bucket (ids starting with the byte `bucket`) with a directory at some
+    /// usable location, in id order. A location that cannot be listed is passed over: every
+    /// object has a shard on every location, so the others name it too.
+    pub(crate) fn bucket_objects(&self, bucket: u8) -> std::collections::BTreeSet<ObjectId> {
+        let mut objects = std::collections::BTreeSet::new();
+        for slot in &self.slots {
+            if let Ok(location) = slot.usable() {
+                objects.extend(location.list_bucket(bucket).unwrap_or_default());
+            }
+        }
+        objects
     }
 
     /// Takes the lock that serializes writers of `key` (across threads and processes).
@@ -458,7 +465,6 @@ impl Store {
             file,
             slots,
             retry: options.retry,
-            durability: options.durability,
             poisoned: AtomicBool::new(false),
         })
     }

@@ -12,6 +12,21 @@ use shardguard::{
     Error, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict, ShardState, Store, StoreConfig,
 };
 
+/// `println!` that ends the program quietly when stdout is closed (`shardguard ls | head`)
+/// instead of panicking, and with exit code 8 on any other write error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("shardguard: <stdout>: {e}");
+            std::process::exit(8);
+        }
+    }};
+}
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success (scrub: everything verified clean)
@@ -192,7 +207,7 @@ fn run(command: Command) -> Result<u8, Failure> {
                 locations: (!locations.is_empty()).then_some(locations),
             };
             let s = Store::create(&store, &config)?;
-            println!(
+            say!(
                 "created store {} ({data} data + {parity} parity shards, {} locations, chunk {chunk_size} bytes)",
                 store.display(),
                 s.locations().len()
@@ -251,13 +266,13 @@ fn run(command: Command) -> Result<u8, Failure> {
         }
         Command::Stat { store, key } => {
             let stat = Store::open(&store)?.stat(&key)?;
-            println!("key:      {}", stat.key);
-            println!("size:     {} bytes", stat.len);
-            println!("version:  {}", stat.version);
-            println!("stripes:  {}", stat.stripes);
-            println!("shards:");
+            say!("key:      {}", stat.key);
+            say!("size:     {} bytes", stat.len);
+            say!("version:  {}", stat.version);
+            say!("stripes:  {}", stat.stripes);
+            say!("shards:");
             for s in &stat.shards {
-                println!(
+                say!(
                     "  {:>3}  slot {:>3}  {:<24} {}",
                     s.shard,
                     s.slot,
@@ -279,7 +294,7 @@ fn run(command: Command) -> Result<u8, Failure> {
                 }
             };
             demo::run(&dir, &DemoOptions::default(), print_demo_event)?;
-            println!("demo finished: the damage was found and repaired; every object reads back byte-exact");
+            say!("demo finished: the damage was found and repaired; every object reads back byte-exact");
         }
         Command::Scrub {
             store,
@@ -316,7 +331,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             if json {
                 let text =
                     serde_json::to_string(&report).map_err(|e| Failure::Io("report".into(), e.into()))?;
-                println!("{text}");
+                say!("{text}");
             } else {
                 print_scrub_report(&report);
             }
@@ -325,14 +340,14 @@ fn run(command: Command) -> Result<u8, Failure> {
         Command::Status { store } => {
             let status = Store::open(&store)?.status()?;
             let g = status.geometry;
-            println!(
+            say!(
                 "store {}: {} data + {} parity shards, chunk {}",
                 store.display(),
                 g.k,
                 g.m,
                 indicatif::HumanBytes(u64::from(g.chunk_size))
             );
-            println!(
+            say!(
                 "objects: {} ({})",
                 status.objects,
                 indicatif::HumanBytes(status.bytes)
@@ -342,7 +357,7 @@ fn run(command: Command) -> Result<u8, Failure> {
                     .free_bytes
                     .map_or("?".into(), |b| indicatif::HumanBytes(b).to_string());
                 let health = l.problem.as_deref().unwrap_or("healthy");
-                println!(
+                say!(
                     "  slot {:>3}  {:<10} free  {}  {}",
                     l.slot,
                     free,
@@ -351,8 +366,8 @@ fn run(command: Command) -> Result<u8, Failure> {
                 );
             }
             match &status.last_scrub {
-                None => println!("last scrub: never"),
-                Some(r) => println!(
+                None => say!("last scrub: never"),
+                Some(r) => say!(
                     "last scrub: finished at {} (unix), {} objects in {:.1} s, result: {}",
                     r.finished_unix,
                     r.objects,
@@ -385,7 +400,7 @@ fn verdict_text(v: ScrubVerdict) -> &'static str {
 
 fn print_scrub_report(r: &ScrubReport) {
     const MIB: f64 = (1u64 << 20) as f64;
-    println!(
+    say!(
         "scrubbed {} objects{}: {:.1} MiB in {} chunks verified in {:.1} s ({:.0} MiB/s)",
         r.objects,
         if r.skipped_by_resume > 0 {
@@ -398,17 +413,19 @@ fn print_scrub_report(r: &ScrubReport) {
         r.duration_secs,
         r.counts.bytes_verified as f64 / MIB / r.duration_secs.max(1e-9)
     );
-    println!(
+    say!(
         "damaged chunks: {} ({} repaired, {} parity mismatches), damaged shard files: {} ({} rebuilt, {} stale)",
         r.counts.damaged_chunks, r.counts.repaired_chunks, r.counts.parity_mismatches, r.counts.damaged_shards, r.counts.rebuilt_shards, r.counts.stale_shards
     );
-    println!(
+    say!(
         "transient faults cured by retransmission: {}; leftover files: {} ({} removed)",
-        r.counts.transient_faults_cured, r.counts.leftover_files, r.counts.leftover_files_removed
+        r.counts.transient_faults_cured,
+        r.counts.leftover_files,
+        r.counts.leftover_files_removed
     );
     for l in &r.locations {
         if l.state != "healthy" || l.damaged_chunks + l.damaged_shards > 0 {
-            println!(
+            say!(
                 "  location {} ({}): {}; {} damaged chunks, {} repaired; {} damaged shards, {} rebuilt",
                 l.slot,
                 l.path.display(),
@@ -421,12 +438,14 @@ fn print_scrub_report(r: &ScrubReport) {
         }
     }
     for u in &r.unrecoverable {
-        println!(
+        say!(
             "  UNRECOVERABLE {:?}: stripes {:?}: {}",
-            u.key, u.stripes, u.detail
+            u.key,
+            u.stripes,
+            u.detail
         );
     }
-    println!("result: {}", verdict_text(r.verdict()));
+    say!("result: {}", verdict_text(r.verdict()));
 }
 
 fn state(state: &ShardState) -> String {
@@ -446,19 +465,19 @@ fn print_demo_event(event: DemoEvent) {
     const MIB: f64 = (1u64 << 20) as f64;
     match event {
         DemoEvent::Created { root, k, m } => {
-            println!(
+            say!(
                 "created a store in {} with {k} data + {m} parity shards",
                 root.display()
             )
         }
-        DemoEvent::Stored { objects, bytes, secs } => println!(
+        DemoEvent::Stored { objects, bytes, secs } => say!(
             "stored {objects} objects, {:.0} MiB, in {secs:.1} s ({:.0} MiB/s, fsynced)",
             bytes as f64 / MIB,
             bytes as f64 / MIB / secs
         ),
-        DemoEvent::Damaged { what } => println!("damage: {what}"),
+        DemoEvent::Damaged { what } => say!("damage: {what}"),
         DemoEvent::LocationLost { location, reason } => {
-            println!("reopened: location {} is unusable: {reason}", location.display())
+            say!("reopened: location {} is unusable: {reason}", location.display())
         }
         DemoEvent::Verified {
             objects,
@@ -466,12 +485,12 @@ fn print_demo_event(event: DemoEvent) {
             secs,
             stats,
         } => {
-            println!(
+            say!(
                 "read back {objects} objects, {:.0} MiB, in {secs:.1} s ({:.0} MiB/s), every byte verified",
                 bytes as f64 / MIB,
                 bytes as f64 / MIB / secs
             );
-            println!(
+            say!(
                 "  chunks verified: {}, failed and rebuilt from parity: {}, stripes rebuilt: {}, retransmissions: {} ({} cured)",
                 stats.chunks_verified,
                 stats.erasures,
@@ -481,12 +500,12 @@ fn print_demo_event(event: DemoEvent) {
             );
         }
         DemoEvent::Scrubbed { repair, report } => {
-            println!(
+            say!(
                 "\n$ shardguard scrub{} STORE",
                 if repair { " --repair" } else { "" }
             );
             print_scrub_report(&report);
         }
-        other => println!("{other:?}"),
+        other => say!("{other:?}"),
     }
 }
