@@ -491,6 +491,13 @@ struct Model {
     /// of them: when stale shards of an older version are back on `k` locations and the newer
     /// one is beyond repair, nothing on disk says the older one was superseded.
     written: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Deleted keys whose tombstones could not reach every location (some were wiped), by the
+    /// slots holding them. Any surviving tombstone outvotes what a wiped slot may bring back.
+    tombstones: BTreeMap<String, BTreeSet<usize>>,
+    /// Deleted keys whose every tombstone was since wiped: older shards left on locations that
+    /// were unusable during the delete may surface, so the key may read as any version ever
+    /// written, or as an error. (Beyond tolerance: the delete's record is lost.)
+    unsure: BTreeMap<String, Vec<Vec<u8>>>,
 }
 
 impl Model {
@@ -516,6 +523,28 @@ impl Model {
         self.previous.remove(key);
         self.lost.remove(key);
         self.written.remove(key);
+        self.tombstones.remove(key);
+        self.unsure.remove(key);
+    }
+
+    /// A lost key the store can no longer see at all: shards on locations that come back may
+    /// bring an old version back.
+    fn vanished(&mut self, key: &str) {
+        let written = self.written.get(key).cloned().unwrap_or_default();
+        self.forget(key);
+        self.tombstones.insert(key.to_owned(), BTreeSet::new());
+        self.unsure.insert(key.to_owned(), written);
+    }
+
+    /// A delete succeeded while `self.wiped` locations were unusable.
+    fn deleted(&mut self, key: &str, n: usize) {
+        let written = self.written.get(key).cloned().unwrap_or_default();
+        self.forget(key);
+        if !self.wiped.is_empty() {
+            let live = (0..n).filter(|s| !self.wiped.contains(s)).collect();
+            self.tombstones.insert(key.to_owned(), live);
+            self.unsure.insert(key.to_owned(), written);
+        }
     }
 
     /// Bad shards of `key`: those hit, plus those on wiped locations.
@@ -567,6 +596,8 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
         previous: BTreeMap::new(),
         lost: BTreeSet::new(),
         written: BTreeMap::new(),
+        tombstones: BTreeMap::new(),
+        unsure: BTreeMap::new(),
     };
     for (step, op) in case.ops.iter().enumerate() {
         let fail = |what: String| Err(format!("step {step} ({op:?}), k={k} m={m}: {what}"));
@@ -610,17 +641,27 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
                     }
                     (Some(_), Err(_)) => {}
                     (None, Err(Error::NotFound { .. })) => {}
+                    // Every tombstone of this delete is gone: what was never outvoted may return.
+                    (None, Err(Error::NoQuorum { .. } | Error::Unrecoverable { .. }))
+                        if model.tombstones.get(key).is_some_and(BTreeSet::is_empty) => {}
+                    (None, Ok(got))
+                        if model.tombstones.get(key).is_some_and(BTreeSet::is_empty)
+                            && model.unsure[key].contains(&got) => {}
                     (None, other) => return fail(format!("absent key read as {other:?}")),
                 }
             }
             StoreOp::Delete { key } => {
                 let key = key_of(key);
                 match (store.delete(key), model.objects.contains_key(key)) {
-                    (Ok(()), true) if usable >= quorum => model.forget(key),
+                    (Ok(()), true) if usable >= quorum => model.deleted(key, n),
                     (Err(Error::WriteQuorum { .. }), true) if usable < quorum => {}
                     (Err(Error::NotFound { .. }), false) => {}
+                    // Remnants of a delete whose tombstones were all wiped: deleting them again.
+                    (Ok(()), false) if model.tombstones.get(key).is_some_and(BTreeSet::is_empty) => {
+                        model.deleted(key, n)
+                    }
                     // Damage beyond m can leave no readable header: the store cannot know the key.
-                    (Err(Error::NotFound { .. }), true) if !model.within(key, n, m) => model.forget(key),
+                    (Err(Error::NotFound { .. }), true) if !model.within(key, n, m) => model.vanished(key),
                     (result, present) => {
                         return fail(format!(
                             "delete (present: {present}, bad {}, damaged {:?}, wiped {:?}): {result:?}",
@@ -637,6 +678,13 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
                     Err(e) => return fail(format!("list: {e}")),
                 };
                 for entry in &listed {
+                    let unsure = model.tombstones.get(&entry.key).is_some_and(BTreeSet::is_empty)
+                        && model.unsure[&entry.key]
+                            .iter()
+                            .any(|v| v.len() as u64 == entry.len);
+                    if unsure {
+                        continue;
+                    }
                     match model.objects.get(&entry.key) {
                         Some(bytes) if bytes.len() as u64 == entry.len => {}
                         Some(_)
@@ -695,6 +743,11 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
                         model.damaged.remove(&key);
                     }
                     model.wiped.clear();
+                    // With every location back, a deleted key's remnants are outvoted by its
+                    // surviving tombstones and removed.
+                    model.tombstones.retain(|_, slots| slots.is_empty());
+                    let tombstones = &model.tombstones;
+                    model.unsure.retain(|key, _| tombstones.contains_key(key));
                 }
             }
             StoreOp::FlipByte { key, shard, at } => {
@@ -745,6 +798,9 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
                     };
                 }
                 model.wiped.insert(slot);
+                for slots in model.tombstones.values_mut() {
+                    slots.remove(&slot);
+                }
                 store = open(&plan).open(dir.path()).map_err(|e| e.to_string())?;
             }
             StoreOp::PutBackStale { key, shard } => {

@@ -313,7 +313,7 @@ impl Store {
         // of the object count. A first pass only counts (and, for --percent, finds the age
         // threshold); the second scrubs.
         let temp_files = self.temp_files();
-        let selection = self.select(options.percent, &temp_files);
+        let selection = self.select(options.percent, &temp_files)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.jobs.unwrap_or(0))
             .build()
@@ -326,24 +326,13 @@ impl Store {
         // Batches bound what a kill makes the resumed scrub verify again.
         let batch = (pool.current_num_threads() * 8).max(64);
         let mut taken_at_threshold = 0;
-        let mut since_checkpoint = 0;
-        let mut needs_sync = false;
-        for bucket in 0..=u8::MAX {
-            let history = self.load_history(bucket);
-            let mut objects = Vec::new();
-            for object in self.objects_of_bucket(bucket, &temp_files) {
-                if !selection.takes(history.last_scrubbed(object), &mut taken_at_threshold) {
-                    continue;
-                }
-                if resuming && object <= checkpoint.done_through {
-                    report.skipped_by_resume += 1;
-                    done.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    objects.push(object);
-                }
-            }
-            let mut scrubbed = Vec::with_capacity(objects.len());
-            for objects in objects.chunks(batch) {
+        // Verified objects whose bucket is not finished yet; a bucket's history is written once,
+        // when the scrub has moved past it.
+        let mut unrecorded: Vec<ObjectId> = Vec::new();
+        // Objects are gathered across buckets into batches, so a bucket's few objects never
+        // leave a worker idle; each finished batch is synced, checkpointed and recorded.
+        let mut run_batch =
+            |objects: &[ObjectId], report: &mut ScrubReport, checkpoint: &mut ScrubCheckpoint| {
                 let outcomes: Vec<Result<object::ObjectOutcome>> = pool.install(|| {
                     objects
                         .par_iter()
@@ -360,35 +349,54 @@ impl Store {
                         })
                         .collect()
                 });
+                let mut needs_sync = false;
                 for (&object, outcome) in objects.iter().zip(outcomes) {
                     let outcome = outcome?;
                     needs_sync |= outcome.needs_sync;
                     if outcome.verified {
-                        scrubbed.push(object);
+                        unrecorded.push(object);
                     }
                     report.add(outcome);
                 }
+                if needs_sync {
+                    // Rebuilt files committed without waiting are made durable before the
+                    // checkpoint says their objects are done.
+                    self.sync_locations()?;
+                }
                 checkpoint.objects_done += objects.len() as u64;
-                checkpoint.done_through = *objects.last().expect("chunks are not empty");
-                since_checkpoint += objects.len();
-                if since_checkpoint >= batch {
-                    if std::mem::take(&mut needs_sync) {
-                        // Rebuilt files committed without waiting are made durable before the
-                        // checkpoint says their objects are done.
-                        self.sync_locations()?;
-                    }
-                    self.save_checkpoint(&checkpoint)?;
-                    since_checkpoint = 0;
+                if let Some(&last) = objects.last() {
+                    checkpoint.done_through = last;
+                }
+                self.save_checkpoint(checkpoint)?;
+                let current_bucket = checkpoint.done_through.0[0];
+                let finished = unrecorded.partition_point(|o| o.0[0] < current_bucket);
+                self.record_scrubbed(&unrecorded[..finished], started_unix)?;
+                unrecorded.drain(..finished);
+                Ok::<(), Error>(())
+            };
+        let mut pending = Vec::with_capacity(batch);
+        for bucket in 0..=u8::MAX {
+            let history = self.load_history(bucket);
+            for object in self.objects_of_bucket(bucket, &temp_files) {
+                if !selection.takes(history.last_scrubbed(object), &mut taken_at_threshold) {
+                    continue;
+                }
+                if resuming && object <= checkpoint.done_through {
+                    report.skipped_by_resume += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                pending.push(object);
+                if pending.len() == batch {
+                    run_batch(&pending, &mut report, &mut checkpoint)?;
+                    pending.clear();
                 }
             }
-            self.record_scrubbed(bucket, history, &scrubbed, started_unix)?;
         }
-        if needs_sync {
-            self.sync_locations()?;
+        if !pending.is_empty() {
+            run_batch(&pending, &mut report, &mut checkpoint)?;
         }
-        if needs_sync {
-            self.sync_locations()?;
-        }
+        self.record_scrubbed(&unrecorded, started_unix)?;
         self.remove_checkpoint();
         report.duration_secs = started.elapsed().as_secs_f64();
         report.finished_unix = state::now_unix();
@@ -459,40 +467,39 @@ impl Store {
         &self,
         percent: Option<u8>,
         temp_files: &BTreeMap<ObjectId, Vec<(usize, String)>>,
-    ) -> Selection {
+    ) -> Result<Selection> {
         let mut ages: BTreeMap<u64, u64> = BTreeMap::new();
         let mut total = 0u64;
         for bucket in 0..=u8::MAX {
             let history = self.load_history(bucket);
-            for object in self.objects_of_bucket(bucket, temp_files) {
+            let objects = self.objects_of_bucket(bucket, temp_files);
+            for &object in &objects {
                 *ages.entry(history.last_scrubbed(object)).or_default() += 1;
                 total += 1;
             }
+            self.forget_deleted(bucket, history, &objects)?;
         }
+        let everything = Selection {
+            objects: total,
+            threshold: u64::MAX,
+            at_threshold: u64::MAX,
+        };
         let Some(percent) = percent else {
-            return Selection {
-                objects: total,
-                threshold: u64::MAX,
-                at_threshold: u64::MAX,
-            };
+            return Ok(everything);
         };
         let keep = (total * u64::from(percent)).div_ceil(100);
         let mut before = 0;
         for (&age, &count) in &ages {
             if before + count >= keep {
-                return Selection {
+                return Ok(Selection {
                     objects: keep,
                     threshold: age,
                     at_threshold: keep - before,
-                };
+                });
             }
             before += count;
         }
-        Selection {
-            objects: total,
-            threshold: u64::MAX,
-            at_threshold: u64::MAX,
-        }
+        Ok(everything)
     }
 
     /// The temporary shard files at every usable location, by object.

@@ -1,7 +1,7 @@
 //! What a scrub keeps between runs, in the store root: the checkpoint of a running scrub, when
 //! each object was last scrubbed, and the last report (for `status`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -58,30 +58,44 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Records that `objects` (all of `bucket`) were scrubbed at `when`, and forgets objects
-    /// that no longer exist.
-    pub(super) fn record_scrubbed(
+    /// Records that `objects` (in id order) were scrubbed at `when`, one history file per
+    /// bucket.
+    pub(super) fn record_scrubbed(&self, objects: &[ObjectId], when: u64) -> Result<()> {
+        for same_bucket in objects.chunk_by(|a, b| a.0[0] == b.0[0]) {
+            let bucket = same_bucket[0].0[0];
+            let mut map: BTreeMap<ObjectId, u64> = self.load_history(bucket).entries.into_iter().collect();
+            map.extend(same_bucket.iter().map(|o| (*o, when)));
+            self.save_history(bucket, map)?;
+        }
+        Ok(())
+    }
+
+    /// Drops history entries of objects that no longer exist.
+    pub(super) fn forget_deleted(
         &self,
         bucket: u8,
         history: ScrubHistory,
-        objects: &[ObjectId],
-        when: u64,
+        existing: &BTreeSet<ObjectId>,
     ) -> Result<()> {
-        if objects.is_empty() {
+        if history.entries.iter().all(|(o, _)| existing.contains(o)) {
             return Ok(());
         }
-        let mut map: BTreeMap<ObjectId, u64> = history.entries.into_iter().collect();
-        map.extend(objects.iter().map(|o| (*o, when)));
-        let existing = self.bucket_objects(bucket);
-        map.retain(|o, _| existing.contains(o));
+        let map = history
+            .entries
+            .into_iter()
+            .filter(|(o, _)| existing.contains(o))
+            .collect();
+        self.save_history(bucket, map)
+    }
+
+    fn save_history(&self, bucket: u8, entries: BTreeMap<ObjectId, u64>) -> Result<()> {
         let history = ScrubHistory {
-            entries: map.into_iter().collect(),
+            entries: entries.into_iter().collect(),
         };
         let dir = self.history_dir();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let name = format!("{bucket:02x}");
-        // Advisory (it only orders --percent), so not fsynced: 256 fsyncs would cost more than a
-        // scrub of a small store.
+        // Advisory (it only orders --percent), so not fsynced.
         write_atomically(&dir, &name, &history.encode(), Durability::PageCache)
             .map_err(|e| Error::io(dir.join(&name), e))
     }
