@@ -21,6 +21,14 @@ fn sg_stdin(args: &[&str], input: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A 2 + 1 store with 4 KiB chunks, made by `init`, in `dir/s`.
+fn small_store(dir: &Path) -> std::path::PathBuf {
+    let store = dir.join("s");
+    let out = sg(&["init", p(&store), "-k", "2", "-m", "1", "--chunk-size", "4KiB"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    store
+}
+
 fn code(out: &Output) -> i32 {
     out.status.code().expect("exited normally")
 }
@@ -81,20 +89,7 @@ fn init_put_get_ls_stat_rm_round_trip() {
 #[test]
 fn exit_codes_and_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("s");
-    assert_eq!(
-        code(&sg(&[
-            "init",
-            p(&store),
-            "-k",
-            "2",
-            "-m",
-            "1",
-            "--chunk-size",
-            "4KiB"
-        ])),
-        0
-    );
+    let store = small_store(dir.path());
     // 1: not found.
     let out = sg(&["get", p(&store), "nope"]);
     assert_eq!(code(&out), 1);
@@ -187,20 +182,7 @@ fn explicit_locations_outside_the_root_work() {
 #[test]
 fn a_closed_stdout_ends_quietly_without_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("s");
-    assert_eq!(
-        code(&sg(&[
-            "init",
-            p(&store),
-            "-k",
-            "2",
-            "-m",
-            "1",
-            "--chunk-size",
-            "4KiB"
-        ])),
-        0
-    );
+    let store = small_store(dir.path());
     for i in 0..50 {
         assert_eq!(code(&sg_stdin(&["put", p(&store), &format!("k{i}")], b"x")), 0);
     }

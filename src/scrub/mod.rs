@@ -411,9 +411,9 @@ impl Store {
             .iter()
             .enumerate()
             .map(|(slot, s)| {
-                let problem = check_identity(&*s.location, &self.file, slot);
-                let state = match problem {
-                    None => "healthy".to_owned(),
+                // The identity is read once; the slot's problem follows from what was done.
+                let (state, problem) = match check_identity(&*s.location, &self.file, slot) {
+                    None => ("healthy".to_owned(), None),
                     // A missing directory may be an unmounted disk: never create it.
                     Some(p) if repair && p.rebuildable() && s.dir.is_dir() => {
                         let identity = LocationIdentity {
@@ -422,13 +422,16 @@ impl Store {
                             location_count: self.slots.len() as u16,
                         };
                         match s.location.write_identity(&identity.encode()) {
-                            Ok(()) => format!("rebuilt ({p})"),
-                            Err(e) => format!("{p}; rewriting the identity failed: {e}"),
+                            Ok(()) => (format!("rebuilt ({p})"), None),
+                            Err(e) => (
+                                format!("{p}; rewriting the identity failed: {e}"),
+                                Some(p.to_string()),
+                            ),
                         }
                     }
-                    Some(p) => p.to_string(),
+                    Some(p) => (p.to_string(), Some(p.to_string())),
                 };
-                s.set_problem(check_identity(&*s.location, &self.file, slot).map(|p| p.to_string()));
+                s.set_problem(problem);
                 LocationSummary {
                     slot,
                     path: s.dir.clone(),

@@ -374,10 +374,10 @@ impl Store {
         out: &mut ObjectOutcome,
     ) {
         let k = buffers.len() - recomputed.len();
-        let mut data: Vec<Vec<u8>> = buffers[..k].iter().map(|b| b[..len].to_vec()).collect();
-        let mut chunks: Vec<&mut [u8]> = data.iter_mut().map(|d| &mut d[..]).collect();
-        chunks.extend(recomputed.iter_mut().map(|r| &mut r[..len]));
-        self.codec.encode(&mut chunks);
+        // The data chunks are read in place: no copy of the stripe per comparison.
+        let data: Vec<&[u8]> = buffers[..k].iter().map(|b| &b[..len]).collect();
+        let mut parity: Vec<&mut [u8]> = recomputed.iter_mut().map(|r| &mut r[..len]).collect();
+        self.codec.encode_parity(&data, &mut parity);
         for (p, parity) in recomputed.iter().enumerate() {
             if parity[..len] != buffers[k + p][..len] {
                 present[k + p] = false;
