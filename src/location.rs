@@ -79,6 +79,9 @@ pub trait Location: Send + Sync + fmt::Debug {
     fn read_identity(&self) -> io::Result<Vec<u8>>;
     /// Writes the identity file atomically, creating the location's directories.
     fn write_identity(&self, bytes: &[u8]) -> io::Result<()>;
+    /// The buckets (first bytes of object ids) that have a directory here, so a walk opens
+    /// only those.
+    fn list_buckets(&self) -> io::Result<Vec<u8>>;
     /// The objects with a directory here whose id starts with the byte `bucket`. Listing a
     /// store bucket by bucket keeps memory to a 256th of the object count.
     fn list_bucket(&self, bucket: u8) -> io::Result<Vec<ObjectId>>;
@@ -215,6 +218,26 @@ impl Location for LocalDir {
         }
         fs::rename(&tmp, self.dir.join(IDENTITY_FILE))?;
         self.sync_dir(&self.dir)
+    }
+
+    fn list_buckets(&self) -> io::Result<Vec<u8>> {
+        let entries = match fs::read_dir(self.dir.join(OBJECTS_DIR)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            // Only two-digit lowercase hex names are buckets; anything else is a stray file.
+            let name = entry?.file_name();
+            let name = name.to_str().unwrap_or_default();
+            if name.len() == 2 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                if let Ok(bucket) = u8::from_str_radix(name, 16) {
+                    out.push(bucket);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn list_bucket(&self, bucket: u8) -> io::Result<Vec<ObjectId>> {

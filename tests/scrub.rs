@@ -350,6 +350,37 @@ fn percent_picks_the_least_recently_scrubbed() {
     assert_eq!(everything.objects, 4);
 }
 
+/// Which half a `--percent 50` scrub takes is decided by the history, not by id order: whichever
+/// pair was scrubbed first (by prefix), the damage in the other pair is what the half finds.
+#[test]
+fn percent_takes_the_objects_the_history_says_were_not_scrubbed() {
+    for (scrubbed, rotten) in [([0, 1], [2, 3]), ([2, 3], [0, 1])] {
+        let (_dir, store) = store(2, 1, CHUNK);
+        fill(&store, 4);
+        for i in scrubbed {
+            let only = ScrubOptions {
+                prefix: Some(format!("obj/{i}")),
+                ..ScrubOptions::default()
+            };
+            assert_eq!(store.scrub(&only, &|_| {}).unwrap().objects, 1);
+        }
+        for i in rotten {
+            let key = format!("obj/{i}");
+            rot(&shard_paths(&store, &key)[0], chunk_offset(&key, CHUNK, 0) + 3, 1);
+        }
+        let half = ScrubOptions {
+            percent: Some(50),
+            ..ScrubOptions::default()
+        };
+        let report = store.scrub(&half, &|_| {}).unwrap();
+        assert_eq!(report.objects, 2);
+        assert_eq!(
+            report.counts.damaged_chunks, 2,
+            "scrubbed first {scrubbed:?}: {report:#?}"
+        );
+    }
+}
+
 #[test]
 fn a_resumed_scrub_skips_what_was_verified_before_the_interruption() {
     let (_dir, store) = common::store(2, 1, 1024);

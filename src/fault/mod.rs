@@ -253,6 +253,9 @@ impl Location for FaultyLocation {
     fn write_identity(&self, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_identity(bytes)
     }
+    fn list_buckets(&self) -> io::Result<Vec<u8>> {
+        self.inner.list_buckets()
+    }
     fn list_bucket(&self, bucket: u8) -> io::Result<Vec<ObjectId>> {
         self.inner.list_bucket(bucket)
     }

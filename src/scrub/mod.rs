@@ -5,6 +5,7 @@
 //! is scrubbed under its writer lock, so a put in progress is never mistaken for damage.
 
 mod object;
+mod scratch;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +17,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format::{LocationIdentity, ObjectId, ScrubCheckpoint};
+use crate::format::{LocationIdentity, ObjectId, ScrubCheckpoint, ScrubHistory};
 use crate::location::temp_file_object;
 use crate::store::{check_identity, Store};
 
@@ -375,8 +376,16 @@ impl Store {
                 Ok::<(), Error>(())
             };
         let mut pending = Vec::with_capacity(batch);
-        for bucket in 0..=u8::MAX {
-            let history = self.load_history(bucket);
+        // Only --percent needs to know when each object was last scrubbed.
+        let histories = match options.percent {
+            Some(_) => self.history_buckets(),
+            None => BTreeSet::new(),
+        };
+        for bucket in self.buckets_to_walk(&temp_files) {
+            let history = match histories.contains(&bucket) {
+                true => self.load_history(bucket),
+                false => ScrubHistory::default(),
+            };
             for object in self.objects_of_bucket(bucket, &temp_files) {
                 if !selection.takes(history.last_scrubbed(object), &mut taken_at_threshold) {
                     continue;
@@ -451,6 +460,13 @@ impl Store {
         Ok(())
     }
 
+    /// The buckets with objects or temporary files, in order.
+    fn buckets_to_walk(&self, temp_files: &BTreeMap<ObjectId, Vec<(usize, String)>>) -> BTreeSet<u8> {
+        let mut buckets = self.occupied_buckets();
+        buckets.extend(temp_files.keys().map(|o| o.0[0]));
+        buckets
+    }
+
     /// The objects of one bucket with a shard file or a temporary file at some usable location,
     /// in id order.
     fn objects_of_bucket(
@@ -473,8 +489,15 @@ impl Store {
     ) -> Result<Selection> {
         let mut ages: BTreeMap<u64, u64> = BTreeMap::new();
         let mut total = 0u64;
-        for bucket in 0..=u8::MAX {
-            let history = self.load_history(bucket);
+        let histories = self.history_buckets();
+        // Buckets with a history but no objects left are walked too, so their history is pruned.
+        let mut buckets = self.buckets_to_walk(temp_files);
+        buckets.extend(&histories);
+        for bucket in buckets {
+            let history = match histories.contains(&bucket) {
+                true => self.load_history(bucket),
+                false => ScrubHistory::default(),
+            };
             let objects = self.objects_of_bucket(bucket, temp_files);
             for &object in &objects {
                 *ages.entry(history.last_scrubbed(object)).or_default() += 1;

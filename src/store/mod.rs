@@ -285,7 +285,7 @@ impl Store {
     /// (`stat` or a scrub names them).
     pub fn list(&self) -> Result<Vec<ListEntry>> {
         let mut out = Vec::new();
-        for bucket in 0..=u8::MAX {
+        for bucket in self.occupied_buckets() {
             for object in self.bucket_objects(bucket) {
                 let gathered = self.gather(object);
                 let Some(key) = Store::key_of(&gathered) else {
@@ -302,6 +302,21 @@ impl Store {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// The buckets with a directory at some usable location, in order. A location that cannot
+    /// be listed makes every bucket count, so nothing is passed over.
+    pub(crate) fn occupied_buckets(&self) -> std::collections::BTreeSet<u8> {
+        let mut buckets = std::collections::BTreeSet::new();
+        for slot in &self.slots {
+            if let Ok(location) = slot.usable() {
+                match location.list_buckets() {
+                    Ok(found) => buckets.extend(found),
+                    Err(_) => return (0..=u8::MAX).collect(),
+                }
+            }
+        }
+        buckets
     }
 
     /// The objects of one bucket (ids starting with the byte `bucket`) with a directory at some

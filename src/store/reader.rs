@@ -310,6 +310,7 @@ pub(crate) struct ChunkReader<'r> {
 }
 
 /// What reading one chunk came to.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct ChunkOutcome {
     /// The chunk bytes' CRC32C if the chunk verified.
     pub data_crc: Option<u32>,
