@@ -342,3 +342,38 @@ fn scrub_repairs_persistent_read_faults_and_names_what_it_cannot_fix() {
     );
     assert_eq!(store.get_bytes("k").unwrap(), bytes);
 }
+
+/// Repair costs reads in proportion to the damage: fixing two rotten chunks reads the store once
+/// (the verification pass) plus the two damaged stripes again, never the store a second time.
+#[test]
+fn repairing_a_few_rotten_chunks_reads_only_their_stripes_again() {
+    let (_dir, store, plan) = faulty_store(11);
+    for i in 0..20 {
+        put_sample(&store, &format!("k{i}"), 100 + i);
+    }
+    let verify = |repair| {
+        let before = plan.bytes_read();
+        let options = shardguard::ScrubOptions {
+            repair,
+            ..Default::default()
+        };
+        let report = store.scrub(&options, &|_| {}).unwrap();
+        (plan.bytes_read() - before, report)
+    };
+    let (clean_pass, _) = verify(false);
+    rot(&shard_paths(&store, "k3")[1], chunk_offset("k3", CHUNK, 2) + 7, 1);
+    rot(&shard_paths(&store, "k9")[4], chunk_offset("k9", CHUNK, 5) + 7, 1);
+    let (repair_pass, report) = verify(true);
+    assert_eq!(report.counts.repaired_chunks, 2, "{report:#?}");
+    // Per damaged stripe: its other chunks read again for their bytes, the rotten chunk's
+    // retransmissions, and the patched chunk read back; bounded here by two reads of the stripe.
+    let stripe_bytes = 6 * u64::from(CHUNK + 4);
+    let extra = repair_pass - clean_pass;
+    assert!(
+        extra <= 2 * 2 * stripe_bytes,
+        "repair read {extra} bytes beyond the {clean_pass}-byte verification pass"
+    );
+    let (after, report) = verify(false);
+    assert_eq!(report.verdict(), shardguard::ScrubVerdict::Clean);
+    assert_eq!(after, clean_pass);
+}

@@ -10,6 +10,7 @@ pub mod properties;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -95,6 +96,8 @@ impl Rule {
 pub struct FaultPlan {
     seed: u64,
     state: Mutex<PlanState>,
+    /// Bytes read from shard files through the wrapped locations.
+    bytes_read: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -117,6 +120,7 @@ impl FaultPlan {
                 seen: HashMap::new(),
                 injected: 0,
             }),
+            bytes_read: AtomicU64::new(0),
         })
     }
 
@@ -140,6 +144,12 @@ impl FaultPlan {
     /// How many faults have struck so far.
     pub fn injected(&self) -> u64 {
         self.lock().injected
+    }
+
+    /// Bytes read from shard files through the wrapped locations so far: what an operation
+    /// cost in reads.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
     }
 
     /// A wrapper for [`crate::OpenOptions::location_wrapper`].
@@ -331,6 +341,9 @@ impl ShardFile for FaultyShardFile {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         self.inner.read_exact_at(buf, offset)?;
+        self.plan
+            .bytes_read
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
         self.plan.on_read(self.slot, self.object, self.stamp, offset, buf)
     }
 }
