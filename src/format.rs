@@ -771,6 +771,13 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Parses the name of a bucket (the first byte of the ObjectIds it holds): 2 lowercase hex digits.
+pub fn bucket_from_hex(s: &str) -> Option<u8> {
+    let mut bucket = [0u8; 1];
+    parse_hex(s, &mut bucket)?;
+    Some(bucket[0])
+}
+
 fn parse_hex(s: &str, out: &mut [u8]) -> Option<()> {
     let digits = s.as_bytes();
     if digits.len() != out.len() * 2 {
@@ -903,6 +910,16 @@ mod tests {
             ObjectId::from_hex(&ObjectId::of_key("k").to_hex()),
             Some(ObjectId::of_key("k"))
         );
+    }
+
+    #[test]
+    fn bucket_names_are_exactly_two_lowercase_hex_digits() {
+        for b in 0..=u8::MAX {
+            assert_eq!(bucket_from_hex(&format!("{b:02x}")), Some(b));
+        }
+        for stray in ["+f", "0F", "f", "0ff", "", "g0"] {
+            assert_eq!(bucket_from_hex(stray), None, "{stray:?}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::format::{ObjectId, WriteStamp};
+use crate::format::{bucket_from_hex, ObjectId, WriteStamp};
 
 /// Name of the identity file at the top of a location.
 pub const IDENTITY_FILE: &str = "SHARDGUARD-LOCATION";
@@ -134,6 +134,23 @@ pub(crate) fn write_atomically(
     Ok(())
 }
 
+/// What `parse` makes of the names in `dir`; names it rejects (stray files, not ours to read)
+/// are left out, and a directory that does not exist has none.
+fn parsed_names<T>(dir: &Path, parse: impl Fn(&str) -> Option<T>) -> io::Result<Vec<T>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        if let Some(parsed) = entry?.file_name().to_str().and_then(&parse) {
+            out.push(parsed);
+        }
+    }
+    Ok(out)
+}
+
 /// The object a temporary shard file belongs to (its name starts with the object id), if any.
 pub fn temp_file_object(name: &str) -> Option<ObjectId> {
     let (hex, rest) = name.split_once('-')?;
@@ -221,57 +238,18 @@ impl Location for LocalDir {
     }
 
     fn list_buckets(&self) -> io::Result<Vec<u8>> {
-        let entries = match fs::read_dir(self.dir.join(OBJECTS_DIR)) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            // Only two-digit lowercase hex names are buckets; anything else is a stray file.
-            let name = entry?.file_name();
-            let name = name.to_str().unwrap_or_default();
-            if name.len() == 2 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                if let Ok(bucket) = u8::from_str_radix(name, 16) {
-                    out.push(bucket);
-                }
-            }
-        }
-        Ok(out)
+        parsed_names(&self.dir.join(OBJECTS_DIR), bucket_from_hex)
     }
 
     fn list_bucket(&self, bucket: u8) -> io::Result<Vec<ObjectId>> {
         let dir = self.dir.join(OBJECTS_DIR).join(format!("{bucket:02x}"));
-        let entries = match fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            // Names that are not object ids of this bucket (stray files) are not ours to read.
-            if let Some(id) = entry?.file_name().to_str().and_then(ObjectId::from_hex) {
-                if id.0[0] == bucket {
-                    out.push(id);
-                }
-            }
-        }
-        Ok(out)
+        parsed_names(&dir, |name| {
+            ObjectId::from_hex(name).filter(|id| id.0[0] == bucket)
+        })
     }
 
     fn list_shards(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>> {
-        let entries = match fs::read_dir(self.object_dir(object)) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            if let Some(stamp) = entry?.file_name().to_str().and_then(WriteStamp::from_file_name) {
-                out.push(stamp);
-            }
-        }
-        Ok(out)
+        parsed_names(&self.object_dir(object), WriteStamp::from_file_name)
     }
 
     fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
@@ -328,13 +306,7 @@ impl Location for LocalDir {
     }
 
     fn list_temp(&self) -> io::Result<Vec<String>> {
-        match fs::read_dir(self.dir.join(TMP_DIR)) {
-            Ok(entries) => entries
-                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-                .collect(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        parsed_names(&self.dir.join(TMP_DIR), |name| Some(name.to_owned()))
     }
 
     fn remove_temp(&self, name: &str) -> io::Result<()> {

@@ -19,7 +19,8 @@ use crate::checksum::ChunkId;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::format::{
-    LocationIdentity, ObjectId, ScrubCheckpoint, ScrubHistory, ShardHeader, StoreFile, WriteStamp,
+    bucket_from_hex, LocationIdentity, ObjectId, ScrubCheckpoint, ScrubHistory, ShardHeader, StoreFile,
+    WriteStamp,
 };
 use crate::location::Durability;
 use crate::placement;
@@ -51,6 +52,9 @@ pub fn check_format_decode(bytes: &[u8]) -> Result<(), String> {
         }
         if let Some(id) = ObjectId::from_hex(text) {
             same("object id", id.to_hex().as_bytes(), bytes)?;
+        }
+        if let Some(bucket) = bucket_from_hex(text) {
+            same("bucket name", format!("{bucket:02x}").as_bytes(), bytes)?;
         }
     }
     Ok(())

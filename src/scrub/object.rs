@@ -230,29 +230,7 @@ impl Store {
                 resolved,
                 shape,
             };
-            let first_pass = verify_only.then(|| verify_chunks(&reader, n, len));
-            let outcomes: Vec<ChunkOutcome> = match first_pass {
-                Some(outcomes) if outcomes.iter().all(|o| o.data_crc.is_some()) => outcomes,
-                // Damage (or a need for the bytes): the stripe is read into its own buffers.
-                first_pass => buffers
-                    .par_iter_mut()
-                    .enumerate()
-                    .map(|(shard, buf)| match first_pass.as_ref().map(|f| f[shard]) {
-                        // Already retransmitted as far as the policy allows: an erasure.
-                        Some(failed) if failed.data_crc.is_none() => failed,
-                        // Verified once: read again for its bytes, keeping what the first read
-                        // needed (a transient fault it cured).
-                        Some(verified) => {
-                            let again = reader.read(shard, buf);
-                            ChunkOutcome {
-                                attempts: again.attempts.max(verified.attempts),
-                                ..again
-                            }
-                        }
-                        None => reader.read(shard, buf),
-                    })
-                    .collect(),
-            };
+            let outcomes = read_stripe(&reader, buffers, verify_only);
             let mut present = vec![false; n];
             let mut data_crcs = vec![0u32; k];
             for (shard, o) in outcomes.iter().enumerate() {
@@ -448,7 +426,8 @@ impl Store {
             if buf != header_bytes || file.len() != expected.expected_file_len() {
                 return Ok(false);
             }
-            let mut chunk = vec![0u8; g.max_chunk_len(header.object_len) + CHUNK_CRC_LEN as usize];
+            let mut chunk = Scratch::take(1, g.max_chunk_len(header.object_len) + CHUNK_CRC_LEN as usize);
+            let chunk = &mut chunk.buffers()[0];
             for stripe in 0..g.stripe_count(header.object_len) {
                 let shape = g.stripe(header.object_len, stripe);
                 let framed = &mut chunk[..shape.chunk_len + 4];
@@ -470,14 +449,44 @@ impl Store {
     }
 }
 
-/// Reads and verifies every chunk of a stripe, each through one buffer of its thread, keeping
-/// only the outcomes.
-fn verify_chunks(reader: &ChunkReader<'_>, shards: usize, len: usize) -> Vec<ChunkOutcome> {
-    (0..shards)
-        .into_par_iter()
-        .map_init(
-            || Scratch::take(1, len + CHUNK_CRC_LEN as usize),
-            |scratch, shard| reader.read(shard, &mut scratch.buffers()[0]),
-        )
+/// Reads and verifies every chunk of a stripe. With `verify_only`, chunks are first only checked,
+/// each through one cache-resident buffer of its thread; a stripe found damaged, or any stripe
+/// without `verify_only`, is read into `buffers` (one per shard) for the bytes a rebuild needs.
+fn read_stripe(reader: &ChunkReader<'_>, buffers: &mut [Vec<u8>], verify_only: bool) -> Vec<ChunkOutcome> {
+    let len = reader.shape.chunk_len + CHUNK_CRC_LEN as usize;
+    let first_pass: Option<Vec<ChunkOutcome>> = verify_only.then(|| {
+        (0..buffers.len())
+            .into_par_iter()
+            .map_init(
+                || Scratch::take(1, len),
+                |scratch, shard| reader.read(shard, &mut scratch.buffers()[0]),
+            )
+            .collect()
+    });
+    if first_pass
+        .as_ref()
+        .is_some_and(|f| f.iter().all(|o| o.data_crc.is_some()))
+    {
+        return first_pass.unwrap_or_default();
+    }
+    buffers
+        .par_iter_mut()
+        .enumerate()
+        .map(|(shard, buf)| {
+            let Some(first) = first_pass.as_ref().map(|f| f[shard]) else {
+                return reader.read(shard, buf);
+            };
+            if first.data_crc.is_none() {
+                // Already retransmitted as far as the policy allows: an erasure.
+                return first;
+            }
+            // Verified once: read again for its bytes, keeping what the first read needed (a
+            // transient fault it cured).
+            let again = reader.read(shard, buf);
+            ChunkOutcome {
+                attempts: again.attempts.max(first.attempts),
+                ..again
+            }
+        })
         .collect()
 }

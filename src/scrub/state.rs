@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
-use crate::format::{ObjectId, ScrubCheckpoint, ScrubHistory};
+use crate::format::{bucket_from_hex, ObjectId, ScrubCheckpoint, ScrubHistory};
 use crate::location::{write_atomically, Durability};
 use crate::store::Store;
 
@@ -75,13 +75,7 @@ impl Store {
         };
         entries
             .flatten()
-            .filter_map(|e| {
-                let name = e.file_name();
-                let name = name.to_str()?;
-                (name.len() == 2)
-                    .then(|| u8::from_str_radix(name, 16).ok())
-                    .flatten()
-            })
+            .filter_map(|e| e.file_name().to_str().and_then(bucket_from_hex))
             .collect()
     }
 
