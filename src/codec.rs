@@ -60,18 +60,31 @@ impl Codec {
     /// Long chunks are cut into segments coded on all cores: Reed-Solomon works byte position by
     /// byte position, so segments are independent (see `benches/codec.rs` for the gain).
     pub fn encode(&self, chunks: &mut [&mut [u8]]) {
+        self.encode_with(chunks, true)
+    }
+
+    /// [`Codec::encode`] on the calling thread only: for code holding an object lock, which must
+    /// never wait on rayon's work stealing (see the `lock` module).
+    pub fn encode_on_this_thread(&self, chunks: &mut [&mut [u8]]) {
+        self.encode_with(chunks, false)
+    }
+
+    fn encode_with(&self, chunks: &mut [&mut [u8]], parallel: bool) {
         debug_assert_eq!(chunks.len(), self.k + self.m);
         let Some(coder) = &self.coder else { return };
         let len = chunks.first().map_or(0, |c| c.len());
-        split(chunks.iter_mut().map(|c| &mut **c), len)
-            .into_par_iter()
-            .for_each(|mut segment| {
-                let (data, parity) = segment.split_at_mut(self.k);
-                let data: Vec<&[u8]> = data.iter().map(|d| &**d).collect();
-                coder
-                    .encode(&data, parity)
-                    .expect("chunk count and lengths are set by the caller")
-            });
+        let encode = |mut segment: Vec<&mut [u8]>| {
+            let (data, parity) = segment.split_at_mut(self.k);
+            let data: Vec<&[u8]> = data.iter().map(|d| &**d).collect();
+            coder
+                .encode(&data, parity)
+                .expect("chunk count and lengths are set by the caller")
+        };
+        let segments = split(chunks.iter_mut().map(|c| &mut **c), len, parallel);
+        match parallel {
+            true => segments.into_par_iter().for_each(encode),
+            false => segments.into_iter().for_each(encode),
+        }
     }
 
     /// Computes the `m` parity chunks of read-only `data` into `parity` (all of one length), on
@@ -84,10 +97,28 @@ impl Codec {
         }
     }
 
-    /// Rebuilds the missing chunks (`false` in the pair) from the present ones.
+    /// Rebuilds the missing chunks (`false` in the pair) from the present ones, on all cores.
     ///
     /// With `data_only`, only missing data chunks are rebuilt (what a read needs).
     pub fn reconstruct(&self, chunks: &mut [(&mut [u8], bool)], data_only: bool) -> Result<(), TooFewChunks> {
+        self.reconstruct_with(chunks, data_only, true)
+    }
+
+    /// [`Codec::reconstruct`] on the calling thread only, for code holding an object lock.
+    pub fn reconstruct_on_this_thread(
+        &self,
+        chunks: &mut [(&mut [u8], bool)],
+        data_only: bool,
+    ) -> Result<(), TooFewChunks> {
+        self.reconstruct_with(chunks, data_only, false)
+    }
+
+    fn reconstruct_with(
+        &self,
+        chunks: &mut [(&mut [u8], bool)],
+        data_only: bool,
+        parallel: bool,
+    ) -> Result<(), TooFewChunks> {
         let available = chunks.iter().filter(|(_, present)| *present).count();
         let too_few = TooFewChunks {
             available,
@@ -109,8 +140,7 @@ impl Codec {
         // One plan (the inverted submatrix) serves every segment.
         let plan = coder.decode_plan(&present, &rebuild).map_err(|_| too_few)?;
         let len = chunks.first().map_or(0, |(c, _)| c.len());
-        let segments = split(chunks.iter_mut().map(|(c, _)| &mut **c), len);
-        segments.into_par_iter().try_for_each(|segment| {
+        let recover = |segment: Vec<&mut [u8]>| {
             let mut shards: Vec<Option<&[u8]>> = Vec::with_capacity(segment.len());
             let mut out: Vec<&mut [u8]> = Vec::with_capacity(rebuild.len());
             for (i, piece) in segment.into_iter().enumerate() {
@@ -124,7 +154,12 @@ impl Codec {
                 }
             }
             coder.recover_with(&plan, &shards, &mut out).map_err(|_| too_few)
-        })
+        };
+        let segments = split(chunks.iter_mut().map(|(c, _)| &mut **c), len, parallel);
+        match parallel {
+            true => segments.into_par_iter().try_for_each(recover),
+            false => segments.into_iter().try_for_each(recover),
+        }
     }
 }
 
@@ -136,9 +171,13 @@ const PARALLEL_MIN_LEN: usize = 128 << 10;
 const SEGMENT_LEN: usize = 64 << 10;
 
 /// Cuts every chunk (all of length `len`) into the same segments and regroups them per segment:
-/// `out[s][i]` is segment `s` of chunk `i`.
-fn split<'a>(chunks: impl Iterator<Item = &'a mut [u8]>, len: usize) -> Vec<Vec<&'a mut [u8]>> {
-    let parts = if len < PARALLEL_MIN_LEN {
+/// `out[s][i]` is segment `s` of chunk `i`. Not `parallel`: one segment.
+fn split<'a>(
+    chunks: impl Iterator<Item = &'a mut [u8]>,
+    len: usize,
+    parallel: bool,
+) -> Vec<Vec<&'a mut [u8]>> {
+    let parts = if !parallel || len < PARALLEL_MIN_LEN {
         1
     } else {
         len.div_ceil(SEGMENT_LEN).max(rayon::current_num_threads())

@@ -53,6 +53,21 @@ pub enum Error {
         needed: usize,
     },
 
+    /// Too few locations can be read to be sure of the object's newest version: answering
+    /// could return a version older than the newest acknowledged write (or call it absent).
+    #[error(
+        "{}only {usable} of {total} locations can be read, too few to be sure of the newest versions (bring the others back)",
+        .key.as_ref().map(|k| format!("object {k:?}: ")).unwrap_or_default()
+    )]
+    TooFewLocations {
+        /// The object's key, when one object was asked for.
+        key: Option<String>,
+        /// Locations that could be listed.
+        usable: usize,
+        /// All locations of the store.
+        total: usize,
+    },
+
     /// The object's data did not match the whole-object checksum after every chunk verified.
     #[error(
         "object {key:?} failed its whole-object checksum (expected {expected:#010x}, computed {actual:#010x})"

@@ -28,6 +28,7 @@ pub mod fault;
 pub mod format;
 mod key;
 pub mod location;
+mod lock;
 pub mod placement;
 mod scrub;
 mod status;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::Geometry;
 use crate::scrub::ScrubReport;
 use crate::store::Store;
@@ -28,10 +28,9 @@ pub struct StoreStatus {
     pub geometry: Geometry,
     /// Per location.
     pub locations: Vec<LocationStatus>,
-    /// Readable objects.
-    pub objects: u64,
-    /// Their total size.
-    pub bytes: u64,
+    /// Readable objects and their total size in bytes; `None` when too few locations can be
+    /// read to count them.
+    pub objects: Option<(u64, u64)>,
     /// The last finished scrub, if any.
     pub last_scrub: Option<ScrubReport>,
 }
@@ -39,7 +38,11 @@ pub struct StoreStatus {
 impl Store {
     /// Locations with health and free space, object count and bytes, and the last scrub.
     pub fn status(&self) -> Result<StoreStatus> {
-        let listing = self.list()?;
+        let objects = match self.list() {
+            Ok(listing) => Some((listing.len() as u64, listing.iter().map(|e| e.len).sum())),
+            Err(Error::TooFewLocations { .. }) => None,
+            Err(e) => return Err(e),
+        };
         let locations = self
             .locations()
             .into_iter()
@@ -55,8 +58,7 @@ impl Store {
         Ok(StoreStatus {
             geometry: self.geometry(),
             locations,
-            objects: listing.len() as u64,
-            bytes: listing.iter().map(|e| e.len).sum(),
+            objects,
             last_scrub: self.last_scrub(),
         })
     }

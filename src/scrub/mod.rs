@@ -111,6 +111,10 @@ pub struct ScrubCounts {
     pub rebuilt_shards: u64,
     /// Damage found but not repaired (verify-only scrub, or a location that cannot be written).
     pub unrepaired: u64,
+    /// Shard files of another write with the current version number: two writers that could
+    /// not see each other (disks put back from elsewhere). Both are kept, never removed; the one
+    /// with the higher write id is served.
+    pub conflicting_writes: u64,
     /// Files of older writes, interrupted puts, deletes and temporary files found.
     pub leftover_files: u64,
     /// Of those, removed.
@@ -129,6 +133,7 @@ impl ScrubCounts {
         self.stale_shards += o.stale_shards;
         self.rebuilt_shards += o.rebuilt_shards;
         self.unrepaired += o.unrepaired;
+        self.conflicting_writes += o.conflicting_writes;
         self.leftover_files += o.leftover_files;
         self.leftover_files_removed += o.leftover_files_removed;
     }
@@ -188,7 +193,7 @@ impl ScrubReport {
     /// Whether anything was found damaged (leftover files of crashed writes are housekeeping,
     /// not damage).
     pub fn damage_found(&self) -> bool {
-        self.counts.damaged_chunks + self.counts.damaged_shards > 0
+        self.counts.damaged_chunks + self.counts.damaged_shards + self.counts.conflicting_writes > 0
             || !self.unrecoverable.is_empty()
             || self.locations.iter().any(|l| l.state != "healthy")
     }

@@ -19,6 +19,40 @@ use crate::store::{ShardState, Store};
 use super::scratch::Scratch;
 use super::{RateLimiter, ScrubCounts, ScrubOptions, UnrecoverableObject};
 
+/// What a verification pass concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verified {
+    /// Every chunk verified and the whole object matched its checksum.
+    Healthy,
+    /// Something did not: the unlocked pass stops there, and says how far it got; the locked
+    /// pass repairs and reports.
+    Amiss(Progress),
+}
+
+/// How far a verification got: every stripe before `next_stripe` verified, with the object
+/// checksum of their data chunks. The locked pass continues from here when nothing moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Progress {
+    next_stripe: u64,
+    checksum: ObjectChecksum,
+}
+
+/// What the unlocked pass leaves the locked one: the writes it saw at each slot and, when it
+/// stopped at a damaged stripe, its counts and progress up to there.
+struct Handover {
+    stamps: Vec<Vec<WriteStamp>>,
+    outcome: ObjectOutcome,
+    progress: Progress,
+}
+
+/// The unlocked pass's conclusion.
+enum FirstLook {
+    /// Healthy (or outside the prefix): this is the object's outcome.
+    Done(ObjectOutcome),
+    /// Something looks amiss; the locked pass may start from where this one stopped.
+    Amiss(Option<Handover>),
+}
+
 /// Per-location counts for one object.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct SlotCounts {
@@ -42,9 +76,24 @@ pub(super) struct ObjectOutcome {
     pub needs_sync: bool,
 }
 
+/// Whether a scrub pass may write: the first pass runs as a reader beside writers and only
+/// verifies; anything it finds amiss is looked at again holding the object's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// No lock held: reads in parallel on the scrub's pool, stops at the first sign of damage.
+    Unlocked,
+    /// The object's lock held: no rayon waits (see the `lock` module), repairs allowed.
+    Locked,
+}
+
 impl Store {
     /// Scrubs one object; `temp_files` are the (slot, name) of its temporary files found when
     /// the scrub enumerated the store.
+    ///
+    /// Most objects are healthy, and verifying a healthy object needs no lock (readers run
+    /// beside writers): that is the first pass. What looks amiss may be a put under way, so it
+    /// is judged, and repaired, only in a second pass under the object's lock. Per-object locks
+    /// keep objects that share a bucket from waiting on each other.
     pub(super) fn scrub_object(
         &self,
         object: ObjectId,
@@ -52,26 +101,94 @@ impl Store {
         options: &ScrubOptions,
         limiter: Option<&RateLimiter>,
     ) -> Result<ObjectOutcome> {
+        let mut handover = None;
+        if temp_files.is_empty() {
+            match self.scrub_unlocked(object, options, limiter)? {
+                FirstLook::Done(outcome) => return Ok(outcome),
+                FirstLook::Amiss(h) => handover = h,
+            }
+        }
+        // Writers of this object hold the same lock for a whole put, so while scrub holds it no
+        // write is half done: what looks damaged is damaged, and temporary files are dead.
+        let _lock = self.locks.lock(object)?;
+        self.scrub_locked(object, temp_files, options, limiter, handover)
+    }
+
+    /// The first pass, as a reader: only verifies, and stops at the first sign of trouble.
+    fn scrub_unlocked(
+        &self,
+        object: ObjectId,
+        options: &ScrubOptions,
+        limiter: Option<&RateLimiter>,
+    ) -> Result<FirstLook> {
         let n = self.slots.len();
         let mut out = ObjectOutcome {
             slots: vec![SlotCounts::default(); n],
             ..ObjectOutcome::default()
         };
-        // Writers of this object hold the same lock for a whole put, so while scrub holds it no
-        // write is half done: what looks damaged is damaged, and temporary files are dead.
-        let _lock = self.lock_key(object)?;
-        self.clean_temp_files(temp_files, options.repair, &mut out);
         let gathered = self.gather(object);
-        let stamps: Vec<Vec<WriteStamp>> = gathered
+        let Some(key) = Store::key_of(&gathered) else {
+            return Ok(FirstLook::Amiss(None));
+        };
+        if options
+            .prefix
+            .as_ref()
+            .is_some_and(|p| !key.starts_with(p.as_str()))
+        {
+            return Ok(FirstLook::Done(out));
+        }
+        // One write per location and nothing else: no leftovers to clean.
+        let single_write = gathered
             .slots
             .iter()
-            .map(|found| {
-                found
-                    .as_ref()
-                    .map(|c| c.iter().map(|c| c.stamp).collect())
-                    .unwrap_or_default()
-            })
-            .collect();
+            .all(|found| found.as_ref().is_ok_and(|c| c.len() == 1));
+        if gathered.raced || !single_write {
+            return Ok(FirstLook::Amiss(None));
+        }
+        let stamps = stamps_by_slot(&gathered);
+        let Ok(resolved) = self.decide(&key, gathered, false) else {
+            return Ok(FirstLook::Amiss(None));
+        };
+        if resolved.health.iter().any(|h| h.state != ShardState::Healthy) {
+            return Ok(FirstLook::Amiss(None));
+        }
+        out.verified = true;
+        let from = Progress::default();
+        let pass = Pass::Unlocked;
+        match self.verify_and_repair(object, &key, &resolved, options, limiter, pass, from, &mut out)? {
+            Verified::Healthy => Ok(FirstLook::Done(out)),
+            Verified::Amiss(progress) => Ok(FirstLook::Amiss(Some(Handover {
+                stamps,
+                outcome: out,
+                progress,
+            }))),
+        }
+    }
+
+    /// The second pass, holding the object's lock: judges and repairs.
+    fn scrub_locked(
+        &self,
+        object: ObjectId,
+        temp_files: &[(usize, String)],
+        options: &ScrubOptions,
+        limiter: Option<&RateLimiter>,
+        handover: Option<Handover>,
+    ) -> Result<ObjectOutcome> {
+        let n = self.slots.len();
+        let mut out = ObjectOutcome {
+            slots: vec![SlotCounts::default(); n],
+            ..ObjectOutcome::default()
+        };
+        self.clean_temp_files(temp_files, options.repair, &mut out);
+        let gathered = self.gather(object);
+        let stamps = stamps_by_slot(&gathered);
+        // The same files as the unlocked pass saw (shard files are only ever replaced, never
+        // rewritten, except chunks patched under this lock): what it verified still holds.
+        let mut from = Progress::default();
+        if let Some(h) = handover.filter(|h| h.stamps == stamps && temp_files.is_empty()) {
+            out = h.outcome;
+            from = h.progress;
+        }
         let Some(key) = Store::key_of(&gathered) else {
             let files: usize = stamps.iter().map(Vec::len).sum();
             if files > 0 {
@@ -90,13 +207,30 @@ impl Store {
         {
             return Ok(out);
         }
-        match self.decide(&key, gathered) {
+        match self.decide(&key, gathered, true) {
             Ok(resolved) => {
                 out.verified = true;
-                self.verify_and_repair(object, &key, &resolved, options, limiter, &mut out)?;
+                self.verify_and_repair(
+                    object,
+                    &key,
+                    &resolved,
+                    options,
+                    limiter,
+                    Pass::Locked,
+                    from,
+                    &mut out,
+                )?;
+                let current = resolved.header.stamp;
+                // Another write with the current version number is a conflict (two writers that
+                // could not see each other): both are kept for the operator, never removed.
+                out.counts.conflicting_writes += stamps
+                    .iter()
+                    .flatten()
+                    .filter(|s| s.version == current.version && **s != current)
+                    .count() as u64;
                 if out.unrecoverable.is_none() {
-                    let current = resolved.header.stamp;
-                    self.remove_leftovers(object, &stamps, |s| s != current, options.repair, &mut out);
+                    let leftover = |s: WriteStamp| s.version != current.version;
+                    self.remove_leftovers(object, &stamps, leftover, options.repair, &mut out);
                 }
             }
             // Deleted: what is left are tombstones (kept while a location was unreachable) and
@@ -120,6 +254,8 @@ impl Store {
                     ),
                 });
             }
+            // Not judged until enough locations are back (a repairing scrub claims wiped ones).
+            Err(Error::TooFewLocations { .. }) => out.counts.unrepaired += 1,
             Err(e) => return Err(e),
         }
         Ok(out)
@@ -161,6 +297,9 @@ impl Store {
         }
     }
 
+    /// Verifies the object's chunks from `from` on and, in the locked pass, repairs them. The
+    /// locked pass's findings are in `out`; only the unlocked pass's answer is used.
+    #[allow(clippy::too_many_arguments)]
     fn verify_and_repair(
         &self,
         object: ObjectId,
@@ -168,8 +307,10 @@ impl Store {
         resolved: &Resolved,
         options: &ScrubOptions,
         limiter: Option<&RateLimiter>,
+        pass: Pass,
+        from: Progress,
         out: &mut ObjectOutcome,
-    ) -> Result<()> {
+    ) -> Result<Verified> {
         let g = self.file.geometry;
         let (k, n) = (usize::from(g.k), g.shards());
         let header = &resolved.header;
@@ -219,9 +360,14 @@ impl Store {
         // its own, which saves the memory traffic that limited the 2-thread scrub. Only a
         // stripe found damaged is then read again, into its own buffers.
         let verify_only = !options.deep && !rebuild.contains(&true);
-        let mut checksum = ObjectChecksum::default();
+        let mut checksum = from.checksum;
         let mut bad_stripes = Vec::new();
-        for stripe in 0..stripes {
+        for stripe in from.next_stripe..stripes {
+            let progress = Progress {
+                next_stripe: stripe,
+                checksum,
+            };
+            let counts_before = out.counts.clone();
             let shape = g.stripe(header.object_len, stripe);
             let len = shape.chunk_len;
             let reader = ChunkReader {
@@ -230,7 +376,10 @@ impl Store {
                 resolved,
                 shape,
             };
-            let outcomes = read_stripe(&reader, buffers, verify_only);
+            let outcomes = read_stripe(&reader, buffers, verify_only, pass == Pass::Unlocked);
+            if pass == Pass::Unlocked && outcomes.iter().any(|o| o.data_crc.is_none()) {
+                return Ok(Verified::Amiss(progress));
+            }
             let mut present = vec![false; n];
             let mut data_crcs = vec![0u32; k];
             for (shard, o) in outcomes.iter().enumerate() {
@@ -254,6 +403,11 @@ impl Store {
                 self.check_parity(buffers, recomputed, len, &mut present, out);
             }
             let missing: Vec<usize> = (0..n).filter(|&s| !present[s]).collect();
+            if pass == Pass::Unlocked && !missing.is_empty() {
+                // A parity mismatch: this stripe is judged again under the lock.
+                out.counts = counts_before;
+                return Ok(Verified::Amiss(progress));
+            }
             if missing.len() > n - k {
                 bad_stripes.push(stripe);
                 // Nothing is written for an object with a stripe beyond repair.
@@ -267,7 +421,7 @@ impl Store {
                     .map(|(b, &p)| (&mut b[..len], p))
                     .collect();
                 self.codec
-                    .reconstruct(&mut chunks, false)
+                    .reconstruct_on_this_thread(&mut chunks, false)
                     .map_err(|e| Error::Unrecoverable {
                         key: key.to_owned(),
                         stripe,
@@ -311,6 +465,10 @@ impl Store {
                 }
             }
         }
+        if checksum.value() != header.object_crc && pass == Pass::Unlocked {
+            // Judged again from the start under the lock.
+            return Ok(Verified::Amiss(Progress::default()));
+        }
         if checksum.value() != header.object_crc && bad_stripes.is_empty() {
             // Every chunk verified or was rebuilt, yet the whole does not match: write nothing.
             writers.iter_mut().for_each(|w| *w = None);
@@ -319,7 +477,7 @@ impl Store {
                 stripes: Vec::new(),
                 detail: "the whole-object checksum does not match the verified chunks".into(),
             });
-            return Ok(());
+            return Ok(Verified::Amiss(Progress::default()));
         }
         if !bad_stripes.is_empty() {
             out.unrecoverable = Some(UnrecoverableObject {
@@ -331,7 +489,7 @@ impl Store {
                 ),
                 stripes: bad_stripes,
             });
-            return Ok(());
+            return Ok(Verified::Amiss(Progress::default()));
         }
         for (shard, writer) in writers.into_iter().enumerate() {
             let Some(writer) = writer else { continue };
@@ -348,7 +506,7 @@ impl Store {
                 out.counts.unrepaired += 1;
             }
         }
-        Ok(())
+        Ok(Verified::Healthy)
     }
 
     /// Starts a new shard file for `shard` with its header, if its location can be written.
@@ -452,41 +610,66 @@ impl Store {
 /// Reads and verifies every chunk of a stripe. With `verify_only`, chunks are first only checked,
 /// each through one cache-resident buffer of its thread; a stripe found damaged, or any stripe
 /// without `verify_only`, is read into `buffers` (one per shard) for the bytes a rebuild needs.
-fn read_stripe(reader: &ChunkReader<'_>, buffers: &mut [Vec<u8>], verify_only: bool) -> Vec<ChunkOutcome> {
+/// Only `parallel` reads use rayon (never under a lock).
+fn read_stripe(
+    reader: &ChunkReader<'_>,
+    buffers: &mut [Vec<u8>],
+    verify_only: bool,
+    parallel: bool,
+) -> Vec<ChunkOutcome> {
     let len = reader.shape.chunk_len + CHUNK_CRC_LEN as usize;
-    let first_pass: Option<Vec<ChunkOutcome>> = verify_only.then(|| {
-        (0..buffers.len())
+    let check = |scratch: &mut Scratch, shard: usize| reader.read(shard, &mut scratch.buffers()[0]);
+    let first_pass: Option<Vec<ChunkOutcome>> = verify_only.then(|| match parallel {
+        true => (0..buffers.len())
             .into_par_iter()
-            .map_init(
-                || Scratch::take(1, len),
-                |scratch, shard| reader.read(shard, &mut scratch.buffers()[0]),
-            )
-            .collect()
+            .map_init(|| Scratch::take(1, len), check)
+            .collect(),
+        false => {
+            let mut scratch = Scratch::take(1, len);
+            (0..buffers.len())
+                .map(|shard| check(&mut scratch, shard))
+                .collect()
+        }
     });
+    // A parallel read is the unlocked pass, which stops at damage rather than rebuild it.
     if first_pass
         .as_ref()
-        .is_some_and(|f| f.iter().all(|o| o.data_crc.is_some()))
+        .is_some_and(|f| parallel || f.iter().all(|o| o.data_crc.is_some()))
     {
         return first_pass.unwrap_or_default();
     }
-    buffers
-        .par_iter_mut()
-        .enumerate()
-        .map(|(shard, buf)| {
-            let Some(first) = first_pass.as_ref().map(|f| f[shard]) else {
-                return reader.read(shard, buf);
-            };
-            if first.data_crc.is_none() {
-                // Already retransmitted as far as the policy allows: an erasure.
-                return first;
-            }
-            // Verified once: read again for its bytes, keeping what the first read needed (a
-            // transient fault it cured).
-            let again = reader.read(shard, buf);
-            ChunkOutcome {
-                attempts: again.attempts.max(first.attempts),
-                ..again
-            }
+    let read = |(shard, buf): (usize, &mut Vec<u8>)| {
+        let Some(first) = first_pass.as_ref().map(|f| f[shard]) else {
+            return reader.read(shard, buf);
+        };
+        if first.data_crc.is_none() {
+            // Already retransmitted as far as the policy allows: an erasure.
+            return first;
+        }
+        // Verified once: read again for its bytes, keeping what the first read needed (a
+        // transient fault it cured).
+        let again = reader.read(shard, buf);
+        ChunkOutcome {
+            attempts: again.attempts.max(first.attempts),
+            ..again
+        }
+    };
+    match parallel {
+        true => buffers.par_iter_mut().enumerate().map(read).collect(),
+        false => buffers.iter_mut().enumerate().map(read).collect(),
+    }
+}
+
+/// The writes each slot holds, as gathered.
+fn stamps_by_slot(gathered: &crate::store::resolve::Gathered) -> Vec<Vec<WriteStamp>> {
+    gathered
+        .slots
+        .iter()
+        .map(|found| {
+            found
+                .as_ref()
+                .map(|c| c.iter().map(|c| c.stamp).collect())
+                .unwrap_or_default()
         })
         .collect()
 }

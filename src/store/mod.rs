@@ -4,7 +4,7 @@ pub(crate) mod reader;
 pub(crate) mod resolve;
 mod writer;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,13 +16,13 @@ use crate::error::{Error, Result};
 use crate::format::{Geometry, LocationIdentity, ObjectId, StoreFile, WriteStamp};
 use crate::key;
 use crate::location::{write_atomically, Durability, LocalDir, Location};
+use crate::lock::ObjectLocks;
 
 pub use reader::{ObjectReader, ReadStats};
 pub use writer::PutOutcome;
 
 /// Name of the store file at the store's root.
 pub const STORE_FILE: &str = "shardguard.store";
-const LOCKS_DIR: &str = "locks";
 
 /// Parameters of a new store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +141,8 @@ pub struct Store {
     pub(crate) slots: Vec<Slot>,
     pub(crate) codec: Codec,
     retry: RetryPolicy,
+    durability: Durability,
+    pub(crate) locks: ObjectLocks,
     poisoned: AtomicBool,
 }
 
@@ -248,11 +250,24 @@ impl Store {
         self.slots.iter().map(Slot::problem).collect()
     }
 
-    /// Shard files a put must make durable before it succeeds: `k + 1` when `m >= 1` (one
-    /// failure more can be survived right away), else `k`.
+    /// Shard files a put or delete must make durable before it succeeds: the larger of
+    /// `k + 1` (one failure more can be survived right away; `k` when `m = 0`) and a majority of
+    /// the `k + m` locations.
+    ///
+    /// A majority makes any two write quorums intersect, so a writer always sees some shard of
+    /// every acknowledged write when it picks the next version number, and a reader that can
+    /// list more than `k + m - write_quorum` locations always sees the newest acknowledged
+    /// write (FORMAT.md, "Versions and quorums").
     pub fn write_quorum(&self) -> usize {
         let g = self.file.geometry;
-        usize::from(g.k) + usize::from(g.m.min(1))
+        let n = g.shards();
+        (usize::from(g.k) + usize::from(g.m.min(1))).max(n / 2 + 1)
+    }
+
+    /// Locations a reader (or a writer choosing a version) must be able to list to be sure it
+    /// sees the newest acknowledged write: `k + m - write_quorum + 1`.
+    pub fn read_quorum(&self) -> usize {
+        self.slots.len() - self.write_quorum() + 1
     }
 
     /// The path of the shard file holding `shard` of `key`'s current version, for tools and tests
@@ -282,8 +297,19 @@ impl Store {
     }
 
     /// Every readable object, sorted by key. Objects without a readable version are left out
-    /// (`stat` or a scrub names them).
+    /// (`stat` or a scrub names them). Fails with [`Error::TooFewLocations`] when too few
+    /// locations can be listed to know every object's newest version.
+    ///
+    /// Cost: the headers of every object on every location are read.
     pub fn list(&self) -> Result<Vec<ListEntry>> {
+        let usable = self.slots.iter().filter(|s| s.usable().is_ok()).count();
+        if usable < self.read_quorum() {
+            return Err(Error::TooFewLocations {
+                key: None,
+                usable,
+                total: self.slots.len(),
+            });
+        }
         let mut out = Vec::new();
         for bucket in self.occupied_buckets() {
             for object in self.bucket_objects(bucket) {
@@ -291,7 +317,13 @@ impl Store {
                 let Some(key) = Store::key_of(&gathered) else {
                     continue;
                 };
-                if let Ok(resolved) = self.decide(&key, gathered) {
+                // A look that raced a writer is taken again (with the reader's retries) before
+                // an object is left out.
+                let decided = match self.decide(&key, gathered, false) {
+                    Err(_) => self.resolve(&key),
+                    decided => decided,
+                };
+                if let Ok(resolved) = decided {
                     out.push(ListEntry {
                         key,
                         len: resolved.header.object_len,
@@ -330,31 +362,6 @@ impl Store {
             }
         }
         objects
-    }
-
-    /// Takes the lock that serializes writers of `key` (across threads and processes).
-    ///
-    /// Keys share 256 lock files by object id, so lock files do not pile up with the keys.
-    pub(crate) fn lock_key(&self, object: ObjectId) -> Result<File> {
-        let dir = self.root.join(LOCKS_DIR);
-        let path = dir.join(format!("{:02x}.lock", object.0[0]));
-        let open = || {
-            fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-        };
-        let file = match open() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-                open()
-            }
-            other => other,
-        }
-        .map_err(|e| Error::io(&path, e))?;
-        file.lock().map_err(|e| Error::io(&path, e))?;
-        Ok(file)
     }
 
     /// Every write of `object` at each usable slot.
@@ -480,6 +487,8 @@ impl Store {
             file,
             slots,
             retry: options.retry,
+            durability: options.durability,
+            locks: ObjectLocks::new(root),
             poisoned: AtomicBool::new(false),
         })
     }

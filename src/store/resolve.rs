@@ -2,12 +2,23 @@
 //! quorum.
 //!
 //! Rule (newest write first): a tombstone means the object is deleted; a data write held by at
-//! least `k` locations with a verified header is the current version; a data write held by fewer
-//! is an unfinished or failed put and is passed over. Stale shards (older writes) are outvoted.
+//! least `k` locations (files of that write whose header verifies, or is damaged, with at least
+//! one verified header) is the current version. A write held by fewer is an unfinished put: one
+//! still under way (its writer holds the object's lock) or one that failed or was killed, and it
+//! is passed over, unless it may have been acknowledged (its files, plus the locations that
+//! could not be listed, reach the write quorum): then the answer is an error, never an older
+//! version. A reader that cannot list at least [`Store::read_quorum`] locations refuses to
+//! decide at all, since the newest acknowledged write may be on the others.
+//!
+//! Readers take no lock, so a gather confirms itself: every location is listed and its files
+//! opened, then listed again; if nothing changed, there was a moment when the locations held
+//! exactly what was opened, and an open file stays readable after a writer retires it. A
+//! gather that raced a writer is repeated before an error is believed.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{ObjectId, ShardHeader, WriteStamp, MAX_KEY_LEN, SHARD_HEADER_FIXED_LEN};
@@ -29,7 +40,8 @@ pub(crate) struct Gathered {
     pub object: ObjectId,
     /// Per slot: the writes found there, or why the slot could not be read.
     pub slots: Vec<std::result::Result<Vec<Candidate>, String>>,
-    /// A shard file was listed but gone when opened: a concurrent put or delete moved on.
+    /// A listing changed while the files were opened (a concurrent put, delete or repair moved
+    /// on), so the gather is not a snapshot of one moment.
     pub raced: bool,
 }
 
@@ -48,38 +60,59 @@ pub(crate) struct Resolved {
 const MAX_HEADER_LEN: usize = SHARD_HEADER_FIXED_LEN + MAX_KEY_LEN + 4;
 
 impl Store {
-    /// Reads every location's shard headers of `object`. Never fails: an unreadable location or
-    /// file is recorded, not raised.
+    /// Reads every location's shard headers of `object`, listing each location again after
+    /// opening its files to confirm nothing moved meanwhile ([`Gathered::raced`] says whether
+    /// something did). Never fails: an unreadable location or file is recorded, not raised.
     pub(crate) fn gather(&self, object: ObjectId) -> Gathered {
         let mut raced = false;
-        let slots = self
-            .slots
-            .iter()
-            .map(|slot| {
-                let location = slot.usable()?;
+        // Listed and opened first, with no reads in between, so the window a writer can slip
+        // into is short whatever the headers cost to read.
+        let mut opened = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let listed = slot.usable().and_then(|location| {
                 let stamps = location.list_shards(object).map_err(|e| e.to_string())?;
-                let mut found = Vec::with_capacity(stamps.len());
+                let mut files = Vec::with_capacity(stamps.len());
                 for stamp in stamps {
-                    let file = match location.open_shard(object, stamp) {
-                        Ok(f) => f,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            raced = true;
-                            continue;
-                        }
-                        Err(e) => {
-                            // Unreadable: treated like a damaged header (an erasure).
-                            found.push(Candidate {
-                                stamp,
-                                file: Arc::new(Unreadable),
-                                header: Err(e.to_string()),
-                            });
-                            continue;
-                        }
-                    };
-                    let header = self.read_header(&*file, stamp);
-                    found.push(Candidate { stamp, file, header });
+                    match location.open_shard(object, stamp) {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => raced = true,
+                        file => files.push((stamp, file)),
+                    }
                 }
-                Ok(found)
+                Ok(files)
+            });
+            opened.push(listed);
+        }
+        for (slot, found) in self.slots.iter().zip(&opened) {
+            let Ok(found) = found else { continue };
+            let Ok(location) = slot.usable() else { continue };
+            let mut before: Vec<WriteStamp> = found.iter().map(|(stamp, _)| *stamp).collect();
+            match location.list_shards(object) {
+                Ok(mut now) => {
+                    before.sort();
+                    now.sort();
+                    raced |= before != now;
+                }
+                Err(_) => raced = true,
+            }
+        }
+        let slots = opened
+            .into_iter()
+            .map(|found| {
+                Ok(found?
+                    .into_iter()
+                    .map(|(stamp, file)| match file {
+                        Ok(file) => {
+                            let header = self.read_header(&*file, stamp);
+                            Candidate { stamp, file, header }
+                        }
+                        // Unreadable: treated like a damaged header (an erasure).
+                        Err(e) => Candidate {
+                            stamp,
+                            file: Arc::new(Unreadable),
+                            header: Err(e.to_string()),
+                        },
+                    })
+                    .collect())
             })
             .collect();
         Gathered { object, slots, raced }
@@ -119,38 +152,80 @@ impl Store {
             .map(|h| h.key.clone())
     }
 
-    /// Applies the quorum rule to what [`Store::gather`] found.
-    pub(crate) fn decide(&self, key: &str, gathered: Gathered) -> Result<Resolved> {
+    /// Applies the quorum rule to what [`Store::gather`] found. `writers_excluded`: the caller
+    /// holds the object's lock, so no write of it is under way.
+    pub(crate) fn decide(&self, key: &str, gathered: Gathered, writers_excluded: bool) -> Result<Resolved> {
         let n = self.slots.len();
         let k = usize::from(self.file.geometry.k);
         let object = gathered.object;
-        // Per write: how many slots hold a verified header of it, in their proper place.
-        let mut votes: BTreeMap<WriteStamp, (usize, Option<ShardHeader>)> = BTreeMap::new();
+        let listed = gathered.slots.iter().filter(|s| s.is_ok()).count();
+        if listed < self.read_quorum() {
+            return Err(Error::TooFewLocations {
+                key: Some(key.to_owned()),
+                usable: listed,
+                total: n,
+            });
+        }
+        let unlisted = n - listed;
+        // Per write: files of it in their proper place (a verified header of this key and
+        // shard, or a damaged one whose chunks may still verify), files of it anywhere, and
+        // one verified header.
+        #[derive(Default)]
+        struct Votes {
+            held: usize,
+            present: usize,
+            header: Option<ShardHeader>,
+        }
+        let mut votes: BTreeMap<WriteStamp, Votes> = BTreeMap::new();
         for (slot, found) in gathered.slots.iter().enumerate() {
             let Ok(found) = found else { continue };
             let expected_shard = placement::shard_of_slot(object, slot, n);
             for c in found {
-                let entry = votes.entry(c.stamp).or_insert((0, None));
-                if let Ok(h) = &c.header {
-                    if h.key == key && usize::from(h.shard_index) == expected_shard {
-                        entry.0 += 1;
-                        entry.1.get_or_insert_with(|| h.clone());
+                let entry = votes.entry(c.stamp).or_default();
+                entry.present += 1;
+                match &c.header {
+                    Ok(h) if h.key == key && usize::from(h.shard_index) == expected_shard => {
+                        entry.held += 1;
+                        entry.header.get_or_insert_with(|| h.clone());
                     }
+                    Ok(_) => {}
+                    Err(_) => entry.held += 1,
                 }
             }
         }
         let mut newest_partial = None;
         let mut current = None;
-        for (stamp, (held, header)) in votes.iter().rev() {
-            let Some(header) = header else { continue };
+        for (stamp, v) in votes.iter().rev() {
+            let Some(header) = &v.header else { continue };
             if header.tombstone {
                 break;
             }
-            if *held >= k {
+            if v.held >= k {
                 current = Some((*stamp, header.clone()));
                 break;
             }
-            newest_partial.get_or_insert((stamp.version, *held));
+            // Fewer than k: a put still under way is not acknowledged yet, so it is passed over
+            // (its readers see the previous version, or none).
+            if !writers_excluded && self.locks.is_locked(object) {
+                continue;
+            }
+            if v.present + unlisted >= self.write_quorum() {
+                // It may have been acknowledged: an older version would be a stale read.
+                return Err(match unlisted {
+                    0 => Error::NoQuorum {
+                        key: key.to_owned(),
+                        version: stamp.version,
+                        held: v.held,
+                        needed: k,
+                    },
+                    _ => Error::TooFewLocations {
+                        key: Some(key.to_owned()),
+                        usable: listed,
+                        total: n,
+                    },
+                });
+            }
+            newest_partial.get_or_insert((stamp.version, v.held));
         }
         let Some((stamp, header)) = current else {
             return Err(match newest_partial {
@@ -223,22 +298,41 @@ impl Store {
         })
     }
 
-    /// Gathers and decides, retrying when a concurrent writer moved files between the listing and
-    /// the opening (the write finished; looking again sees its result).
+    /// Gathers and decides as a reader (no lock). An error is believed only from a gather
+    /// that raced no writer, and a "no quorum" only after a few looks: a put that was finishing
+    /// during the first look is complete at the next.
     pub(crate) fn resolve(&self, key: &str) -> Result<Resolved> {
         let object = ObjectId::of_key(key);
-        let mut tries = 0;
-        loop {
-            tries += 1;
+        let mut backoff = Duration::from_micros(100);
+        for attempt in 0.. {
             let gathered = self.gather(object);
             let raced = gathered.raced;
-            match self.decide(key, gathered) {
-                Err(Error::NoQuorum { .. } | Error::NotFound { .. }) if raced && tries < 5 => continue,
-                other => return other,
+            let decided = self.decide(key, gathered, false);
+            let doubtful = match &decided {
+                Ok(_) => false,
+                Err(Error::NotFound { .. }) => raced,
+                Err(Error::NoQuorum { .. } | Error::TooFewLocations { .. }) => raced || attempt < 3,
+                Err(_) => false,
+            };
+            // A writer that keeps the listings moving for this long is not a race any more.
+            if !doubtful || attempt >= MAX_RESOLVE_ATTEMPTS {
+                return decided;
             }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(10));
         }
+        unreachable!("the loop returns")
+    }
+
+    /// Gathers and decides holding the object's lock: nothing moves, one look suffices.
+    pub(crate) fn resolve_locked(&self, key: &str) -> Result<Resolved> {
+        self.decide(key, self.gather(ObjectId::of_key(key)), true)
     }
 }
+
+/// Looks a reader takes before it believes an error that may come from racing writers (about
+/// two seconds of backoff in all).
+const MAX_RESOLVE_ATTEMPTS: u32 = 200;
 
 /// Stands in for a shard file that could not be opened: every read fails.
 struct Unreadable;

@@ -4,13 +4,11 @@
 use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 
-use rayon::prelude::*;
-
 use crate::checksum::{ChunkId, ObjectChecksum};
 use crate::error::{Error, Result};
 use crate::format::{ObjectId, ShardHeader, WriteStamp};
 use crate::key;
-use crate::location::{FsyncFailed, ShardWriter};
+use crate::location::{Durability, FsyncFailed, ShardWriter};
 use crate::placement;
 
 use super::Store;
@@ -35,12 +33,16 @@ impl Store {
     /// Streams: memory stays at one stripe (`(k + m) * chunk_size`) whatever the object's size.
     /// Returns once at least [`Store::write_quorum`] shards are durable; on failure the previous
     /// version remains the current one.
+    ///
+    /// Runs on the calling thread (and, for the final fsyncs, threads of its own), never on
+    /// rayon's pool: it may be called from any thread pool without risk of deadlock.
     pub fn put(&self, key: &str, mut data: impl Read) -> Result<PutOutcome> {
         key::validate(key)?;
         self.check_poisoned()?;
         let object = ObjectId::of_key(key);
-        let _lock = self.lock_key(object)?;
-        let stamp = self.next_stamp(object);
+        // Held for the whole put: no rayon waits below (see the `lock` module).
+        let _lock = self.locks.lock(object)?;
+        let stamp = self.next_stamp(key, object)?;
         let g = self.file.geometry;
         let k = usize::from(g.k);
         let chunk_size = g.chunk_size as usize;
@@ -75,33 +77,28 @@ impl Store {
             stripe_buf[filled..k * chunk_len].fill(0);
             let mut chunks: Vec<&mut [u8]> = stripe_buf[..k * chunk_len].chunks_mut(chunk_len).collect();
             chunks.extend(parity.iter_mut().map(|p| &mut p[..chunk_len]));
-            self.codec.encode(&mut chunks);
-            // Checksum and write every shard's chunk in parallel; keep the data CRCs for the
-            // object checksum whether or not that shard's location is still writable.
-            let results: Vec<(u32, Option<io::Error>)> = writers
-                .par_iter_mut()
-                .zip(chunks.par_iter())
-                .enumerate()
-                .map(|(shard, (writer, chunk))| {
-                    let data_crc = crc32c::crc32c(chunk);
-                    let Some(w) = writer else { return (data_crc, None) };
-                    let id = ChunkId {
-                        object,
-                        stamp,
-                        shard: shard as u8,
-                        stripe,
-                    };
-                    let written = w
-                        .write_all(chunk)
-                        .and_then(|()| w.write_all(&id.bind(data_crc).to_le_bytes()));
-                    (data_crc, written.err().inspect(|_| *writer = None))
-                })
-                .collect();
-            for (shard, (data_crc, error)) in results.into_iter().enumerate() {
+            self.codec.encode_on_this_thread(&mut chunks);
+            // Keep the data CRCs for the object checksum whether or not that shard's location
+            // is still writable.
+            for (shard, (writer, chunk)) in writers.iter_mut().zip(&chunks).enumerate() {
+                let data_crc = crc32c::crc32c(chunk);
                 if shard < k {
                     object_crc.push(data_crc);
                 }
-                last_error = error.or(last_error);
+                let Some(w) = writer else { continue };
+                let id = ChunkId {
+                    object,
+                    stamp,
+                    shard: shard as u8,
+                    stripe,
+                };
+                let written = w
+                    .write_all(chunk)
+                    .and_then(|()| w.write_all(&id.bind(data_crc).to_le_bytes()));
+                if let Err(e) = written {
+                    *writer = None;
+                    last_error = Some(e);
+                }
             }
             self.check_quorum(key, &writers, &mut last_error)?;
             if filled < stripe_buf.len() {
@@ -130,12 +127,12 @@ impl Store {
         key::validate(key)?;
         self.check_poisoned()?;
         let object = ObjectId::of_key(key);
-        let _lock = self.lock_key(object)?;
+        let _lock = self.locks.lock(object)?;
         // An unreadable object may still be deleted; only an absent one is "not found".
-        if let Err(e @ Error::NotFound { .. }) = self.resolve(key) {
+        if let Err(e @ Error::NotFound { .. }) = self.resolve_locked(key) {
             return Err(e);
         }
-        let stamp = self.next_stamp(object);
+        let stamp = self.next_stamp(key, object)?;
         let header = ShardHeader {
             store_id: self.file.store_id,
             key: key.to_owned(),
@@ -163,19 +160,27 @@ impl Store {
         Ok(())
     }
 
-    /// A version above every write any usable location holds (finished or not).
-    fn next_stamp(&self, object: ObjectId) -> WriteStamp {
-        let newest = self
-            .stamps(object)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|s| s.version)
-            .max();
-        WriteStamp {
+    /// A version above every write any usable location holds (finished or not). Needs at least
+    /// [`Store::read_quorum`] locations listed: write quorums intersect, so those include a shard
+    /// of every acknowledged write, and the new version is above all of them.
+    fn next_stamp(&self, key: &str, object: ObjectId) -> Result<WriteStamp> {
+        let listed = self.stamps(object);
+        let known = listed.iter().flatten().count();
+        if known < self.read_quorum() {
+            return Err(self.quorum_error(
+                key,
+                0,
+                Some(io::Error::other(format!(
+                    "only {known} locations could be listed, {} needed to know the newest version",
+                    self.read_quorum()
+                ))),
+            ));
+        }
+        let newest = listed.into_iter().flatten().flatten().map(|s| s.version).max();
+        Ok(WriteStamp {
             version: newest.unwrap_or(0) + 1,
             write_id: rand::random(),
-        }
+        })
     }
 
     /// Opens a temporary shard file on every usable location and writes a placeholder header
@@ -216,8 +221,9 @@ impl Store {
         }
     }
 
-    /// Rewrites each header with its final fields and commits (in parallel: the fsyncs of
-    /// different disks overlap); returns the slots that committed.
+    /// Rewrites each header with its final fields and commits; returns the slots that committed.
+    /// With fsync durability each shard commits on a thread of its own, so the fsyncs of
+    /// different disks overlap (plain threads: the caller holds the object's lock).
     fn commit_writes(
         &self,
         writers: &mut Writers,
@@ -226,19 +232,39 @@ impl Store {
     ) -> Vec<usize> {
         let n = self.slots.len();
         let object = header.object_id();
-        let results: Vec<(usize, io::Result<()>)> = writers
-            .par_iter_mut()
+        let commit = |shard: usize, mut writer: Box<dyn ShardWriter>| {
+            let mut header = header.clone();
+            header.shard_index = shard as u8;
+            let result = writer
+                .write_all_at(&header.encode(), 0)
+                .and_then(|()| writer.commit());
+            (placement::slot_of_shard(object, shard, n), result)
+        };
+        let pending: Vec<(usize, Box<dyn ShardWriter>)> = writers
+            .iter_mut()
             .enumerate()
-            .filter_map(|(shard, writer)| {
-                let mut writer = writer.take()?;
-                let mut header = header.clone();
-                header.shard_index = shard as u8;
-                let result = writer
-                    .write_all_at(&header.encode(), 0)
-                    .and_then(|()| writer.commit());
-                Some((placement::slot_of_shard(object, shard, n), result))
-            })
+            .filter_map(|(shard, w)| Some((shard, w.take()?)))
             .collect();
+        let results: Vec<(usize, io::Result<()>)> = match self.durability {
+            Durability::PageCache => pending.into_iter().map(|(s, w)| commit(s, w)).collect(),
+            Durability::Fsync => std::thread::scope(|scope| {
+                let running: Vec<_> = pending
+                    .into_iter()
+                    .map(|(shard, w)| {
+                        let slot = placement::slot_of_shard(object, shard, n);
+                        (slot, scope.spawn(move || commit(shard, w)))
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|(slot, handle)| {
+                        handle
+                            .join()
+                            .unwrap_or_else(|_| (slot, Err(io::Error::other("a commit thread panicked"))))
+                    })
+                    .collect()
+            }),
+        };
         let mut committed = Vec::new();
         for (slot, result) in results {
             match result {

@@ -90,3 +90,30 @@ pub fn spawn(args: &[&str]) -> Child {
         .spawn()
         .expect("spawn shardguard")
 }
+
+/// Keys whose object ids all start with the byte `bucket`: they share one bucket (and, before
+/// per-object locks, one lock file).
+pub fn keys_in_bucket(bucket: u8, count: usize) -> Vec<String> {
+    (0u64..)
+        .map(|i| format!("same-bucket/{i}"))
+        .filter(|k| shardguard::format::ObjectId::of_key(k).0[0] == bucket)
+        .take(count)
+        .collect()
+}
+
+/// Runs `work` on its own thread and fails the test if it has not finished within `limit`: a
+/// hang fails by timeout instead of hanging CI (the stuck thread is abandoned).
+pub fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: not finished within {limit:?} (deadlock or hang)"),
+    }
+}

@@ -347,11 +347,10 @@ fn run(command: Command) -> Result<u8, Failure> {
                 g.m,
                 indicatif::HumanBytes(u64::from(g.chunk_size))
             );
-            say!(
-                "objects: {} ({})",
-                status.objects,
-                indicatif::HumanBytes(status.bytes)
-            );
+            match status.objects {
+                Some((count, bytes)) => say!("objects: {count} ({})", indicatif::HumanBytes(bytes)),
+                None => say!("objects: unknown (too few locations can be read to count them)"),
+            }
             for l in &status.locations {
                 let free = l
                     .free_bytes

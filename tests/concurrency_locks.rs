@@ -1,0 +1,82 @@
+//! Writers and scrubs of many objects that share one bucket, from thread pools of their own or
+//! of the caller, never deadlock: no lock is held across a work-stealing wait.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rayon::prelude::*;
+use shardguard::{ScrubOptions, ScrubVerdict, Store};
+
+fn same_bucket_store(count: usize) -> (tempfile::TempDir, Arc<Store>, Vec<String>) {
+    let (dir, store) = common::store(4, 2, 4096);
+    let keys = common::keys_in_bucket(0, count);
+    for (i, key) in keys.iter().enumerate() {
+        store.put(key, &common::data(i as u64, 64 << 10)[..]).unwrap();
+    }
+    (dir, Arc::new(store), keys)
+}
+
+#[test]
+fn scrub_with_many_jobs_over_one_bucket_never_deadlocks() {
+    let (_dir, store, _keys) = same_bucket_store(300);
+    for jobs in [8, 16] {
+        for round in 0..50 {
+            let store = Arc::clone(&store);
+            let report = common::within(
+                Duration::from_secs(60),
+                &format!("scrub, {jobs} jobs, round {round}"),
+                move || {
+                    let options = ScrubOptions {
+                        jobs: Some(jobs),
+                        ..ScrubOptions::default()
+                    };
+                    store.scrub(&options, &|_| {}).unwrap()
+                },
+            );
+            assert_eq!(
+                report.verdict(),
+                ScrubVerdict::Clean,
+                "{jobs} jobs, round {round}"
+            );
+            assert_eq!(report.objects, 300);
+        }
+    }
+}
+
+#[test]
+fn puts_over_one_bucket_from_a_callers_rayon_pool_never_deadlock() {
+    // fsynced puts: the longer a put holds its lock, the likelier a stolen job needs it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::create(dir.path(), &common::config(4, 2, 4096)).unwrap());
+    let keys = common::keys_in_bucket(0, 400);
+    for round in 0..3u64 {
+        let (pool_store, pool_keys) = (Arc::clone(&store), keys.clone());
+        common::within(
+            Duration::from_secs(120),
+            &format!("pool puts, round {round}"),
+            move || {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(8).build().unwrap();
+                // Every key twice, so the pool also runs two puts of one key at once.
+                pool.install(|| {
+                    pool_keys
+                        .par_iter()
+                        .chain(pool_keys.par_iter())
+                        .enumerate()
+                        .for_each(|(i, key)| {
+                            let bytes = common::data(round * 10_000 + i as u64 % 400, 64 << 10);
+                            pool_store.put(key, &bytes[..]).unwrap();
+                        })
+                });
+            },
+        );
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(
+                store.get_bytes(key).unwrap(),
+                common::data(round * 10_000 + i as u64, 64 << 10),
+                "round {round}, {key}"
+            );
+        }
+    }
+}
