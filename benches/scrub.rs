@@ -1,9 +1,11 @@
 //! Verify-only scrub of a store in the page cache against a plain pass that reads the same shard
 //! files and computes CRC32C over them, both on one thread and on all cores; the 1-job against
-//! the all-jobs scrub gives the parallel speed-up.
+//! the all-jobs scrub gives the parallel speed-up. Two stores: 64 large objects, and 2,000
+//! objects whose ids all share one bucket (the case per-bucket locks serialized).
 //!
-//! Throughput counts shard-file bytes. `SHARDGUARD_BENCH_MIB` sets the object data (default
-//! 2048, in 64 objects); `SHARDGUARD_BENCH_DIR` where the store lives (default: here).
+//! Throughput counts shard-file bytes. `SHARDGUARD_BENCH_MIB` sets the large objects' data
+//! (default 2048, in 64 objects), `SHARDGUARD_BENCH_ONE_BUCKET_KIB` the size of each of the
+//! 2,000 (default 1024); `SHARDGUARD_BENCH_DIR` where the stores live (default: here).
 
 use std::fs::File;
 use std::io::Read;
@@ -39,31 +41,63 @@ fn crc_file(path: &Path, buf: &mut [u8]) -> u32 {
     }
 }
 
+fn bench_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(std::env::var("SHARDGUARD_BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap()
+}
+
+/// A store of `keys`, each `per_object` bytes (seeded, each object different).
+fn filled_store(dir: &Path, keys: &[String], per_object: usize) -> Store {
+    let store = Store::options()
+        .durability(Durability::PageCache)
+        .create(dir, &StoreConfig::default())
+        .unwrap();
+    let mut block = vec![0u8; per_object];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for key in keys {
+        rng.fill_bytes(&mut block[..4096.min(per_object)]);
+        store.put(key, &block[..]).unwrap();
+    }
+    store
+}
+
 fn scrub_benches(c: &mut Criterion) {
     let mib: u64 = std::env::var("SHARDGUARD_BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2048);
-    let dir =
-        tempfile::tempdir_in(std::env::var("SHARDGUARD_BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
-    let store = Store::options()
-        .durability(Durability::PageCache)
-        .create(dir.path(), &StoreConfig::default())
-        .unwrap();
-    let per_object = (mib << 20) / 64;
-    let mut block = vec![0u8; per_object as usize];
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    for i in 0..64 {
-        rng.fill_bytes(&mut block[..4096]);
-        store.put(&format!("bench/{i}"), &block[..]).unwrap();
-    }
+    let dir = bench_dir();
+    let keys: Vec<String> = (0..64).map(|i| format!("bench/{i}")).collect();
+    let store = filled_store(dir.path(), &keys, ((mib << 20) / 64) as usize);
+    compare(c, &format!("scrub_{mib}MiB"), &store);
+    drop(store);
+    drop(dir);
+
+    // 2,000 objects whose ids all start with the byte 0.
+    let kib = std::env::var("SHARDGUARD_BENCH_ONE_BUCKET_KIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let dir = bench_dir();
+    let keys: Vec<String> = (0u64..)
+        .map(|i| format!("one-bucket/{i}"))
+        .filter(|k| shardguard::format::ObjectId::of_key(k).0[0] == 0)
+        .take(2000)
+        .collect();
+    let store = filled_store(dir.path(), &keys, kib << 10);
+    compare(c, &format!("scrub_one_bucket_2000x{kib}KiB"), &store);
+}
+
+/// Times verify-only scrubs of `store` with 1 and 2 jobs beside plain read + CRC32C passes over
+/// its shard files on 1 thread and on all cores.
+fn compare(c: &mut Criterion, name: &str, store: &Store) {
     let mut files = Vec::new();
     for location in store.locations() {
         files_under(&location, &mut files);
     }
     let bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
+    let objects = store.list().unwrap().len() as u64;
 
-    let mut group = c.benchmark_group(format!("scrub_{mib}MiB"));
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
@@ -90,6 +124,7 @@ fn scrub_benches(c: &mut Criterion) {
             b.iter(|| {
                 let report = store.scrub(&options, &|_| {}).unwrap();
                 assert_eq!(report.verdict(), shardguard::ScrubVerdict::Clean);
+                assert_eq!(report.objects, objects);
             })
         });
     }

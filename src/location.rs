@@ -43,6 +43,9 @@ pub enum Durability {
 #[error("fsync failed: {0}")]
 pub struct FsyncFailed(pub io::Error);
 
+/// The writes of an object at one location, each with its opened file (or why it did not open).
+pub type OpenedShards = Vec<(WriteStamp, io::Result<Arc<dyn ShardFile>>)>;
+
 /// A readable shard file. Reads are positional so several threads can share one handle.
 pub trait ShardFile: Send + Sync {
     /// The file's length when it was opened.
@@ -89,6 +92,15 @@ pub trait Location: Send + Sync + fmt::Debug {
     fn list_shards(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>>;
     /// Opens a shard file for reading.
     fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>>;
+    /// Lists the writes of `object` held here and opens each (a read's first step, so a
+    /// location may do both in one pass). A file listed but gone when opened is a `NotFound`.
+    fn open_shards(&self, object: ObjectId) -> io::Result<OpenedShards> {
+        let stamps = self.list_shards(object)?;
+        Ok(stamps
+            .into_iter()
+            .map(|stamp| (stamp, self.open_shard(object, stamp)))
+            .collect())
+    }
     /// Starts writing a shard file in the temporary area.
     fn create_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Box<dyn ShardWriter>>;
     /// Removes a shard file (and the object's directory once empty).
@@ -253,9 +265,40 @@ impl Location for LocalDir {
     }
 
     fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
-        let file = File::open(self.shard_path(object, stamp))?;
-        let len = file.metadata()?.len();
-        Ok(Arc::new(LocalShardFile { file, len }))
+        let path = self.shard_path(object, stamp);
+        let fd = rustix::fs::open(&path, READ_FLAGS, rustix::fs::Mode::empty())?;
+        LocalShardFile::from_fd(fd)
+    }
+
+    fn open_shards(&self, object: ObjectId) -> io::Result<OpenedShards> {
+        use rustix::fs::{Dir, Mode, OFlags};
+        // One descriptor of the object's directory serves the listing and every open (no path
+        // walk per file, no stat per listing): what a small object's scrub spends most on.
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let dir = match rustix::fs::open(self.object_dir(object), dir_flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut entries = Dir::new(dir)?;
+        let mut names = Vec::new();
+        while let Some(entry) = entries.read() {
+            let entry = entry?;
+            let name = entry.file_name();
+            if let Some(stamp) = name.to_str().ok().and_then(WriteStamp::from_file_name) {
+                names.push((stamp, name.to_owned()));
+            }
+        }
+        let dir = entries.fd()?;
+        Ok(names
+            .into_iter()
+            .map(|(stamp, name)| {
+                let opened = rustix::fs::openat(dir, name.as_c_str(), READ_FLAGS, Mode::empty())
+                    .map_err(io::Error::from)
+                    .and_then(LocalShardFile::from_fd);
+                (stamp, opened)
+            })
+            .collect())
     }
 
     fn create_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Box<dyn ShardWriter>> {
@@ -333,9 +376,30 @@ impl Location for LocalDir {
     }
 }
 
+/// How shard files are opened for reading: never through a symbolic link, never blocking on a
+/// FIFO or device (only a regular file is then accepted).
+const READ_FLAGS: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
+    .union(rustix::fs::OFlags::CLOEXEC)
+    .union(rustix::fs::OFlags::NOFOLLOW)
+    .union(rustix::fs::OFlags::NONBLOCK);
+
 struct LocalShardFile {
     file: File,
     len: u64,
+}
+
+impl LocalShardFile {
+    fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Arc<dyn ShardFile>> {
+        let file = File::from(fd);
+        let metadata = file.metadata()?;
+        if !metadata.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        Ok(Arc::new(LocalShardFile {
+            file,
+            len: metadata.len(),
+        }))
+    }
 }
 
 impl ShardFile for LocalShardFile {

@@ -126,7 +126,9 @@ impl Store {
             slots: vec![SlotCounts::default(); n],
             ..ObjectOutcome::default()
         };
-        let gathered = self.gather(object);
+        // Unconfirmed: a look that raced a writer cannot pass the checks below (one write per
+        // location, all healthy, a quorum), so it ends in the locked pass.
+        let gathered = self.gather(object, false);
         let Some(key) = Store::key_of(&gathered) else {
             return Ok(FirstLook::Amiss(None));
         };
@@ -180,7 +182,7 @@ impl Store {
             ..ObjectOutcome::default()
         };
         self.clean_temp_files(temp_files, options.repair, &mut out);
-        let gathered = self.gather(object);
+        let gathered = self.gather(object, false);
         let stamps = stamps_by_slot(&gathered);
         // The same files as the unlocked pass saw (shard files are only ever replaced, never
         // rewritten, except chunks patched under this lock): what it verified still holds.

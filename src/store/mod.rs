@@ -313,7 +313,7 @@ impl Store {
         let mut out = Vec::new();
         for bucket in self.occupied_buckets() {
             for object in self.bucket_objects(bucket) {
-                let gathered = self.gather(object);
+                let gathered = self.gather(object, true);
                 let Some(key) = Store::key_of(&gathered) else {
                     continue;
                 };

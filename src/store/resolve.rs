@@ -60,29 +60,29 @@ pub(crate) struct Resolved {
 const MAX_HEADER_LEN: usize = SHARD_HEADER_FIXED_LEN + MAX_KEY_LEN + 4;
 
 impl Store {
-    /// Reads every location's shard headers of `object`, listing each location again after
-    /// opening its files to confirm nothing moved meanwhile ([`Gathered::raced`] says whether
-    /// something did). Never fails: an unreadable location or file is recorded, not raised.
-    pub(crate) fn gather(&self, object: ObjectId) -> Gathered {
+    /// Reads every location's shard headers of `object`. With `confirm`, each location is
+    /// listed again after its files were opened, to confirm nothing moved meanwhile
+    /// ([`Gathered::raced`] says whether something did); callers holding the object's lock, or
+    /// who check what they see in other ways, need not. Never fails: an unreadable location or
+    /// file is recorded, not raised.
+    pub(crate) fn gather(&self, object: ObjectId, confirm: bool) -> Gathered {
         let mut raced = false;
         // Listed and opened first, with no reads in between, so the window a writer can slip
         // into is short whatever the headers cost to read.
         let mut opened = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             let listed = slot.usable().and_then(|location| {
-                let stamps = location.list_shards(object).map_err(|e| e.to_string())?;
-                let mut files = Vec::with_capacity(stamps.len());
-                for stamp in stamps {
-                    match location.open_shard(object, stamp) {
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => raced = true,
-                        file => files.push((stamp, file)),
-                    }
-                }
+                let mut files = location.open_shards(object).map_err(|e| e.to_string())?;
+                files.retain(|(_, file)| {
+                    let gone = matches!(file, Err(e) if e.kind() == io::ErrorKind::NotFound);
+                    raced |= gone;
+                    !gone
+                });
                 Ok(files)
             });
             opened.push(listed);
         }
-        for (slot, found) in self.slots.iter().zip(&opened) {
+        for (slot, found) in self.slots.iter().zip(&opened).filter(|_| confirm) {
             let Ok(found) = found else { continue };
             let Ok(location) = slot.usable() else { continue };
             let mut before: Vec<WriteStamp> = found.iter().map(|(stamp, _)| *stamp).collect();
@@ -305,7 +305,7 @@ impl Store {
         let object = ObjectId::of_key(key);
         let mut backoff = Duration::from_micros(100);
         for attempt in 0.. {
-            let gathered = self.gather(object);
+            let gathered = self.gather(object, true);
             let raced = gathered.raced;
             let decided = self.decide(key, gathered, false);
             let doubtful = match &decided {
@@ -326,7 +326,7 @@ impl Store {
 
     /// Gathers and decides holding the object's lock: nothing moves, one look suffices.
     pub(crate) fn resolve_locked(&self, key: &str) -> Result<Resolved> {
-        self.decide(key, self.gather(ObjectId::of_key(key)), true)
+        self.decide(key, self.gather(ObjectId::of_key(key), false), true)
     }
 }
 
