@@ -99,7 +99,11 @@ fn readers_beside_a_writer_with_a_slow_location_never_fail() {
     let versions: Vec<Vec<u8>> = (0..8).map(|i| data(500 + i, 9_000 + i as usize)).collect();
     store.put("key", &versions[0][..]).unwrap();
     let plan = FaultPlan::new(20);
-    let mut slow = Rule::at(2, Fault::Delay(Duration::from_millis(20)));
+    // The slow location holds a parity shard of the key: a healthy get reads no chunk there, so
+    // the delay falls on the header reads, where the race with the writer is.
+    let object = shardguard::format::ObjectId::of_key("key");
+    let slow_slot = shardguard::placement::slot_of_shard(object, 4, 6);
+    let mut slow = Rule::at(slow_slot, Fault::Delay(Duration::from_millis(20)));
     slow.include_headers = true;
     plan.inject(slow);
     let readers_store = Store::options()
