@@ -2,11 +2,13 @@
 //! quorum is durable, then retire the older writes.
 
 use std::io::{self, Read};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 use crate::checksum::{ChunkId, ObjectChecksum};
+use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::format::{ObjectId, ShardHeader, WriteStamp};
+use crate::format::{Geometry, ObjectId, ShardHeader, WriteStamp};
 use crate::key;
 use crate::location::{Durability, FsyncFailed, ShardWriter};
 use crate::placement;
@@ -44,8 +46,6 @@ impl Store {
         let _lock = self.locks.lock(object)?;
         let stamp = self.next_stamp(key, object)?;
         let g = self.file.geometry;
-        let k = usize::from(g.k);
-        let chunk_size = g.chunk_size as usize;
         let mut header = ShardHeader {
             store_id: self.file.store_id,
             key: key.to_owned(),
@@ -56,60 +56,75 @@ impl Store {
             object_len: 0,
             object_crc: 0,
         };
-        let mut writers = self.start_writes(object, stamp, &header)?;
-
-        let mut stripe_buf = vec![0u8; k * chunk_size];
-        let mut parity = vec![vec![0u8; chunk_size]; usize::from(g.m)];
+        let writers = self.start_writes(object, stamp, &header)?;
+        let quorum = self.write_quorum();
         let mut object_len = 0u64;
         let mut object_crc = ObjectChecksum::default();
-        let mut last_error = None;
-        for stripe in 0u64.. {
-            let filled = read_full(&mut data, &mut stripe_buf).map_err(|source| Error::Input { source })?;
-            if filled == 0 {
-                break;
-            }
-            object_len += filled as u64;
-            let chunk_len = if filled == stripe_buf.len() {
-                chunk_size
-            } else {
-                filled.div_ceil(k)
-            };
-            stripe_buf[filled..k * chunk_len].fill(0);
-            let mut chunks: Vec<&mut [u8]> = stripe_buf[..k * chunk_len].chunks_mut(chunk_len).collect();
-            chunks.extend(parity.iter_mut().map(|p| &mut p[..chunk_len]));
-            self.codec.encode_on_this_thread(&mut chunks);
-            // Keep the data CRCs for the object checksum whether or not that shard's location
-            // is still writable.
-            for (shard, (writer, chunk)) in writers.iter_mut().zip(&chunks).enumerate() {
-                let data_crc = crc32c::crc32c(chunk);
-                if shard < k {
-                    object_crc.push(data_crc);
+        let live = AtomicUsize::new(writers.iter().flatten().count());
+        // Two stripes in turn: while the shard files take one, the next is read and encoded. The
+        // files are written on a thread of this put's own (the caller holds the lock).
+        let (mut writers, mut last_error) = std::thread::scope(|scope| -> Result<_> {
+            let (to_files, stripes_in) = mpsc::sync_channel::<Stripe>(1);
+            let (to_reuse, reusable) = mpsc::channel::<Stripe>();
+            let live = &live;
+            let files = scope.spawn(move || {
+                let mut writers = writers;
+                let mut last_error = None;
+                for stripe in stripes_in {
+                    stripe.append_to(&mut writers, &mut last_error);
+                    live.store(writers.iter().flatten().count(), Ordering::Release);
+                    // The put may have stopped early: nobody takes the buffer back.
+                    let _ = to_reuse.send(stripe);
                 }
-                let Some(w) = writer else { continue };
-                let id = ChunkId {
-                    object,
-                    stamp,
-                    shard: shard as u8,
-                    stripe,
+                (writers, last_error)
+            });
+            // The second buffer only once a first stripe is in flight: one-stripe objects
+            // (most objects) never allocate it.
+            let mut allocated = 0;
+            let mut read_error = None;
+            for index in 0u64.. {
+                let next = match allocated < 2 {
+                    true => reusable.try_recv().ok(),
+                    false => reusable.recv().ok(),
                 };
-                let written = w
-                    .write_all(chunk)
-                    .and_then(|()| w.write_all(&id.bind(data_crc).to_le_bytes()));
-                if let Err(e) = written {
-                    *writer = None;
-                    last_error = Some(e);
+                let Some(mut stripe) = next.or_else(|| {
+                    allocated += 1;
+                    (allocated <= 2).then(|| Stripe::new(g))
+                }) else {
+                    break; // the file thread is gone: its result says why
+                };
+                let filled = match stripe.fill(&mut data, index) {
+                    Ok(filled) => filled,
+                    Err(source) => {
+                        read_error = Some(Error::Input { source });
+                        break;
+                    }
+                };
+                if filled == 0 {
+                    break;
+                }
+                object_len += filled as u64;
+                stripe.encode(&self.codec, object, stamp, &mut object_crc);
+                let last = filled < stripe.capacity();
+                if to_files.send(stripe).is_err() || live.load(Ordering::Acquire) < quorum || last {
+                    break;
                 }
             }
-            self.check_quorum(key, &writers, &mut last_error)?;
-            if filled < stripe_buf.len() {
-                break;
+            drop(to_files);
+            let (writers, last_error) = files
+                .join()
+                .map_err(|_| self.quorum_error(key, 0, Some(io::Error::other("a write thread panicked"))))?;
+            match read_error {
+                Some(e) => Err(e),
+                None => Ok((writers, last_error)),
             }
-        }
+        })?;
+        self.check_quorum(key, &writers, &mut last_error)?;
 
         header.object_len = object_len;
         header.object_crc = object_crc.value();
         let committed = self.commit_writes(&mut writers, &header, &mut last_error);
-        if committed.len() < self.write_quorum() {
+        if committed.len() < quorum {
             self.roll_back(object, stamp, &committed);
             return Err(self.quorum_error(key, committed.len(), last_error));
         }
@@ -319,4 +334,96 @@ fn read_full(data: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// One stripe of a put: its data as read (one buffer, cut into `k` chunks), its parity chunks,
+/// and every chunk's checksum bound to its identity.
+struct Stripe {
+    index: u64,
+    k: usize,
+    chunk_len: usize,
+    data: Vec<u8>,
+    parity: Vec<Vec<u8>>,
+    bound_crcs: Vec<u32>,
+}
+
+impl Stripe {
+    fn new(g: Geometry) -> Self {
+        let chunk_size = g.chunk_size as usize;
+        Stripe {
+            index: 0,
+            k: usize::from(g.k),
+            chunk_len: chunk_size,
+            data: vec![0u8; usize::from(g.k) * chunk_size],
+            parity: vec![vec![0u8; chunk_size]; usize::from(g.m)],
+            bound_crcs: vec![0; g.shards()],
+        }
+    }
+
+    /// Object bytes a stripe holds.
+    fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Reads the next stripe (`index`) of the object; returns the bytes read (0 at the end). A
+    /// short last stripe is cut into `k` equal chunks, zero-padded.
+    fn fill(&mut self, input: &mut impl Read, index: u64) -> io::Result<usize> {
+        let filled = read_full(input, &mut self.data)?;
+        let chunk_size = self.capacity() / self.k;
+        self.index = index;
+        self.chunk_len = match filled == self.capacity() {
+            true => chunk_size,
+            false => filled.div_ceil(self.k),
+        };
+        self.data[filled..self.k * self.chunk_len].fill(0);
+        Ok(filled)
+    }
+
+    /// Computes the parity and every chunk's bound checksum, and feeds the data chunks' CRCs to
+    /// the object checksum.
+    fn encode(
+        &mut self,
+        codec: &Codec,
+        object: ObjectId,
+        stamp: WriteStamp,
+        object_crc: &mut ObjectChecksum,
+    ) {
+        let len = self.chunk_len;
+        let mut chunks: Vec<&mut [u8]> = self.data[..self.k * len].chunks_mut(len).collect();
+        chunks.extend(self.parity.iter_mut().map(|p| &mut p[..len]));
+        codec.encode_on_this_thread(&mut chunks);
+        for (shard, chunk) in chunks.iter().enumerate() {
+            let data_crc = crc32c::crc32c(chunk);
+            if shard < self.k {
+                object_crc.push(data_crc);
+            }
+            let id = ChunkId {
+                object,
+                stamp,
+                shard: shard as u8,
+                stripe: self.index,
+            };
+            self.bound_crcs[shard] = id.bind(data_crc);
+        }
+    }
+
+    /// Appends each chunk, framed with its checksum, to its shard file; a file that fails is
+    /// dropped (and its error kept).
+    fn append_to(&self, writers: &mut Writers, last_error: &mut Option<io::Error>) {
+        let len = self.chunk_len;
+        for (shard, writer) in writers.iter_mut().enumerate() {
+            let Some(w) = writer else { continue };
+            let chunk = match shard < self.k {
+                true => &self.data[shard * len..(shard + 1) * len],
+                false => &self.parity[shard - self.k][..len],
+            };
+            let written = w
+                .write_all(chunk)
+                .and_then(|()| w.write_all(&self.bound_crcs[shard].to_le_bytes()));
+            if let Err(e) = written {
+                *writer = None;
+                *last_error = Some(e);
+            }
+        }
+    }
 }
