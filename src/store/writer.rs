@@ -32,7 +32,8 @@ type Writers = Vec<Option<Box<dyn ShardWriter>>>;
 impl Store {
     /// Stores the bytes read from `data` under `key`, replacing any previous version.
     ///
-    /// Streams: memory stays at one stripe (`(k + m) * chunk_size`) whatever the object's size.
+    /// Streams: memory stays at two stripes (`2 (k + m) chunk_size`: one is read and encoded while
+    /// the other is written) whatever the object's size.
     /// Returns once at least [`Store::write_quorum`] shards are durable; on failure the previous
     /// version remains the current one.
     ///
