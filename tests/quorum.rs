@@ -124,3 +124,45 @@ fn three_way_replication_keeps_the_newest_acknowledged_write() {
         disjoint_outages_keep_the_newest_acknowledged_write(1, 2, seed);
     }
 }
+
+/// A write with the current version number but another write id (a disk put back from a time
+/// the key was deleted and written anew) is a conflict: scrub reports it, removes neither, and
+/// reads keep the write that has a quorum.
+#[test]
+fn a_conflicting_write_with_the_same_version_is_reported_and_kept() {
+    let (dir, store) = common::store(4, 2, 1024);
+    let old = common::data(1, 3000);
+    store.put("key", &old[..]).unwrap();
+    let old_shard = store.shard_path("key", 0).unwrap();
+    let saved = fs::read(&old_shard).unwrap();
+    // A complete delete removes its tombstones, so the next put starts at version 1 again.
+    store.delete("key").unwrap();
+    let new = common::data(2, 4000);
+    assert_eq!(store.put("key", &new[..]).unwrap().version, 1);
+    let current_shard = store.shard_path("key", 0).unwrap();
+    assert_ne!(
+        current_shard, old_shard,
+        "two writes of version 1, different write ids"
+    );
+    fs::create_dir_all(old_shard.parent().unwrap()).unwrap();
+    fs::write(&old_shard, saved).unwrap();
+    drop(store);
+
+    let store = common::reopen(dir.path());
+    let repair = ScrubOptions {
+        repair: true,
+        ..ScrubOptions::default()
+    };
+    let report = store.scrub(&repair, &|_| {}).unwrap();
+    assert_eq!(report.counts.conflicting_writes, 1, "{report:#?}");
+    assert_eq!(
+        report.verdict(),
+        ScrubVerdict::NeedsRepair,
+        "a conflict is not repaired away"
+    );
+    assert!(old_shard.exists(), "the conflicting write was removed");
+    assert!(current_shard.exists());
+    assert!(store.get_bytes("key").unwrap() == new);
+    let again = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+    assert_eq!(again.counts.conflicting_writes, 1, "still reported: {again:#?}");
+}

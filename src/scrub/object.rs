@@ -225,11 +225,14 @@ impl Store {
                 let current = resolved.header.stamp;
                 // Another write with the current version number is a conflict (two writers that
                 // could not see each other): both are kept for the operator, never removed.
-                out.counts.conflicting_writes += stamps
+                let conflicts = stamps
                     .iter()
                     .flatten()
                     .filter(|s| s.version == current.version && **s != current)
                     .count() as u64;
+                out.counts.conflicting_writes += conflicts;
+                // Not something a repair can settle: it needs an operator.
+                out.counts.unrepaired += conflicts;
                 if out.unrecoverable.is_none() {
                     let leftover = |s: WriteStamp| s.version != current.version;
                     self.remove_leftovers(object, &stamps, leftover, options.repair, &mut out);

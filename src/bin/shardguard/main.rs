@@ -422,6 +422,13 @@ fn print_scrub_report(r: &ScrubReport) {
         r.counts.leftover_files,
         r.counts.leftover_files_removed
     );
+    if r.counts.conflicting_writes > 0 {
+        say!(
+            "conflicting writes: {} shard files carry the current version number of another write \
+             (disks put back from elsewhere?); kept, not removed: check the keys with stat",
+            r.counts.conflicting_writes
+        );
+    }
     for l in &r.locations {
         if l.state != "healthy" || l.damaged_chunks + l.damaged_shards > 0 {
             say!(
