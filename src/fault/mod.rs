@@ -54,6 +54,10 @@ pub enum Fault {
         /// Bytes accepted first.
         after_bytes: u64,
     },
+    /// The location reads but refuses every change (creating, removing or patching a shard
+    /// file, removing a temporary file, writing the identity), like a filesystem remounted
+    /// read-only.
+    ReadOnly,
 }
 
 /// Where a fault strikes.
@@ -98,6 +102,8 @@ pub struct FaultPlan {
     state: Mutex<PlanState>,
     /// Bytes read from shard files through the wrapped locations.
     bytes_read: AtomicU64,
+    /// Shard removals still allowed before every further one fails (`u64::MAX`: no limit).
+    removals_left: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -121,7 +127,41 @@ impl FaultPlan {
                 injected: 0,
             }),
             bytes_read: AtomicU64::new(0),
+            removals_left: AtomicU64::new(u64::MAX),
         })
+    }
+
+    /// After `removals` more shard removals through any wrapped location, every further removal
+    /// fails, as if the process died at that point of a cleanup; `None` lifts the limit.
+    pub fn stop_removals_after(&self, removals: Option<u64>) {
+        self.removals_left
+            .store(removals.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    fn take_removal(&self) -> io::Result<()> {
+        let allowed =
+            self.removals_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
+                    u64::MAX => Some(u64::MAX),
+                    0 => None,
+                    left => Some(left - 1),
+                });
+        match allowed {
+            Ok(_) => Ok(()),
+            Err(_) => Err(io::Error::other("simulated crash: no removals after this point")),
+        }
+    }
+
+    fn read_only(&self, slot: usize) -> io::Result<()> {
+        let state = self.lock();
+        match state
+            .rules
+            .iter()
+            .any(|r| r.slot == slot && r.fault == Fault::ReadOnly)
+        {
+            true => Err(io::Error::from_raw_os_error(30)), // EROFS
+            false => Ok(()),
+        }
     }
 
     /// The seed, to print when a test fails.
@@ -261,6 +301,7 @@ impl Location for FaultyLocation {
         self.inner.read_identity()
     }
     fn write_identity(&self, bytes: &[u8]) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
         self.inner.write_identity(bytes)
     }
     fn list_buckets(&self) -> io::Result<Vec<u8>> {
@@ -292,6 +333,7 @@ impl Location for FaultyLocation {
         }))
     }
     fn create_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Box<dyn ShardWriter>> {
+        self.plan.read_only(self.slot)?;
         let inner = self.inner.create_shard(object, stamp)?;
         let limit = self.plan.file_fault(self.slot, object).2;
         Ok(Box::new(FaultyWriter {
@@ -301,12 +343,15 @@ impl Location for FaultyLocation {
         }))
     }
     fn remove_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
+        self.plan.take_removal()?;
         self.inner.remove_shard(object, stamp)
     }
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
         self.inner.shard_path(object, stamp)
     }
     fn patch_shard(&self, object: ObjectId, stamp: WriteStamp, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
         if self.plan.file_fault(self.slot, object).2.is_some() {
             return Err(io::ErrorKind::StorageFull.into());
         }
@@ -316,6 +361,7 @@ impl Location for FaultyLocation {
         self.inner.list_temp()
     }
     fn remove_temp(&self, name: &str) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
         self.inner.remove_temp(name)
     }
     fn sync(&self) -> io::Result<()> {

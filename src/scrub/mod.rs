@@ -85,6 +85,9 @@ pub struct LocationSummary {
     pub damaged_shards: u64,
     /// Shard files written anew here.
     pub rebuilt_shards: u64,
+    /// Writes (repairs, removals) this location refused: readable but not writable.
+    #[serde(default)]
+    pub write_failures: u64,
 }
 
 /// The counters of a scrub, for the whole store or one object.
@@ -220,6 +223,7 @@ impl ScrubReport {
             summary.repaired_chunks += slot.repaired_chunks;
             summary.damaged_shards += slot.damaged_shards;
             summary.rebuilt_shards += slot.rebuilt_shards;
+            summary.write_failures += slot.write_failures;
         }
     }
 }
@@ -412,6 +416,14 @@ impl Store {
         }
         self.record_scrubbed(&unrecorded, started_unix)?;
         self.remove_checkpoint();
+        for summary in &mut report.locations {
+            if summary.write_failures > 0 && summary.state == "healthy" {
+                summary.state = format!(
+                    "readable but not writable ({} writes refused)",
+                    summary.write_failures
+                );
+            }
+        }
         report.duration_secs = started.elapsed().as_secs_f64();
         report.finished_unix = state::now_unix();
         self.save_last_report(&report)?;

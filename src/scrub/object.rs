@@ -3,6 +3,7 @@
 //! nothing), missing, stale, truncated or misplaced shard files are rebuilt through a temporary
 //! file and a rename. Nothing is written for an object with a stripe beyond repair.
 
+use std::collections::BTreeSet;
 use std::io;
 
 use rayon::prelude::*;
@@ -60,6 +61,8 @@ pub(super) struct SlotCounts {
     pub repaired_chunks: u64,
     pub damaged_shards: u64,
     pub rebuilt_shards: u64,
+    /// Writes (patches, removals) the location refused.
+    pub write_failures: u64,
 }
 
 /// What scrubbing one object found and did.
@@ -184,6 +187,14 @@ impl Store {
         self.clean_temp_files(temp_files, options.repair, &mut out);
         let gathered = self.gather(object, false);
         let stamps = stamps_by_slot(&gathered);
+        let tombstones: BTreeSet<WriteStamp> = gathered
+            .slots
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|c| c.header.as_ref().is_ok_and(|h| h.tombstone))
+            .map(|c| c.stamp)
+            .collect();
         // The same files as the unlocked pass saw (shard files are only ever replaced, never
         // rewritten, except chunks patched under this lock): what it verified still holds.
         let mut from = Progress::default();
@@ -235,14 +246,12 @@ impl Store {
                 out.counts.unrepaired += conflicts;
                 if out.unrecoverable.is_none() {
                     let leftover = |s: WriteStamp| s.version != current.version;
+                    // Everything left is older than the current version, which outvotes it.
                     self.remove_leftovers(object, &stamps, leftover, options.repair, &mut out);
                 }
             }
-            // Deleted: what is left are tombstones (kept while a location was unreachable) and
-            // older writes. Once every location is reachable they have nothing left to outvote.
             Err(Error::NotFound { .. }) => {
-                let all_usable = self.slots.iter().all(|s| s.usable().is_ok());
-                self.remove_leftovers(object, &stamps, |_| true, options.repair && all_usable, &mut out);
+                self.clean_up_deleted(object, &stamps, &tombstones, options.repair, &mut out);
             }
             Err(Error::NoQuorum {
                 version,
@@ -280,6 +289,38 @@ impl Store {
         }
     }
 
+    /// What is left of a deleted object: its tombstones and the older writes they outvote. The
+    /// older writes go first. The tombstones, the only record that the delete happened, go
+    /// last, and only once every location is usable, no removal failed, and a fresh listing of
+    /// every location shows nothing but tombstones: a crash at any point, or a location that
+    /// cannot be written, leaves the key deleted.
+    fn clean_up_deleted(
+        &self,
+        object: ObjectId,
+        stamps: &[Vec<WriteStamp>],
+        tombstones: &BTreeSet<WriteStamp>,
+        repair: bool,
+        out: &mut ObjectOutcome,
+    ) {
+        let outvoted_gone = self.remove_leftovers(object, stamps, |s| !tombstones.contains(&s), repair, out);
+        let only_tombstones_left = || {
+            self.slots.iter().all(|slot| {
+                let listed = slot.usable().ok().and_then(|l| l.list_shards(object).ok());
+                listed.is_some_and(|l| l.iter().all(|s| tombstones.contains(s)))
+            })
+        };
+        let remove_tombstones = repair && outvoted_gone && only_tombstones_left();
+        self.remove_leftovers(
+            object,
+            stamps,
+            |s| tombstones.contains(&s),
+            remove_tombstones,
+            out,
+        );
+    }
+
+    /// Counts the `leftover` files and, with `remove`, removes them; returns whether every one
+    /// is gone (a location that cannot be used or written keeps its files, and says so).
     fn remove_leftovers(
         &self,
         object: ObjectId,
@@ -287,19 +328,27 @@ impl Store {
         leftover: impl Fn(WriteStamp) -> bool,
         remove: bool,
         out: &mut ObjectOutcome,
-    ) {
-        for (slot, stamps) in self.slots.iter().zip(stamps) {
+    ) -> bool {
+        let mut all_gone = true;
+        for (index, (slot, stamps)) in self.slots.iter().zip(stamps).enumerate() {
             for &stamp in stamps.iter().filter(|s| leftover(**s)) {
                 out.counts.leftover_files += 1;
-                if remove {
-                    if let Ok(location) = slot.usable() {
-                        if location.remove_shard(object, stamp).is_ok() {
-                            out.counts.leftover_files_removed += 1;
-                        }
-                    }
-                }
+                let removed = remove
+                    && slot
+                        .usable()
+                        .is_ok_and(|location| match location.remove_shard(object, stamp) {
+                            Ok(()) => true,
+                            Err(_) => {
+                                out.slots[index].write_failures += 1;
+                                out.counts.unrepaired += 1;
+                                false
+                            }
+                        });
+                out.counts.leftover_files_removed += u64::from(removed);
+                all_gone &= removed;
             }
         }
+        all_gone
     }
 
     /// Verifies the object's chunks from `from` on and, in the locked pass, repairs them. The
@@ -462,11 +511,20 @@ impl Store {
                         writers[shard] = None;
                         out.counts.unrepaired += 1;
                     }
-                } else if options.repair && self.patch_chunk(&reader, shard, framed) {
-                    out.counts.repaired_chunks += 1;
-                    out.slots[slot_of(shard)].repaired_chunks += 1;
-                } else {
+                } else if !options.repair {
                     out.counts.unrepaired += 1;
+                } else {
+                    match self.patch_chunk(&reader, shard, framed) {
+                        Ok(true) => {
+                            out.counts.repaired_chunks += 1;
+                            out.slots[slot_of(shard)].repaired_chunks += 1;
+                        }
+                        Ok(false) => out.counts.unrepaired += 1,
+                        Err(_) => {
+                            out.counts.unrepaired += 1;
+                            out.slots[slot_of(shard)].write_failures += 1;
+                        }
+                    }
                 }
             }
         }
@@ -554,22 +612,18 @@ impl Store {
         }
     }
 
-    /// Rewrites one damaged chunk (with its checksum) in place, then reads it back and verifies.
-    fn patch_chunk(&self, reader: &ChunkReader<'_>, shard: usize, framed: &[u8]) -> bool {
+    /// Rewrites one damaged chunk (with its checksum) in place, then reads it back and verifies:
+    /// Whether it verified; an error when the location refused the write.
+    fn patch_chunk(&self, reader: &ChunkReader<'_>, shard: usize, framed: &[u8]) -> io::Result<bool> {
         let n = self.slots.len();
         let slot = placement::slot_of_shard(reader.object, shard, n);
         let Ok(location) = self.slots[slot].usable() else {
-            return false;
+            return Ok(false);
         };
         let offset = reader.resolved.header_len + reader.shape.offset_in_shard;
-        if location
-            .patch_shard(reader.object, reader.resolved.header.stamp, offset, framed)
-            .is_err()
-        {
-            return false;
-        }
+        location.patch_shard(reader.object, reader.resolved.header.stamp, offset, framed)?;
         let mut check = vec![0u8; framed.len()];
-        reader.read(shard, &mut check).data_crc.is_some() && check == framed
+        Ok(reader.read(shard, &mut check).data_crc.is_some() && check == framed)
     }
 
     /// Reads a freshly written shard file back: header and every chunk must verify.
