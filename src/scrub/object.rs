@@ -3,7 +3,7 @@
 //! nothing), missing, stale, truncated or misplaced shard files are rebuilt through a temporary
 //! file and a rename. Nothing is written for an object with a stripe beyond repair.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 use rayon::prelude::*;
@@ -14,6 +14,7 @@ use crate::format::{ObjectId, ShardHeader, WriteStamp, CHUNK_CRC_LEN};
 use crate::location::ShardWriter;
 use crate::placement;
 use crate::store::reader::{ChunkOutcome, ChunkReader};
+use crate::store::rebuild::{rebuild_stripe, Rebuilt, StripeEvidence};
 use crate::store::resolve::Resolved;
 use crate::store::{ShardState, Store};
 
@@ -36,6 +37,8 @@ enum Verified {
 struct Progress {
     next_stripe: u64,
     checksum: ObjectChecksum,
+    /// `next_stripe` was found damaged (so it is read straight into buffers of its own).
+    damaged: bool,
 }
 
 /// What the unlocked pass leaves the locked one: the writes it saw at each slot and, when it
@@ -160,7 +163,10 @@ impl Store {
         out.verified = true;
         let from = Progress::default();
         let pass = Pass::Unlocked;
-        match self.verify_and_repair(object, &key, &resolved, options, limiter, pass, from, &mut out)? {
+        let choices = BTreeMap::new();
+        match self.verify_and_repair(
+            object, &key, &resolved, options, limiter, pass, from, &choices, &mut out,
+        )? {
             Verified::Healthy => Ok(FirstLook::Done(out)),
             Verified::Amiss(progress) => Ok(FirstLook::Amiss(Some(Handover {
                 stamps,
@@ -223,15 +229,10 @@ impl Store {
         match self.decide(&key, gathered, true) {
             Ok(resolved) => {
                 out.verified = true;
+                let choices = BTreeMap::new();
+                let pass = Pass::Locked;
                 self.verify_and_repair(
-                    object,
-                    &key,
-                    &resolved,
-                    options,
-                    limiter,
-                    Pass::Locked,
-                    from,
-                    &mut out,
+                    object, &key, &resolved, options, limiter, pass, from, &choices, &mut out,
                 )?;
                 let current = resolved.header.stamp;
                 // Another write with the current version number is a conflict (two writers that
@@ -353,6 +354,12 @@ impl Store {
 
     /// Verifies the object's chunks from `from` on and, in the locked pass, repairs them. The
     /// locked pass's findings are in `out`; only the unlocked pass's answer is used.
+    ///
+    /// Verify, then apply: rebuilt shard files go to temporary files and damaged chunks are
+    /// only noted, until the whole object has passed its checksum; only then are the files
+    /// committed and the chunks patched (each stripe read and rebuilt again the same way, and
+    /// checked against what the verification computed). `choices` forces, per stripe, which
+    /// survivors a rebuild uses: an earlier run's choice that the object checksum settled.
     #[allow(clippy::too_many_arguments)]
     fn verify_and_repair(
         &self,
@@ -363,6 +370,7 @@ impl Store {
         limiter: Option<&RateLimiter>,
         pass: Pass,
         from: Progress,
+        choices: &BTreeMap<u64, Vec<usize>>,
         out: &mut ObjectOutcome,
     ) -> Result<Verified> {
         let g = self.file.geometry;
@@ -370,6 +378,7 @@ impl Store {
         let header = &resolved.header;
         let stamp = header.stamp;
         let slot_of = |shard: usize| placement::slot_of_shard(object, shard, n);
+        let (counts_at_start, slots_at_start) = (out.counts.clone(), out.slots.clone());
 
         // Shard files that must be written anew, and those that cannot be.
         let mut rebuild = vec![false; n];
@@ -416,12 +425,22 @@ impl Store {
         let verify_only = !options.deep && !rebuild.contains(&true);
         let mut checksum = from.checksum;
         let mut bad_stripes = Vec::new();
+        // Every stripe's data CRCs from `from` on, and the stripes whose rebuild only the
+        // object checksum can choose, with each choice's data CRCs.
+        let mut data_crcs_all: Vec<u32> = Vec::new();
+        let mut ambiguous: Vec<AmbiguousStripe> = Vec::new();
+        // Chunks to patch once the object is confirmed, with their framed bytes while they fit
+        // in PATCH_MEMORY (past it, the stripe is read and rebuilt again), and the survivors each
+        // such stripe was rebuilt from.
+        let mut patches: Vec<Patch> = Vec::new();
+        let mut patch_bytes = 0;
+        let mut used: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         for stripe in from.next_stripe..stripes {
             let progress = Progress {
                 next_stripe: stripe,
                 checksum,
+                damaged: true,
             };
-            let counts_before = out.counts.clone();
             let shape = g.stripe(header.object_len, stripe);
             let len = shape.chunk_len;
             let reader = ChunkReader {
@@ -430,68 +449,70 @@ impl Store {
                 resolved,
                 shape,
             };
-            let outcomes = read_stripe(&reader, buffers, verify_only, pass == Pass::Unlocked);
+            let known_damaged = from.damaged && stripe == from.next_stripe;
+            let outcomes = read_stripe(
+                &reader,
+                buffers,
+                verify_only && !known_damaged,
+                pass == Pass::Unlocked,
+            );
             if pass == Pass::Unlocked && outcomes.iter().any(|o| o.data_crc.is_none()) {
                 return Ok(Verified::Amiss(progress));
-            }
-            let mut present = vec![false; n];
-            let mut data_crcs = vec![0u32; k];
-            for (shard, o) in outcomes.iter().enumerate() {
-                present[shard] = o.data_crc.is_some();
-                if let Some(crc) = o.data_crc {
-                    out.counts.chunks_verified += 1;
-                    out.counts.bytes_verified += len as u64;
-                    out.counts.transient_faults_cured += u64::from(o.attempts > 1);
-                    if shard < k {
-                        data_crcs[shard] = crc;
-                    }
-                } else if !rebuild[shard] {
-                    out.counts.damaged_chunks += 1;
-                    out.slots[slot_of(shard)].damaged_chunks += 1;
-                }
             }
             if let Some(limiter) = limiter {
                 limiter.consume((len * n) as u64);
             }
-            if options.deep && present.iter().all(|&p| p) && n > k {
-                self.check_parity(buffers, recomputed, len, &mut present, out);
-            }
-            let missing: Vec<usize> = (0..n).filter(|&s| !present[s]).collect();
-            if pass == Pass::Unlocked && !missing.is_empty() {
+            let examined = self.examine_stripe(
+                &reader,
+                buffers,
+                recomputed,
+                &outcomes,
+                options.deep,
+                choices.get(&stripe).map(Vec::as_slice),
+            );
+            if pass == Pass::Unlocked && examined.present.contains(&false) {
                 // A parity mismatch: this stripe is judged again under the lock.
-                out.counts = counts_before;
                 return Ok(Verified::Amiss(progress));
             }
-            if missing.len() > n - k {
+            for (shard, o) in outcomes.iter().enumerate() {
+                if o.data_crc.is_some() {
+                    out.counts.chunks_verified += 1;
+                    out.counts.bytes_verified += len as u64;
+                    out.counts.transient_faults_cured += u64::from(o.attempts > 1);
+                }
+                // Damage in a shard file being rebuilt anyway is counted with the file.
+                if !examined.present[shard] && !rebuild[shard] {
+                    out.counts.damaged_chunks += 1;
+                    out.slots[slot_of(shard)].damaged_chunks += 1;
+                }
+            }
+            out.counts.parity_mismatches += examined.written_wrong as u64;
+            let Some(rebuilt) = examined.rebuilt else {
                 bad_stripes.push(stripe);
                 // Nothing is written for an object with a stripe beyond repair.
                 writers.iter_mut().for_each(|w| *w = None);
                 continue;
-            }
-            if !missing.is_empty() {
-                let mut chunks: Vec<(&mut [u8], bool)> = buffers
-                    .iter_mut()
-                    .zip(&present)
-                    .map(|(b, &p)| (&mut b[..len], p))
-                    .collect();
-                self.codec
-                    .reconstruct_on_this_thread(&mut chunks, false)
-                    .map_err(|e| Error::Unrecoverable {
-                        key: key.to_owned(),
-                        stripe,
-                        available: e.available,
-                        needed: e.needed,
-                    })?;
-            }
-            for (shard, crc) in data_crcs.iter().enumerate() {
-                checksum.push(if present[shard] {
-                    *crc
-                } else {
-                    crc32c::crc32c(&buffers[shard][..len])
-                });
+            };
+            let data_crcs: Vec<u32> = (0..k)
+                .map(
+                    |shard| match (examined.present[shard], outcomes[shard].data_crc) {
+                        (true, Some(crc)) => crc,
+                        _ => crc32c::crc32c(&buffers[shard][..len]),
+                    },
+                )
+                .collect();
+            data_crcs.iter().for_each(|&crc| checksum.push(crc));
+            data_crcs_all.extend(&data_crcs);
+            if let Some(rebuilt) = rebuilt {
+                if !rebuilt.alternatives.is_empty() {
+                    let mut options = vec![(rebuilt.used.clone(), data_crcs.clone())];
+                    options.extend(rebuilt.alternatives.iter().cloned());
+                    ambiguous.push((stripe, options));
+                }
+                used.insert(stripe, rebuilt.used);
             }
             for shard in 0..n {
-                let patch = !present[shard] && !rebuild[shard];
+                let patch = !examined.present[shard] && !rebuild[shard];
                 if writers[shard].is_none() && !patch {
                     continue;
                 }
@@ -505,41 +526,27 @@ impl Store {
                 };
                 let bound = id.checksum(&buffers[shard][..len]);
                 buffers[shard][len..len + 4].copy_from_slice(&bound.to_le_bytes());
-                let framed = &buffers[shard][..len + 4];
                 if let Some(writer) = &mut writers[shard] {
-                    if writer.write_all(framed).is_err() {
+                    if writer.write_all(&buffers[shard][..len + 4]).is_err() {
                         writers[shard] = None;
                         out.counts.unrepaired += 1;
                     }
-                } else if !options.repair {
-                    out.counts.unrepaired += 1;
+                } else if options.repair {
+                    let framed = &buffers[shard][..len + 4];
+                    patch_bytes += framed.len();
+                    patches.push(Patch {
+                        stripe,
+                        shard,
+                        bound,
+                        framed: (patch_bytes <= PATCH_MEMORY).then(|| framed.to_vec()),
+                    });
                 } else {
-                    match self.patch_chunk(&reader, shard, framed) {
-                        Ok(true) => {
-                            out.counts.repaired_chunks += 1;
-                            out.slots[slot_of(shard)].repaired_chunks += 1;
-                        }
-                        Ok(false) => out.counts.unrepaired += 1,
-                        Err(_) => {
-                            out.counts.unrepaired += 1;
-                            out.slots[slot_of(shard)].write_failures += 1;
-                        }
-                    }
+                    out.counts.unrepaired += 1;
                 }
             }
         }
         if checksum.value() != header.object_crc && pass == Pass::Unlocked {
             // Judged again from the start under the lock.
-            return Ok(Verified::Amiss(Progress::default()));
-        }
-        if checksum.value() != header.object_crc && bad_stripes.is_empty() {
-            // Every chunk verified or was rebuilt, yet the whole does not match: write nothing.
-            writers.iter_mut().for_each(|w| *w = None);
-            out.unrecoverable = Some(UnrecoverableObject {
-                key: key.to_owned(),
-                stripes: Vec::new(),
-                detail: "the whole-object checksum does not match the verified chunks".into(),
-            });
             return Ok(Verified::Amiss(Progress::default()));
         }
         if !bad_stripes.is_empty() {
@@ -554,6 +561,35 @@ impl Store {
             });
             return Ok(Verified::Amiss(Progress::default()));
         }
+        if checksum.value() != header.object_crc {
+            // Nothing has been written. Some stripe's rebuild may have had rivals that fitted
+            // the stripe as well: the one the object checksum confirms is the right one.
+            writers.iter_mut().for_each(|w| *w = None);
+            let settled = choices.is_empty().then(|| {
+                settle_by_object_checksum(
+                    from.checksum,
+                    k,
+                    &data_crcs_all,
+                    from.next_stripe,
+                    &ambiguous,
+                    header.object_crc,
+                )
+            });
+            if let Some(Some(settled)) = settled {
+                out.counts = counts_at_start;
+                out.slots = slots_at_start;
+                let pass = Pass::Locked;
+                return self
+                    .verify_and_repair(object, key, resolved, options, limiter, pass, from, &settled, out);
+            }
+            out.unrecoverable = Some(UnrecoverableObject {
+                key: key.to_owned(),
+                stripes: ambiguous.iter().map(|(stripe, _)| *stripe).collect(),
+                detail: "no rebuild of the object matches its whole-object checksum; nothing written".into(),
+            });
+            return Ok(Verified::Amiss(Progress::default()));
+        }
+        // Confirmed: apply.
         for (shard, writer) in writers.into_iter().enumerate() {
             let Some(writer) = writer else { continue };
             let committed = if replaces[shard] {
@@ -569,7 +605,161 @@ impl Store {
                 out.counts.unrepaired += 1;
             }
         }
+        let mut index = 0;
+        while index < patches.len() {
+            let stripe = patches[index].stripe;
+            let end = index + patches[index..].iter().take_while(|p| p.stripe == stripe).count();
+            let reader = ChunkReader {
+                store: self,
+                object,
+                resolved,
+                shape: g.stripe(header.object_len, stripe),
+            };
+            let patched = self.patch_stripe(
+                &reader,
+                buffers,
+                recomputed,
+                options.deep,
+                &used,
+                &patches[index..end],
+            );
+            for (shard, result) in patched {
+                match result {
+                    Ok(true) => {
+                        out.counts.repaired_chunks += 1;
+                        out.slots[slot_of(shard)].repaired_chunks += 1;
+                    }
+                    Ok(false) => out.counts.unrepaired += 1,
+                    Err(_) => {
+                        out.counts.unrepaired += 1;
+                        out.slots[slot_of(shard)].write_failures += 1;
+                    }
+                }
+            }
+            index = end;
+        }
         Ok(Verified::Healthy)
+    }
+
+    /// Works out one stripe from what was read: which chunks hold trusted bytes, and the
+    /// rebuild of the others (in `buffers`). Deep: parity that the data does not reproduce is
+    /// treated as damaged. Writes nothing and counts nothing.
+    fn examine_stripe(
+        &self,
+        reader: &ChunkReader<'_>,
+        buffers: &mut [Vec<u8>],
+        recomputed: &mut [Vec<u8>],
+        outcomes: &[ChunkOutcome],
+        deep: bool,
+        choice: Option<&[usize]>,
+    ) -> ExaminedStripe {
+        let (k, n) = (self.codec.data_shards(), buffers.len());
+        let len = reader.shape.chunk_len;
+        let mut present: Vec<bool> = outcomes.iter().map(|o| o.data_crc.is_some()).collect();
+        let mut written_wrong = 0;
+        if deep && present.iter().all(|&p| p) && n > k {
+            for p in self.check_parity(buffers, recomputed, len) {
+                present[p] = false;
+                written_wrong += 1;
+            }
+        }
+        let missing = present.iter().filter(|&&p| !p).count();
+        if missing > n - k {
+            return ExaminedStripe {
+                present,
+                written_wrong,
+                rebuilt: None,
+            };
+        }
+        if missing == 0 {
+            return ExaminedStripe {
+                present,
+                written_wrong,
+                rebuilt: Some(None),
+            };
+        }
+        let stored: Vec<Option<u32>> = outcomes.iter().map(|o| o.stored).collect();
+        let bind = |shard: usize, crc: u32| {
+            ChunkId {
+                object: reader.object,
+                stamp: reader.resolved.header.stamp,
+                shard: shard as u8,
+                stripe: reader.shape.index,
+            }
+            .bind(crc)
+        };
+        let evidence = StripeEvidence {
+            present: &present,
+            stored: &stored,
+            bind: &bind,
+        };
+        let mut chunks: Vec<&mut [u8]> = buffers.iter_mut().map(|b| &mut b[..len]).collect();
+        match rebuild_stripe(&self.codec, &mut chunks, &evidence, choice, false) {
+            Ok(rebuilt) => {
+                // Survivors the rebuild contradicts were written wrong (valid checksums over
+                // wrong bytes): their buffers now hold the right bytes, to be written back.
+                for &s in &rebuilt.refuted {
+                    present[s] = false;
+                    written_wrong += 1;
+                }
+                ExaminedStripe {
+                    present,
+                    written_wrong,
+                    rebuilt: Some(Some(rebuilt)),
+                }
+            }
+            Err(_) => ExaminedStripe {
+                present,
+                written_wrong,
+                rebuilt: None,
+            },
+        }
+    }
+
+    /// Applies the patches of one stripe of a confirmed object. Bytes kept from the
+    /// verification are written as they are; otherwise the stripe is read again, rebuilt from
+    /// the survivors chosen before, and each chunk written only if its checksum is the one the
+    /// verification computed (anything else means the stripe moved on: left unrepaired).
+    fn patch_stripe(
+        &self,
+        reader: &ChunkReader<'_>,
+        buffers: &mut [Vec<u8>],
+        recomputed: &mut [Vec<u8>],
+        deep: bool,
+        used: &BTreeMap<u64, Vec<usize>>,
+        patches: &[Patch],
+    ) -> Vec<(usize, io::Result<bool>)> {
+        let len = reader.shape.chunk_len;
+        let mut examined = None;
+        patches
+            .iter()
+            .map(|patch| {
+                if let Some(framed) = &patch.framed {
+                    return (patch.shard, self.patch_chunk(reader, patch.shard, framed));
+                }
+                let examined = examined.get_or_insert_with(|| {
+                    let outcomes = read_stripe(reader, buffers, false, false);
+                    let choice = used.get(&reader.shape.index).map(Vec::as_slice);
+                    self.examine_stripe(reader, buffers, recomputed, &outcomes, deep, choice)
+                        .rebuilt
+                        .is_some()
+                });
+                let id = ChunkId {
+                    object: reader.object,
+                    stamp: reader.resolved.header.stamp,
+                    shard: patch.shard as u8,
+                    stripe: patch.stripe,
+                };
+                if !*examined || id.checksum(&buffers[patch.shard][..len]) != patch.bound {
+                    return (patch.shard, Ok(false));
+                }
+                buffers[patch.shard][len..len + 4].copy_from_slice(&patch.bound.to_le_bytes());
+                (
+                    patch.shard,
+                    self.patch_chunk(reader, patch.shard, &buffers[patch.shard][..len + 4]),
+                )
+            })
+            .collect()
     }
 
     /// Starts a new shard file for `shard` with its header, if its location can be written.
@@ -588,28 +778,18 @@ impl Store {
         Some(writer)
     }
 
-    /// Deep scrub: recomputes parity from the verified data chunks; a parity chunk whose checksum
-    /// verified but whose content differs was written wrong, and is treated as damaged.
-    fn check_parity(
-        &self,
-        buffers: &[Vec<u8>],
-        recomputed: &mut [Vec<u8>],
-        len: usize,
-        present: &mut [bool],
-        out: &mut ObjectOutcome,
-    ) {
+    /// Deep scrub: recomputes parity from the verified data chunks; returns the parity chunks
+    /// whose checksum verified but whose content differs (written wrong).
+    fn check_parity(&self, buffers: &[Vec<u8>], recomputed: &mut [Vec<u8>], len: usize) -> Vec<usize> {
         let k = buffers.len() - recomputed.len();
         // The data chunks are read in place: no copy of the stripe per comparison.
         let data: Vec<&[u8]> = buffers[..k].iter().map(|b| &b[..len]).collect();
         let mut parity: Vec<&mut [u8]> = recomputed.iter_mut().map(|r| &mut r[..len]).collect();
         self.codec.encode_parity(&data, &mut parity);
-        for (p, parity) in recomputed.iter().enumerate() {
-            if parity[..len] != buffers[k + p][..len] {
-                present[k + p] = false;
-                out.counts.parity_mismatches += 1;
-                out.counts.damaged_chunks += 1;
-            }
-        }
+        (0..recomputed.len())
+            .filter(|&p| recomputed[p][..len] != buffers[k + p][..len])
+            .map(|p| k + p)
+            .collect()
     }
 
     /// Rewrites one damaged chunk (with its checksum) in place, then reads it back and verifies:
@@ -717,6 +897,75 @@ fn read_stripe(
         true => buffers.par_iter_mut().enumerate().map(read).collect(),
         false => buffers.iter_mut().enumerate().map(read).collect(),
     }
+}
+
+/// Bytes of rebuilt chunks a repair keeps for its patches; past this, a stripe is read again
+/// when its patches are applied.
+const PATCH_MEMORY: usize = 64 << 20;
+
+/// A chunk to rewrite in place once the object is confirmed.
+struct Patch {
+    stripe: u64,
+    shard: usize,
+    /// The checksum the verification computed for the rebuilt chunk.
+    bound: u32,
+    /// The rebuilt chunk with its checksum, when kept.
+    framed: Option<Vec<u8>>,
+}
+
+/// One stripe worked out by [`Store::examine_stripe`].
+struct ExaminedStripe {
+    /// Per shard: whether its chunk holds trusted bytes as read (`false`: rebuilt or beyond).
+    present: Vec<bool>,
+    /// Chunks with valid checksums over wrong bytes (deep parity mismatches, refuted survivors).
+    written_wrong: usize,
+    /// `None`: beyond repair. `Some(None)`: nothing to rebuild. Else how it was rebuilt.
+    rebuilt: Option<Option<Rebuilt>>,
+}
+
+/// A stripe whose rebuild only the object checksum can choose: its number, and each choice (the
+/// survivors used, and the data chunks' CRCs they give).
+type AmbiguousStripe = (u64, Vec<(Vec<usize>, Vec<u32>)>);
+
+/// Finds the one combination of per-stripe rebuild choices whose data CRCs give the object's
+/// checksum, starting from `checksum` at stripe `first`; `None` when there is no single one.
+fn settle_by_object_checksum(
+    checksum: ObjectChecksum,
+    k: usize,
+    data_crcs: &[u32],
+    first: u64,
+    ambiguous: &[AmbiguousStripe],
+    expected: u32,
+) -> Option<BTreeMap<u64, Vec<usize>>> {
+    const MAX_COMBINATIONS: usize = 4096;
+    if ambiguous.is_empty() {
+        return None;
+    }
+    let total = ambiguous
+        .iter()
+        .try_fold(1usize, |acc, (_, options)| acc.checked_mul(options.len()))
+        .filter(|&t| t <= MAX_COMBINATIONS)?;
+    let mut found = None;
+    for mut combination in 0..total {
+        let mut crcs = data_crcs.to_vec();
+        let mut choice = BTreeMap::new();
+        for (stripe, options) in ambiguous {
+            let (used, option_crcs) = &options[combination % options.len()];
+            combination /= options.len();
+            let at = (stripe - first) as usize * k;
+            crcs[at..at + k].copy_from_slice(option_crcs);
+            choice.insert(*stripe, used.clone());
+        }
+        let mut sum = checksum;
+        crcs.iter().for_each(|&crc| sum.push(crc));
+        if sum.value() == expected {
+            if found.is_some() {
+                return None; // two answers: neither can be trusted
+            }
+            found = Some(choice);
+        }
+    }
+    found
 }
 
 /// The writes each slot holds, as gathered.

@@ -1,6 +1,7 @@
 //! The store: create/open, put/get/delete/list/stat over `k + m` locations.
 
 pub(crate) mod reader;
+pub(crate) mod rebuild;
 pub(crate) mod resolve;
 mod writer;
 

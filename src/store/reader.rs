@@ -14,6 +14,7 @@ use crate::format::{ObjectId, StripeShape, CHUNK_CRC_LEN};
 use crate::key;
 use crate::location::ShardFile;
 
+use super::rebuild::{rebuild_stripe, StripeEvidence};
 use super::resolve::Resolved;
 use super::Store;
 
@@ -218,12 +219,15 @@ impl ObjectReader<'_> {
 
     /// Reads the stripe's data chunks in parallel, retransmitting failures; if any stay bad,
     /// reads parity and rebuilds them. Parity for shards already known to be missing (no file)
-    /// is read in the first round, so a lost location costs no extra round trip.
+    /// is read in the first round, so a lost location costs no extra round trip. A rebuild that
+    /// a rotten chunk's stored checksum does not confirm is weighed again with every parity
+    /// chunk (see `rebuild`), so a parity chunk written wrong cannot slip into the output.
     fn fetch_stripe(&mut self, shape: StripeShape) -> Result<()> {
         let k = usize::from(self.store.file.geometry.k);
         let n = self.buffers.len();
         let has_file: Vec<bool> = self.resolved.shards.iter().map(Option::is_some).collect();
         let mut present = vec![false; n];
+        let mut stored = vec![None; n];
         let mut tried = vec![false; n];
         let mut data_crcs = vec![0u32; k];
         let known_missing = has_file[..k].iter().filter(|&&f| !f).count();
@@ -235,7 +239,8 @@ impl ObjectReader<'_> {
             resolved: &self.resolved,
             shape,
         };
-        loop {
+        let mut spares_read = false;
+        let refuted = loop {
             let mut bufs: Vec<(usize, &mut Vec<u8>)> = self
                 .buffers
                 .iter_mut()
@@ -250,43 +255,64 @@ impl ObjectReader<'_> {
                 self.stats.note(&outcome);
                 tried[shard] = true;
                 present[shard] = outcome.data_crc.is_some();
+                stored[shard] = outcome.stored;
                 if shard < k {
                     data_crcs[shard] = outcome.data_crc.unwrap_or(0);
                 }
             }
-            let deficit = k.saturating_sub(present.iter().filter(|&&p| p).count());
-            // Once every data chunk verified, or parity has made up for the ones that did not.
-            if present[..k].iter().all(|&p| p) || deficit == 0 {
-                break;
+            if present[..k].iter().all(|&p| p) {
+                data_crcs.iter().for_each(|&crc| self.checksum.push(crc));
+                self.stats.erasures += (0..k).filter(|&s| !has_file[s]).count() as u64;
+                return Ok(());
             }
+            let deficit = k.saturating_sub(present.iter().filter(|&&p| p).count());
             round = (k..n)
                 .filter(|&s| !tried[s] && has_file[s])
                 .take(deficit)
                 .collect();
-            if round.is_empty() {
-                break;
+            if deficit > 0 && !round.is_empty() {
+                continue;
             }
-        }
+            let bind = |shard: usize, crc: u32| {
+                ChunkId {
+                    object: self.object,
+                    stamp: self.resolved.header.stamp,
+                    shard: shard as u8,
+                    stripe: shape.index,
+                }
+                .bind(crc)
+            };
+            let evidence = StripeEvidence {
+                present: &present,
+                stored: &stored,
+                bind: &bind,
+            };
+            let mut chunks: Vec<&mut [u8]> = self
+                .buffers
+                .iter_mut()
+                .map(|b| &mut b[..shape.chunk_len])
+                .collect();
+            let rebuilt =
+                rebuild_stripe(&self.store.codec, &mut chunks, &evidence, None, true).map_err(|e| {
+                    Error::Unrecoverable {
+                        key: self.key.clone(),
+                        stripe: shape.index,
+                        available: e.available,
+                        needed: e.needed,
+                    }
+                })?;
+            // A rebuild the rotten chunk's own stored checksum disowns: read the spare parity
+            // and weigh every set of survivors (once).
+            round = (k..n).filter(|&s| !tried[s] && has_file[s]).collect();
+            if !rebuilt.unconfirmed.is_empty() && !spares_read && !round.is_empty() {
+                spares_read = true;
+                continue;
+            }
+            break rebuilt.refuted;
+        };
+        // A survivor the rebuild refuted now holds rebuilt bytes too.
+        refuted.iter().for_each(|&s| present[s] = false);
         self.stats.erasures += (0..k).filter(|&s| !has_file[s]).count() as u64;
-        if present[..k].iter().all(|&p| p) {
-            data_crcs.iter().for_each(|&crc| self.checksum.push(crc));
-            return Ok(());
-        }
-        let mut chunks: Vec<(&mut [u8], bool)> = self
-            .buffers
-            .iter_mut()
-            .zip(&present)
-            .map(|(buf, &p)| (&mut buf[..shape.chunk_len], p))
-            .collect();
-        self.store
-            .codec
-            .reconstruct(&mut chunks, true)
-            .map_err(|e| Error::Unrecoverable {
-                key: self.key.clone(),
-                stripe: shape.index,
-                available: e.available,
-                needed: e.needed,
-            })?;
         self.stats.stripes_reconstructed += 1;
         for (shard, &crc) in data_crcs.iter().enumerate() {
             // Rebuilt chunks are checksummed afresh: the object checksum then checks the rebuild.
@@ -316,6 +342,9 @@ pub(crate) struct ChunkOutcome {
     pub data_crc: Option<u32>,
     /// Tries made (0 when the shard has no file).
     pub attempts: u32,
+    /// For a chunk read whole whose bytes did not verify: the checksum stored beside them
+    /// (unless it rotted too, the checksum of the right bytes: a rebuild can be checked by it).
+    pub stored: Option<u32>,
 }
 
 impl ChunkReader<'_> {
@@ -325,6 +354,7 @@ impl ChunkReader<'_> {
             return ChunkOutcome {
                 data_crc: None,
                 attempts: 0,
+                stored: None,
             };
         };
         let len = self.shape.chunk_len;
@@ -345,9 +375,16 @@ impl ChunkReader<'_> {
             }
             Ok(data_crc)
         });
+        let stored = match &retried.result {
+            Err(ChunkFault::Corrupt) => {
+                Some(u32::from_le_bytes(buf[len..len + 4].try_into().expect("4 bytes")))
+            }
+            _ => None,
+        };
         ChunkOutcome {
             data_crc: retried.result.ok(),
             attempts: retried.attempts,
+            stored,
         }
     }
 }
