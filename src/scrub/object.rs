@@ -694,7 +694,7 @@ impl Store {
             bind: &bind,
         };
         let mut chunks: Vec<&mut [u8]> = buffers.iter_mut().map(|b| &mut b[..len]).collect();
-        match rebuild_stripe(&self.codec, &mut chunks, &evidence, choice, false) {
+        match rebuild_stripe(&self.codec, &mut chunks, &evidence, choice, false, false) {
             Ok(rebuilt) => {
                 // Survivors the rebuild contradicts were written wrong (valid checksums over
                 // wrong bytes): their buffers now hold the right bytes, to be written back.

@@ -293,7 +293,7 @@ impl ObjectReader<'_> {
                 .map(|b| &mut b[..shape.chunk_len])
                 .collect();
             let rebuilt =
-                rebuild_stripe(&self.store.codec, &mut chunks, &evidence, None, true).map_err(|e| {
+                rebuild_stripe(&self.store.codec, &mut chunks, &evidence, None, true, true).map_err(|e| {
                     Error::Unrecoverable {
                         key: self.key.clone(),
                         stripe: shape.index,

@@ -46,7 +46,8 @@ pub(crate) struct StripeEvidence<'a> {
     pub bind: &'a dyn Fn(usize, u32) -> u32,
 }
 
-/// Rebuilds, in place, every chunk that is not present, from `k` present ones chosen as the
+/// Rebuilds, in place, every chunk that is not present (with `data_only`, when nothing needs
+/// weighing, only the data chunks: what a read needs), from `k` present ones chosen as the
 /// module says; `use_only` forces the set (to repeat an earlier choice). Only `parallel`
 /// rebuilds use rayon (never under an object lock).
 pub(crate) fn rebuild_stripe(
@@ -55,6 +56,7 @@ pub(crate) fn rebuild_stripe(
     evidence: &StripeEvidence<'_>,
     use_only: Option<&[usize]>,
     parallel: bool,
+    data_only: bool,
 ) -> Result<Rebuilt, TooFewChunks> {
     let k = codec.data_shards();
     let survivors: Vec<usize> = (0..chunks.len()).filter(|&s| evidence.present[s]).collect();
@@ -72,10 +74,11 @@ pub(crate) fn rebuild_stripe(
             .map(|(c, &p)| (&mut **c, p))
             .collect();
         match parallel {
-            true => codec.reconstruct(&mut pairs, false)?,
-            false => codec.reconstruct_on_this_thread(&mut pairs, false)?,
+            true => codec.reconstruct(&mut pairs, data_only)?,
+            false => codec.reconstruct_on_this_thread(&mut pairs, data_only)?,
         }
-        let unconfirmed = (0..chunks.len())
+        let rebuilt_len = if data_only { codec.data_shards() } else { chunks.len() };
+        let unconfirmed = (0..rebuilt_len)
             .filter(|&s| {
                 evidence.stored[s]
                     .is_some_and(|stored| (evidence.bind)(s, crc32c::crc32c(&chunks[s][..])) != stored)
@@ -277,7 +280,7 @@ mod tests {
                 bind: &bind,
             };
             let mut slices: Vec<&mut [u8]> = chunks.iter_mut().map(|c| &mut c[..]).collect();
-            let rebuilt = rebuild_stripe(&codec, &mut slices, &evidence, None, false).unwrap();
+            let rebuilt = rebuild_stripe(&codec, &mut slices, &evidence, None, false, false).unwrap();
             assert_eq!(rebuilt.refuted, vec![wrong_parity]);
             assert!(rebuilt.alternatives.is_empty());
             assert!(
@@ -306,7 +309,7 @@ mod tests {
             bind: &bind,
         };
         let mut slices: Vec<&mut [u8]> = chunks.iter_mut().map(|c| &mut c[..]).collect();
-        let rebuilt = rebuild_stripe(&codec, &mut slices, &evidence, None, false).unwrap();
+        let rebuilt = rebuild_stripe(&codec, &mut slices, &evidence, None, false, false).unwrap();
         assert!(!rebuilt.alternatives.is_empty());
         // The alternative, forced, is the exact rebuild.
         let exact = rebuilt
@@ -320,7 +323,7 @@ mod tests {
         let mut chunks = good.clone();
         chunks[5][0] ^= 1;
         let mut slices: Vec<&mut [u8]> = chunks.iter_mut().map(|c| &mut c[..]).collect();
-        rebuild_stripe(&codec, &mut slices, &evidence, Some(&exact), false).unwrap();
+        rebuild_stripe(&codec, &mut slices, &evidence, Some(&exact), false, false).unwrap();
         assert!(chunks == good);
     }
 }
