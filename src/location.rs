@@ -43,6 +43,18 @@ pub enum Durability {
 #[error("fsync failed: {0}")]
 pub struct FsyncFailed(pub io::Error);
 
+impl FsyncFailed {
+    /// `e`, marked as a failed fsync (its kind kept).
+    pub fn wrap(e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), FsyncFailed(e))
+    }
+
+    /// Whether `e` is a failed fsync.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<FsyncFailed>())
+    }
+}
+
 /// The writes of an object at one location, each with its opened file (or why it did not open).
 pub type OpenedShards = Vec<(WriteStamp, io::Result<Arc<dyn ShardFile>>)>;
 
@@ -132,7 +144,7 @@ pub(crate) fn write_atomically(
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
         if durability == Durability::Fsync {
-            file.sync_all()?;
+            file.sync_all().map_err(FsyncFailed::wrap)?;
         }
         fs::rename(&tmp, dir.join(name))
     };
@@ -141,7 +153,7 @@ pub(crate) fn write_atomically(
         return Err(e);
     }
     if durability == Durability::Fsync {
-        File::open(dir)?.sync_all()?;
+        File::open(dir)?.sync_all().map_err(FsyncFailed::wrap)?;
     }
     Ok(())
 }
@@ -192,7 +204,7 @@ impl LocalDir {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         if self.durability == Durability::Fsync {
-            File::open(dir)?.sync_all()?;
+            File::open(dir)?.sync_all().map_err(FsyncFailed::wrap)?;
         }
         Ok(())
     }
@@ -243,7 +255,7 @@ impl Location for LocalDir {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
         if self.durability == Durability::Fsync {
-            file.sync_all()?;
+            file.sync_all().map_err(FsyncFailed::wrap)?;
         }
         fs::rename(&tmp, self.dir.join(IDENTITY_FILE))?;
         self.sync_dir(&self.dir)
@@ -343,7 +355,7 @@ impl Location for LocalDir {
         file.write_all_at(bytes, offset)?;
         if self.durability == Durability::Fsync {
             file.sync_data()
-                .map_err(|e| io::Error::new(e.kind(), FsyncFailed(e)))?;
+                .map_err(FsyncFailed::wrap)?;
         }
         Ok(())
     }
@@ -367,10 +379,7 @@ impl Location for LocalDir {
         if self.durability == Durability::Fsync {
             // One syncfs flushes the whole filesystem the location lives on.
             let dir = File::open(&self.dir)?;
-            rustix::fs::syncfs(&dir).map_err(|e| {
-                let e = io::Error::from(e);
-                io::Error::new(e.kind(), FsyncFailed(e))
-            })?;
+            rustix::fs::syncfs(&dir).map_err(|e| FsyncFailed::wrap(e.into()))?;
         }
         Ok(())
     }
@@ -442,7 +451,7 @@ impl LocalShardWriter {
         let sync = sync && self.location.durability == Durability::Fsync;
         if sync {
             file.sync_all()
-                .map_err(|e| io::Error::new(e.kind(), FsyncFailed(e)))?;
+                .map_err(FsyncFailed::wrap)?;
         }
         drop(file);
         self.location.create_dirs(&self.target_dir, sync)?;

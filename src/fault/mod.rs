@@ -58,6 +58,10 @@ pub enum Fault {
     /// file, removing a temporary file, writing the identity), like a filesystem remounted
     /// read-only.
     ReadOnly,
+    /// Every fsync fails: each operation that ends in one (committing a shard file, removing
+    /// one, patching one, syncing the location, writing the identity) is done, then reports a
+    /// failed fsync, as a disk that lost the written pages would.
+    FsyncError,
 }
 
 /// Where a fault strikes.
@@ -149,6 +153,16 @@ impl FaultPlan {
         match allowed {
             Ok(_) => Ok(()),
             Err(_) => Err(io::Error::other("simulated crash: no removals after this point")),
+        }
+    }
+
+    /// `result`, unless the slot's fsyncs fail: then a failed fsync (after the operation).
+    fn after_fsync(&self, slot: usize, result: io::Result<()>) -> io::Result<()> {
+        result?;
+        let state = self.lock();
+        match state.rules.iter().any(|r| r.slot == slot && r.fault == Fault::FsyncError) {
+            true => Err(crate::location::FsyncFailed::wrap(io::Error::from_raw_os_error(5))),
+            false => Ok(()),
         }
     }
 
@@ -302,7 +316,7 @@ impl Location for FaultyLocation {
     }
     fn write_identity(&self, bytes: &[u8]) -> io::Result<()> {
         self.plan.read_only(self.slot)?;
-        self.inner.write_identity(bytes)
+        self.plan.after_fsync(self.slot, self.inner.write_identity(bytes))
     }
     fn list_buckets(&self) -> io::Result<Vec<u8>> {
         self.inner.list_buckets()
@@ -340,12 +354,14 @@ impl Location for FaultyLocation {
             inner,
             written: 0,
             limit,
+            slot: self.slot,
+            plan: Arc::clone(&self.plan),
         }))
     }
     fn remove_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
         self.plan.read_only(self.slot)?;
         self.plan.take_removal()?;
-        self.inner.remove_shard(object, stamp)
+        self.plan.after_fsync(self.slot, self.inner.remove_shard(object, stamp))
     }
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
         self.inner.shard_path(object, stamp)
@@ -355,7 +371,8 @@ impl Location for FaultyLocation {
         if self.plan.file_fault(self.slot, object).2.is_some() {
             return Err(io::ErrorKind::StorageFull.into());
         }
-        self.inner.patch_shard(object, stamp, offset, bytes)
+        self.plan
+            .after_fsync(self.slot, self.inner.patch_shard(object, stamp, offset, bytes))
     }
     fn list_temp(&self) -> io::Result<Vec<String>> {
         self.inner.list_temp()
@@ -365,7 +382,7 @@ impl Location for FaultyLocation {
         self.inner.remove_temp(name)
     }
     fn sync(&self) -> io::Result<()> {
-        self.inner.sync()
+        self.plan.after_fsync(self.slot, self.inner.sync())
     }
 }
 
@@ -398,6 +415,8 @@ struct FaultyWriter {
     inner: Box<dyn ShardWriter>,
     written: u64,
     limit: Option<u64>,
+    slot: usize,
+    plan: Arc<FaultPlan>,
 }
 
 impl ShardWriter for FaultyWriter {
@@ -412,7 +431,7 @@ impl ShardWriter for FaultyWriter {
         self.inner.write_all_at(buf, offset)
     }
     fn commit(self: Box<Self>) -> io::Result<()> {
-        self.inner.commit()
+        self.plan.after_fsync(self.slot, self.inner.commit())
     }
     fn commit_deferred(self: Box<Self>) -> io::Result<()> {
         self.inner.commit_deferred()

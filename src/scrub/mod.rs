@@ -373,6 +373,10 @@ impl Store {
                     // checkpoint says their objects are done.
                     self.sync_locations()?;
                 }
+                if options.repair {
+                    // A failed fsync in this batch: stop, with the store refusing writes.
+                    self.check_poisoned()?;
+                }
                 checkpoint.objects_done += objects.len() as u64;
                 if let Some(&last) = objects.last() {
                     checkpoint.done_through = last;
@@ -449,10 +453,10 @@ impl Store {
                         };
                         match s.location.write_identity(&identity.encode()) {
                             Ok(()) => (format!("rebuilt ({p})"), None),
-                            Err(e) => (
-                                format!("{p}; rewriting the identity failed: {e}"),
-                                Some(p.to_string()),
-                            ),
+                            Err(e) => {
+                                self.note_write_error(&e);
+                                (format!("{p}; rewriting the identity failed: {e}"), Some(p.to_string()))
+                            }
                         }
                     }
                     Some(p) => (p.to_string(), Some(p.to_string())),
@@ -471,7 +475,10 @@ impl Store {
     fn sync_locations(&self) -> Result<()> {
         for slot in &self.slots {
             if let Ok(location) = slot.usable() {
-                location.sync().map_err(|e| Error::io(&slot.dir, e))?;
+                location.sync().map_err(|e| {
+                    self.note_write_error(&e);
+                    Error::io(&slot.dir, e)
+                })?;
             }
         }
         Ok(())

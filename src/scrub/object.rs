@@ -190,6 +190,18 @@ impl Store {
             slots: vec![SlotCounts::default(); n],
             ..ObjectOutcome::default()
         };
+        // A failed fsync earlier in this scrub poisoned the store: verify, write nothing more.
+        let verify_only;
+        let options = match options.repair && self.check_poisoned().is_err() {
+            true => {
+                verify_only = ScrubOptions {
+                    repair: false,
+                    ..options.clone()
+                };
+                &verify_only
+            }
+            false => options,
+        };
         self.clean_temp_files(temp_files, options.repair, &mut out);
         let gathered = self.gather(object, false);
         let stamps = stamps_by_slot(&gathered);
@@ -339,7 +351,8 @@ impl Store {
                         .usable()
                         .is_ok_and(|location| match location.remove_shard(object, stamp) {
                             Ok(()) => true,
-                            Err(_) => {
+                            Err(e) => {
+                                self.note_write_error(&e);
                                 out.slots[index].write_failures += 1;
                                 out.counts.unrepaired += 1;
                                 false
@@ -598,6 +611,9 @@ impl Store {
                 out.needs_sync = true;
                 writer.commit_deferred()
             };
+            if let Err(e) = &committed {
+                self.note_write_error(e);
+            }
             if committed.is_ok() && self.verify_shard_file(object, header, shard) {
                 out.counts.rebuilt_shards += 1;
                 out.slots[slot_of(shard)].rebuilt_shards += 1;
@@ -630,7 +646,8 @@ impl Store {
                         out.slots[slot_of(shard)].repaired_chunks += 1;
                     }
                     Ok(false) => out.counts.unrepaired += 1,
-                    Err(_) => {
+                    Err(e) => {
+                        self.note_write_error(&e);
                         out.counts.unrepaired += 1;
                         out.slots[slot_of(shard)].write_failures += 1;
                     }

@@ -373,6 +373,15 @@ impl Store {
             .collect()
     }
 
+    /// Sees a location's write error: a failed fsync (of a file, a directory, a patch or the
+    /// whole filesystem) poisons the store, since the kernel may have dropped the dirty pages
+    /// and a retry could report success for data that is gone.
+    pub(crate) fn note_write_error(&self, e: &io::Error) {
+        if crate::location::FsyncFailed::is(e) {
+            self.poisoned.store(true, Ordering::Release);
+        }
+    }
+
     pub(crate) fn check_poisoned(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned);

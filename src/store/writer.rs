@@ -10,7 +10,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::format::{Geometry, ObjectId, ShardHeader, WriteStamp};
 use crate::key;
-use crate::location::{Durability, FsyncFailed, ShardWriter};
+use crate::location::{Durability, ShardWriter};
 use crate::placement;
 
 use super::Store;
@@ -170,7 +170,9 @@ impl Store {
         if all_clean {
             // No location holds anything older, so the tombstones have nothing left to outvote.
             for slot in committed {
-                let _ = self.slots[slot].location.remove_shard(object, stamp);
+                if let Err(e) = self.slots[slot].location.remove_shard(object, stamp) {
+                    self.note_write_error(&e);
+                }
             }
         }
         Ok(())
@@ -286,11 +288,7 @@ impl Store {
             match result {
                 Ok(()) => committed.push(slot),
                 Err(e) => {
-                    if e.get_ref().is_some_and(|inner| inner.is::<FsyncFailed>()) {
-                        // The kernel may have dropped the dirty pages; retrying could report
-                        // success for data that is gone. Refuse further writes.
-                        self.poisoned.store(true, Ordering::Release);
-                    }
+                    self.note_write_error(&e);
                     *last_error = Some(e);
                 }
             }
@@ -302,7 +300,9 @@ impl Store {
     fn roll_back(&self, object: ObjectId, stamp: WriteStamp, committed: &[usize]) {
         for &slot in committed {
             // Best effort: a leftover is a minority version, outvoted and later cleaned by scrub.
-            let _ = self.slots[slot].location.remove_shard(object, stamp);
+            if let Err(e) = self.slots[slot].location.remove_shard(object, stamp) {
+                self.note_write_error(&e);
+            }
         }
     }
 
@@ -316,7 +316,11 @@ impl Store {
                 continue;
             };
             for old in stamps.into_iter().filter(|s| *s < stamp) {
-                clean &= slot.location.remove_shard(object, old).is_ok();
+                let removed = slot.location.remove_shard(object, old);
+                if let Err(e) = &removed {
+                    self.note_write_error(e);
+                }
+                clean &= removed.is_ok();
             }
         }
         clean
