@@ -34,8 +34,9 @@ fn codec(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("encode_1_core", chunk), |b| {
             b.iter(|| one_core.install(|| codec.encode(black_box(&mut slices))))
         });
-        // The crate the code comes from (reed-solomon-erasure, `simd-accel`), on one core: the
-        // kernels this codec replaced.
+        // The crate the code comes from (reed-solomon-erasure, `simd-accel`), called directly on
+        // one core: the default backend's kernels, or the ones the `rusty-erasure` feature
+        // replaces (`codec::BACKEND` says which the lines above use).
         let rse = reed_solomon_erasure::galois_8::ReedSolomon::new(k, m).unwrap();
         group.bench_function(
             BenchmarkId::new("encode_reed_solomon_erasure_1_core", chunk),

@@ -1,7 +1,8 @@
 //! Whole-store throughput against plain-file baselines measured in the same run:
 //!
 //! - `put`: a 1 GiB object against writing the same bytes plus the parity's share to `k + m`
-//!   plain files, each fsynced, like the store's shard files;
+//!   plain files, each fsynced, like the store's shard files; and the put without fsyncs
+//!   (page-cache durability), where the codec's share shows;
 //! - `get`: reading it back verified, from the page cache, against plainly reading its `k` data
 //!   shard files; and again with one location lost (every stripe rebuilt from parity).
 //!
@@ -126,6 +127,16 @@ fn store_benches(c: &mut Criterion) {
     group.bench_function("store_put_fsync", |b| {
         b.iter(|| store.put("bench", source()).unwrap())
     });
+    // Without fsyncs the put's own work shows: reading, coding, checksumming, writing.
+    let page_cache = Store::options()
+        .durability(shardguard::Durability::PageCache)
+        .create(dir.path().join("store-page-cache"), &config)
+        .unwrap();
+    group.bench_function("store_put_page_cache", |b| {
+        b.iter(|| page_cache.put("bench", source()).unwrap())
+    });
+    drop(page_cache);
+    fs::remove_dir_all(dir.path().join("store-page-cache")).unwrap();
     group.finish();
     fs::remove_dir_all(&plain_dir).unwrap();
 

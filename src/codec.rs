@@ -1,19 +1,53 @@
-//! The only module that knows the Reed-Solomon crate: encode parity, rebuild lost chunks.
+//! The only module that knows the Reed-Solomon crates: encode parity, rebuild lost chunks.
 //!
-//! The code is reed-solomon-erasure's (its systematic Vandermonde matrix over GF(2^8)/0x11d),
-//! so every shard ever written stays valid; the arithmetic runs on rusty_erasure's kernels,
-//! which take that matrix as it is. Measured side by side in `benches/codec.rs` on this
-//! project's machine (AMD EPYC with GFNI, one core, (4,2), 1 MiB chunks): reed-solomon-erasure
-//! with `simd-accel` 13.0 GiB/s, rusty_erasure 41.9 GiB/s, memcpy of the same data 35.6 GiB/s.
-//! That crate makes one pass over each parity chunk per data chunk; rusty_erasure updates every
-//! parity row in one pass over the data, like ISA-L. `tests/codec_compat.rs` holds the two
-//! crates to the same bytes.
+//! The code is reed-solomon-erasure's (its systematic Vandermonde matrix over GF(2^8)/0x11d), and
+//! that crate, with `simd-accel`, is the runtime codec: mature, and the one the on-disk format
+//! is defined by. The opt-in `rusty-erasure` feature swaps in rusty_erasure's kernels on the
+//! same matrix (every parity row updated in one pass over the data, like ISA-L): faster alone,
+//! but a put is fsync-bound far below either (README, Performance), and the crate is young.
+//! `tests/codec_compat.rs` holds whichever backend is built to reed-solomon-erasure's bytes.
 //!
-//! `m = 0` (plain striping) needs no codec at all; the crate refuses zero parity shards, so that
+//! `m = 0` (plain striping) needs no codec at all; the crates refuse zero parity shards, so that
 //! case is handled here rather than by every caller.
 
 use rayon::prelude::*;
-use rusty_erasure::Coder;
+
+/// The kernels in use, for messages and benches.
+#[cfg(not(feature = "rusty-erasure"))]
+pub const BACKEND: &str = "reed-solomon-erasure";
+/// The kernels in use, for messages and benches.
+#[cfg(feature = "rusty-erasure")]
+pub const BACKEND: &str = "rusty_erasure";
+
+#[cfg(not(feature = "rusty-erasure"))]
+type Coder = reed_solomon_erasure::galois_8::ReedSolomon;
+#[cfg(feature = "rusty-erasure")]
+type Coder = rusty_erasure::Coder;
+
+/// The CPU lacks instructions the codec's kernels were compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this CPU lacks AVX2/FMA/BMI2, which the codec was built for: rebuild with \
+     RUST_REED_SOLOMON_ERASURE_ARCH=x86-64 (or this CPU's -march name) set"
+)]
+pub struct UnsupportedCpu;
+
+/// Whether this CPU runs the codec's compiled kernels. reed-solomon-erasure's `simd-accel` C
+/// code is built for Haswell (AVX2, FMA, BMI2) unless `RUST_REED_SOLOMON_ERASURE_ARCH` named
+/// another target at build time: on an older CPU it would die of an illegal instruction, so a
+/// store checks first and says how to build for it.
+pub fn check_cpu() -> Result<(), UnsupportedCpu> {
+    #[cfg(all(target_arch = "x86_64", not(feature = "rusty-erasure")))]
+    {
+        let haswell = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("bmi2");
+        if env!("SHARDGUARD_RSE_ARCH") == "haswell" && !haswell {
+            return Err(UnsupportedCpu);
+        }
+    }
+    Ok(())
+}
 
 /// Too many chunks of a stripe are missing to rebuild it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -26,22 +60,23 @@ pub struct TooFewChunks {
 }
 
 /// A Reed-Solomon code with `k` data and `m` parity chunks per stripe.
-#[derive(Debug)]
 pub struct Codec {
     k: usize,
     m: usize,
     coder: Option<Coder>,
 }
 
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Codec({} + {}, {BACKEND})", self.k, self.m)
+    }
+}
+
 impl Codec {
     /// A codec for `k` data and `m` parity chunks; `k >= 1` and `k + m <= 255` must hold (the
     /// caller validated the geometry).
     pub fn new(k: usize, m: usize) -> Self {
-        let coder = (m > 0).then(|| {
-            let matrix = rusty_erasure::compat::reed_solomon_erasure_matrix(k, m)
-                .expect("geometry validated: 1 <= k, k + m <= 255");
-            rusty_erasure::coder(matrix).expect("a systematic matrix with parity rows")
-        });
+        let coder = (m > 0).then(|| new_coder(k, m));
         Codec { k, m, coder }
     }
 
@@ -76,9 +111,7 @@ impl Codec {
         let encode = |mut segment: Vec<&mut [u8]>| {
             let (data, parity) = segment.split_at_mut(self.k);
             let data: Vec<&[u8]> = data.iter().map(|d| &**d).collect();
-            coder
-                .encode(&data, parity)
-                .expect("chunk count and lengths are set by the caller")
+            encode_sep(coder, &data, parity)
         };
         let segments = split(chunks.iter_mut().map(|c| &mut **c), len, parallel);
         match parallel {
@@ -91,9 +124,7 @@ impl Codec {
     /// one core: for checking stored parity, not for the write path.
     pub fn encode_parity(&self, data: &[&[u8]], parity: &mut [&mut [u8]]) {
         if let Some(coder) = &self.coder {
-            coder
-                .encode(data, parity)
-                .expect("chunk count and lengths are set by the caller");
+            encode_sep(coder, data, parity);
         }
     }
 
@@ -129,38 +160,79 @@ impl Codec {
         }
         let present: Vec<bool> = chunks.iter().map(|(_, p)| *p).collect();
         let wanted = if data_only { self.k } else { chunks.len() };
-        let rebuild: Vec<usize> = (0..wanted).filter(|&i| !present[i]).collect();
-        if rebuild.is_empty() {
+        if (0..wanted).all(|i| present[i]) {
             return Ok(());
         }
         let coder = self
             .coder
             .as_ref()
             .expect("with m = 0 every chunk is needed, so a missing one failed the count above");
-        // One plan (the inverted submatrix) serves every segment.
-        let plan = coder.decode_plan(&present, &rebuild).map_err(|_| too_few)?;
         let len = chunks.first().map_or(0, |(c, _)| c.len());
-        let recover = |segment: Vec<&mut [u8]>| {
-            let mut shards: Vec<Option<&[u8]>> = Vec::with_capacity(segment.len());
-            let mut out: Vec<&mut [u8]> = Vec::with_capacity(rebuild.len());
-            for (i, piece) in segment.into_iter().enumerate() {
-                if present[i] {
-                    shards.push(Some(piece));
-                } else {
-                    shards.push(None);
-                    if i < wanted {
-                        out.push(piece);
-                    }
-                }
-            }
-            coder.recover_with(&plan, &shards, &mut out).map_err(|_| too_few)
-        };
+        let recover = |segment: Vec<&mut [u8]>| recover(coder, &present, data_only, segment).map_err(|_| too_few);
         let segments = split(chunks.iter_mut().map(|(c, _)| &mut **c), len, parallel);
         match parallel {
             true => segments.into_par_iter().try_for_each(recover),
             false => segments.into_iter().try_for_each(recover),
         }
     }
+}
+
+#[cfg(not(feature = "rusty-erasure"))]
+fn new_coder(k: usize, m: usize) -> Coder {
+    Coder::new(k, m).expect("geometry validated: 1 <= k, 1 <= m, k + m <= 255")
+}
+
+#[cfg(feature = "rusty-erasure")]
+fn new_coder(k: usize, m: usize) -> Coder {
+    let matrix = rusty_erasure::compat::reed_solomon_erasure_matrix(k, m)
+        .expect("geometry validated: 1 <= k, k + m <= 255");
+    rusty_erasure::coder(matrix).expect("a systematic matrix with parity rows")
+}
+
+#[cfg(not(feature = "rusty-erasure"))]
+fn encode_sep(coder: &Coder, data: &[&[u8]], parity: &mut [&mut [u8]]) {
+    coder
+        .encode_sep(data, parity)
+        .expect("chunk count and lengths are set by the caller")
+}
+
+#[cfg(feature = "rusty-erasure")]
+fn encode_sep(coder: &Coder, data: &[&[u8]], parity: &mut [&mut [u8]]) {
+    coder
+        .encode(data, parity)
+        .expect("chunk count and lengths are set by the caller")
+}
+
+/// Rebuilds the missing chunks of one segment (`present` per chunk).
+#[cfg(not(feature = "rusty-erasure"))]
+fn recover(coder: &Coder, present: &[bool], data_only: bool, segment: Vec<&mut [u8]>) -> Result<(), ()> {
+    let mut pairs: Vec<(&mut [u8], bool)> = segment.into_iter().zip(present.iter().copied()).collect();
+    match data_only {
+        true => coder.reconstruct_data(&mut pairs),
+        false => coder.reconstruct(&mut pairs),
+    }
+    .map_err(|_| ())
+}
+
+/// Rebuilds the missing chunks of one segment (`present` per chunk).
+#[cfg(feature = "rusty-erasure")]
+fn recover(coder: &Coder, present: &[bool], data_only: bool, segment: Vec<&mut [u8]>) -> Result<(), ()> {
+    let wanted = if data_only { coder.k() } else { present.len() };
+    let rebuild: Vec<usize> = (0..wanted).filter(|&i| !present[i]).collect();
+    let plan = coder.decode_plan(present, &rebuild).map_err(|_| ())?;
+    let mut shards: Vec<Option<&[u8]>> = Vec::with_capacity(segment.len());
+    let mut out: Vec<&mut [u8]> = Vec::with_capacity(rebuild.len());
+    for (i, piece) in segment.into_iter().enumerate() {
+        if present[i] {
+            shards.push(Some(piece));
+        } else {
+            shards.push(None);
+            if i < wanted {
+                out.push(piece);
+            }
+        }
+    }
+    coder.recover_with(&plan, &shards, &mut out).map_err(|_| ())
 }
 
 /// Chunks shorter than this are coded on one core: splitting costs more than it saves.

@@ -131,6 +131,10 @@ pub enum Error {
     #[error("store is poisoned by an earlier failed fsync; reopen it after checking the disks")]
     Poisoned,
 
+    /// This CPU cannot run the codec as it was built (see [`crate::codec::check_cpu`]).
+    #[error(transparent)]
+    UnsupportedCpu(#[from] crate::codec::UnsupportedCpu),
+
     /// Reading the caller's input (the object being put) failed.
     #[error("reading the object's input failed: {source}")]
     Input {

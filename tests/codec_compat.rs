@@ -1,6 +1,7 @@
 //! The codec writes exactly the parity reed-solomon-erasure writes, and rebuilds exactly the lost
-//! chunks, so shards written by any version of shardguard stay valid: its kernels
-//! (rusty_erasure) are checked here against that crate, the reference for the on-disk code.
+//! chunks, so shards written by any version of shardguard stay valid, whichever kernels are built
+//! (reed-solomon-erasure's own by default, rusty_erasure's with the `rusty-erasure` feature:
+//! `.ci/run` runs this file with each).
 
 use proptest::prelude::*;
 use reed_solomon_erasure::galois_8::ReedSolomon;

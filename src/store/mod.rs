@@ -95,6 +95,7 @@ impl OpenOptions {
 
     /// Creates a new store at `root` and opens it with these options.
     pub fn create(self, root: impl AsRef<Path>, config: &StoreConfig) -> Result<Store> {
+        crate::codec::check_cpu()?;
         Store::create_files(root.as_ref(), config, self.durability)?;
         self.open(root)
     }
@@ -465,6 +466,7 @@ impl Store {
     }
 
     fn open_with(root: &Path, options: OpenOptions) -> Result<Store> {
+        crate::codec::check_cpu()?;
         let store_path = root.join(STORE_FILE);
         let bytes = fs::read(&store_path).map_err(|e| Error::io(&store_path, e))?;
         let file = StoreFile::decode(&bytes).map_err(|source| Error::Format {
