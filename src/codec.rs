@@ -168,7 +168,8 @@ impl Codec {
             .as_ref()
             .expect("with m = 0 every chunk is needed, so a missing one failed the count above");
         let len = chunks.first().map_or(0, |(c, _)| c.len());
-        let recover = |segment: Vec<&mut [u8]>| recover(coder, &present, data_only, segment).map_err(|_| too_few);
+        let recover =
+            |segment: Vec<&mut [u8]>| recover(coder, &present, data_only, segment).map_err(|_| too_few);
         let segments = split(chunks.iter_mut().map(|(c, _)| &mut **c), len, parallel);
         match parallel {
             true => segments.into_par_iter().try_for_each(recover),

@@ -542,29 +542,48 @@ impl StoreFile {
 
 /// Where an interrupted scrub stopped: every object up to `done_through` (in object id order)
 /// was verified. Written atomically after each batch of objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScrubCheckpoint {
     /// Bit 0: repair; bit 1: deep.
     pub flags: u16,
+    /// The scrub's `--percent` (1-100), or 0 for all.
+    pub percent: u8,
     /// When the scrub started (seconds since the Unix epoch).
     pub started_unix: u64,
     /// Objects verified so far.
     pub objects_done: u64,
     /// The last object verified; all before it in id order were verified too.
     pub done_through: ObjectId,
+    /// The scrub's `--prefix` (empty for all), at most [`MAX_KEY_LEN`] bytes.
+    pub prefix: Vec<u8>,
+    /// What the scrub found so far, opaque here (the scrub's JSON), at most
+    /// [`ScrubCheckpoint::MAX_FINDINGS_LEN`] bytes.
+    pub findings: Vec<u8>,
 }
 
 impl ScrubCheckpoint {
-    /// Encoded size: 48 bytes.
-    pub const LEN: usize = 48;
+    /// Size without the prefix and the findings.
+    pub const FIXED_LEN: usize = 55;
+    /// Bound on the findings, so reading a checkpoint is bounded too.
+    pub const MAX_FINDINGS_LEN: usize = 16 << 20;
+    /// Bound on a whole checkpoint.
+    pub const MAX_LEN: usize = Self::FIXED_LEN + MAX_KEY_LEN + Self::MAX_FINDINGS_LEN;
 
     /// Encodes the checkpoint.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = begin(CHECKPOINT_MAGIC, Self::LEN);
+        let mut out = begin(
+            CHECKPOINT_MAGIC,
+            Self::FIXED_LEN + self.prefix.len() + self.findings.len(),
+        );
         out.extend_from_slice(&self.flags.to_le_bytes());
+        out.push(self.percent);
         out.extend_from_slice(&self.started_unix.to_le_bytes());
         out.extend_from_slice(&self.objects_done.to_le_bytes());
         out.extend_from_slice(&self.done_through.0);
+        out.extend_from_slice(&(self.prefix.len() as u16).to_le_bytes());
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(&(self.findings.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.findings);
         seal(out)
     }
 
@@ -573,9 +592,26 @@ impl ScrubCheckpoint {
         let mut r = Reader::new(bytes);
         r.magic(CHECKPOINT_MAGIC, "scrub checkpoint")?;
         let flags = r.u16()?;
+        let percent = r.u8()?;
         let started_unix = r.u64()?;
         let objects_done = r.u64()?;
         let done_through = ObjectId(r.array()?);
+        let prefix_len = usize::from(r.u16()?);
+        if prefix_len > MAX_KEY_LEN {
+            return Err(FormatError::InvalidField {
+                field: "prefix length",
+                value: prefix_len as u64,
+            });
+        }
+        let prefix = r.bytes(prefix_len)?.to_vec();
+        let findings_len = r.u32()? as usize;
+        if findings_len > Self::MAX_FINDINGS_LEN {
+            return Err(FormatError::InvalidField {
+                field: "findings length",
+                value: findings_len as u64,
+            });
+        }
+        let findings = r.bytes(findings_len)?.to_vec();
         r.crc_of_preceding()?;
         r.finish()?;
         if flags > 3 {
@@ -584,11 +620,20 @@ impl ScrubCheckpoint {
                 value: flags.into(),
             });
         }
+        if percent > 100 {
+            return Err(FormatError::InvalidField {
+                field: "percent",
+                value: percent.into(),
+            });
+        }
         Ok(ScrubCheckpoint {
             flags,
+            percent,
             started_unix,
             objects_done,
             done_through,
+            prefix,
+            findings,
         })
     }
 }
@@ -844,6 +889,25 @@ mod tests {
         .encode();
         assert_eq!(identity.len(), IDENTITY_LEN);
         assert_eq!(&identity[28..32], &[2, 0, 6, 0]);
+        let checkpoint = ScrubCheckpoint {
+            flags: 3,
+            percent: 10,
+            started_unix: 5,
+            objects_done: 6,
+            done_through: ObjectId([9; 16]),
+            prefix: b"ab".to_vec(),
+            findings: b"{}".to_vec(),
+        }
+        .encode();
+        assert_eq!(&checkpoint[0..8], b"SGSCRUB\0");
+        assert_eq!((checkpoint[10], checkpoint[12]), (3, 10));
+        assert_eq!(u64::from_le_bytes(checkpoint[13..21].try_into().unwrap()), 5);
+        assert_eq!(u64::from_le_bytes(checkpoint[21..29].try_into().unwrap()), 6);
+        assert_eq!(&checkpoint[29..45], &[9; 16]);
+        assert_eq!(&checkpoint[45..49], &[2, 0, b'a', b'b']);
+        assert_eq!(&checkpoint[49..55], &[2, 0, 0, 0, b'{', b'}']);
+        assert_eq!(checkpoint.len(), ScrubCheckpoint::FIXED_LEN + 4);
+        assert_eq!(ScrubCheckpoint::decode(&checkpoint).map(|c| c.percent), Ok(10));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod format;
 mod key;
 pub mod location;
 mod lock;
+mod own_files;
 pub mod placement;
 mod scrub;
 mod status;
@@ -44,7 +45,7 @@ pub use error::{Error, Result};
 pub use key::validate as validate_key;
 pub use location::{Durability, Location};
 pub use scrub::{
-    LocationSummary, ScrubCounts, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict,
+    LocationSummary, ResumeOutcome, ScrubCounts, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict,
     UnrecoverableObject, LAST_REPORT_FILE,
 };
 pub use status::{LocationStatus, StoreStatus};

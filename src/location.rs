@@ -354,8 +354,7 @@ impl Location for LocalDir {
             .open(self.shard_path(object, stamp))?;
         file.write_all_at(bytes, offset)?;
         if self.durability == Durability::Fsync {
-            file.sync_data()
-                .map_err(FsyncFailed::wrap)?;
+            file.sync_data().map_err(FsyncFailed::wrap)?;
         }
         Ok(())
     }
@@ -450,8 +449,7 @@ impl LocalShardWriter {
         let file = writer.into_inner().map_err(|e| e.into_error())?;
         let sync = sync && self.location.durability == Durability::Fsync;
         if sync {
-            file.sync_all()
-                .map_err(FsyncFailed::wrap)?;
+            file.sync_all().map_err(FsyncFailed::wrap)?;
         }
         drop(file);
         self.location.create_dirs(&self.target_dir, sync)?;

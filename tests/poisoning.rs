@@ -35,9 +35,18 @@ fn repair() -> ScrubOptions {
 
 /// The store refuses every kind of write, and a reopened one accepts them again.
 fn assert_poisoned(dir: &Path, store: &Store, what: &str) {
-    assert!(matches!(store.put("other", &b"x"[..]), Err(Error::Poisoned)), "{what}: put after");
-    assert!(matches!(store.delete("k"), Err(Error::Poisoned)), "{what}: delete after");
-    assert!(matches!(store.scrub(&repair(), &|_| {}), Err(Error::Poisoned)), "{what}: repair after");
+    assert!(
+        matches!(store.put("other", &b"x"[..]), Err(Error::Poisoned)),
+        "{what}: put after"
+    );
+    assert!(
+        matches!(store.delete("k"), Err(Error::Poisoned)),
+        "{what}: delete after"
+    );
+    assert!(
+        matches!(store.scrub(&repair(), &|_| {}), Err(Error::Poisoned)),
+        "{what}: repair after"
+    );
     let reopened = common::reopen(dir);
     reopened.put("other", &b"x"[..]).unwrap();
 }

@@ -160,8 +160,14 @@ impl FaultPlan {
     fn after_fsync(&self, slot: usize, result: io::Result<()>) -> io::Result<()> {
         result?;
         let state = self.lock();
-        match state.rules.iter().any(|r| r.slot == slot && r.fault == Fault::FsyncError) {
-            true => Err(crate::location::FsyncFailed::wrap(io::Error::from_raw_os_error(5))),
+        match state
+            .rules
+            .iter()
+            .any(|r| r.slot == slot && r.fault == Fault::FsyncError)
+        {
+            true => Err(crate::location::FsyncFailed::wrap(io::Error::from_raw_os_error(
+                5,
+            ))),
             false => Ok(()),
         }
     }
@@ -361,7 +367,8 @@ impl Location for FaultyLocation {
     fn remove_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
         self.plan.read_only(self.slot)?;
         self.plan.take_removal()?;
-        self.plan.after_fsync(self.slot, self.inner.remove_shard(object, stamp))
+        self.plan
+            .after_fsync(self.slot, self.inner.remove_shard(object, stamp))
     }
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
         self.inner.shard_path(object, stamp)

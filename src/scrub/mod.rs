@@ -23,6 +23,13 @@ use crate::store::{check_identity, Store};
 
 pub use state::LAST_REPORT_FILE;
 
+impl ScrubCheckpoint {
+    /// Whether this checkpoint is of a scrub with the same options as `other`.
+    fn same_scrub(&self, other: &ScrubCheckpoint) -> bool {
+        (self.flags, self.percent, &self.prefix) == (other.flags, other.percent, &other.prefix)
+    }
+}
+
 /// What a scrub does; every field's doc gives its default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScrubOptions {
@@ -149,10 +156,18 @@ pub struct ScrubReport {
     pub repair: bool,
     /// Whether parity was recomputed and compared.
     pub deep: bool,
-    /// Objects verified by this run.
+    /// Objects verified by this scrub (a resumed scrub counts those its interrupted run
+    /// verified, and everything that run found).
     pub objects: u64,
     /// Objects skipped because a resumed scrub had already verified them.
     pub skipped_by_resume: u64,
+    /// What became of `--resume`.
+    #[serde(default)]
+    pub resume: ResumeOutcome,
+    /// The scrub's own advisory files (checkpoint, history) that could not be written; the
+    /// scrub went on without them (a later `--resume` or `--percent` is less precise).
+    #[serde(default)]
+    pub advisory_errors: Vec<String>,
     /// What was verified, found and repaired.
     #[serde(flatten)]
     pub counts: ScrubCounts,
@@ -164,6 +179,66 @@ pub struct ScrubReport {
     pub finished_unix: u64,
     /// Per location.
     pub locations: Vec<LocationSummary>,
+}
+
+/// What a scrub made of [`ScrubOptions::resume`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResumeOutcome {
+    /// Not asked to resume (any old checkpoint was discarded).
+    #[default]
+    NotAsked,
+    /// Resumed an interrupted scrub with the same options; what it found counts here too.
+    Resumed,
+    /// Asked, but no usable checkpoint was there: scrubbed from the start.
+    NoCheckpoint,
+    /// Asked, but the checkpoint was of a scrub with other options (repair, deep, prefix or
+    /// percent): scrubbed from the start.
+    OptionsDiffer,
+}
+
+/// What an interrupted scrub found before its last checkpoint, kept in the checkpoint.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Findings {
+    objects: u64,
+    counts: ScrubCounts,
+    unrecoverable: Vec<UnrecoverableObject>,
+    locations: Vec<LocationSummary>,
+}
+
+impl Findings {
+    fn of(report: &ScrubReport) -> Self {
+        Findings {
+            objects: report.objects,
+            counts: report.counts.clone(),
+            unrecoverable: report.unrecoverable.clone(),
+            locations: report.locations.clone(),
+        }
+    }
+
+    /// JSON within the checkpoint's bound: past it, the unrecoverable list is cut short (the
+    /// verdict only needs it non-empty; the final scrub names them again).
+    fn encode(mut self) -> Vec<u8> {
+        loop {
+            let json = serde_json::to_vec(&self).unwrap_or_default();
+            if json.len() <= ScrubCheckpoint::MAX_FINDINGS_LEN || self.unrecoverable.len() <= 1 {
+                return json;
+            }
+            self.unrecoverable.truncate(self.unrecoverable.len() / 2);
+        }
+    }
+
+    fn add_to(self, report: &mut ScrubReport) {
+        report.objects += self.objects;
+        report.counts.add(&self.counts);
+        report.unrecoverable.extend(self.unrecoverable);
+        for (summary, found) in report.locations.iter_mut().zip(self.locations) {
+            summary.damaged_chunks += found.damaged_chunks;
+            summary.repaired_chunks += found.repaired_chunks;
+            summary.damaged_shards += found.damaged_shards;
+            summary.rebuilt_shards += found.rebuilt_shards;
+            summary.write_failures += found.write_failures;
+        }
+    }
 }
 
 /// The outcome of a scrub in one word; [`ScrubVerdict::exit_code`] is the CLI's exit status.
@@ -211,6 +286,14 @@ impl ScrubReport {
             ScrubVerdict::Repaired
         } else {
             ScrubVerdict::NeedsRepair
+        }
+    }
+
+    fn note_advisory(&mut self, e: Error) {
+        // One line per distinct problem, however many batches meet it.
+        let line = e.to_string();
+        if !self.advisory_errors.contains(&line) {
+            self.advisory_errors.push(line);
         }
     }
 
@@ -303,20 +386,38 @@ impl Store {
             ..ScrubReport::default()
         };
         let started_unix = state::now_unix();
-        let flags = u16::from(options.repair) | u16::from(options.deep) << 1;
-        let mut checkpoint = match options.resume {
-            true => self.load_checkpoint(),
-            false => {
-                self.remove_checkpoint();
-                None
-            }
-        }
-        .unwrap_or(ScrubCheckpoint {
-            flags,
+        let fresh = ScrubCheckpoint {
+            flags: u16::from(options.repair) | u16::from(options.deep) << 1,
+            percent: options.percent.unwrap_or(0),
             started_unix,
             objects_done: 0,
             done_through: ObjectId([0; 16]),
-        });
+            prefix: options.prefix.clone().unwrap_or_default().into_bytes(),
+            findings: Vec::new(),
+        };
+        // A checkpoint is resumed only by a scrub with the same options: another scrub's
+        // progress says nothing about what this one would have found.
+        let (mut checkpoint, resume) = match options.resume {
+            false => {
+                self.remove_checkpoint();
+                (fresh, ResumeOutcome::NotAsked)
+            }
+            true => match self.load_checkpoint() {
+                None => (fresh, ResumeOutcome::NoCheckpoint),
+                Some(found) if found.same_scrub(&fresh) => {
+                    // What the interrupted run found counts in this one's verdict.
+                    if let Ok(findings) = serde_json::from_slice::<Findings>(&found.findings) {
+                        findings.add_to(&mut report);
+                    }
+                    (found, ResumeOutcome::Resumed)
+                }
+                Some(_) => {
+                    self.remove_checkpoint();
+                    (fresh, ResumeOutcome::OptionsDiffer)
+                }
+            },
+        };
+        report.resume = resume;
         let resuming = checkpoint.objects_done > 0;
 
         // The store is walked one bucket (first id byte) at a time, so memory follows a 256th
@@ -381,10 +482,15 @@ impl Store {
                 if let Some(&last) = objects.last() {
                     checkpoint.done_through = last;
                 }
-                self.save_checkpoint(checkpoint)?;
+                checkpoint.findings = Findings::of(report).encode();
+                if let Err(e) = self.save_checkpoint(checkpoint) {
+                    report.note_advisory(e);
+                }
                 let current_bucket = checkpoint.done_through.0[0];
                 let finished = unrecorded.partition_point(|o| o.0[0] < current_bucket);
-                self.record_scrubbed(&unrecorded[..finished], started_unix)?;
+                if let Err(e) = self.record_scrubbed(&unrecorded[..finished], started_unix) {
+                    report.note_advisory(e);
+                }
                 unrecorded.drain(..finished);
                 Ok::<(), Error>(())
             };
@@ -418,7 +524,9 @@ impl Store {
         if !pending.is_empty() {
             run_batch(&pending, &mut report, &mut checkpoint)?;
         }
-        self.record_scrubbed(&unrecorded, started_unix)?;
+        if let Err(e) = self.record_scrubbed(&unrecorded, started_unix) {
+            report.note_advisory(e);
+        }
         self.remove_checkpoint();
         for summary in &mut report.locations {
             if summary.write_failures > 0 && summary.state == "healthy" {
@@ -430,7 +538,10 @@ impl Store {
         }
         report.duration_secs = started.elapsed().as_secs_f64();
         report.finished_unix = state::now_unix();
-        self.save_last_report(&report)?;
+        if let Err(e) = self.save_last_report(&report) {
+            // The saved report lacks this line; the one returned has it.
+            report.note_advisory(e);
+        }
         Ok(report)
     }
 
@@ -455,7 +566,10 @@ impl Store {
                             Ok(()) => (format!("rebuilt ({p})"), None),
                             Err(e) => {
                                 self.note_write_error(&e);
-                                (format!("{p}; rewriting the identity failed: {e}"), Some(p.to_string()))
+                                (
+                                    format!("{p}; rewriting the identity failed: {e}"),
+                                    Some(p.to_string()),
+                                )
                             }
                         }
                     }
@@ -527,7 +641,8 @@ impl Store {
                 *ages.entry(history.last_scrubbed(object)).or_default() += 1;
                 total += 1;
             }
-            self.forget_deleted(bucket, history, &objects)?;
+            // Advisory: a history that cannot be pruned only keeps a few stale entries.
+            let _ = self.forget_deleted(bucket, history, &objects);
         }
         let everything = Selection {
             objects: total,

@@ -2,14 +2,15 @@
 //! each object was last scrubbed, and the last report (for `status`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::format::{bucket_from_hex, ObjectId, ScrubCheckpoint, ScrubHistory};
 use crate::location::{write_atomically, Durability};
+use crate::own_files;
 use crate::store::Store;
 
 use super::ScrubReport;
@@ -26,25 +27,27 @@ pub(crate) fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Bound on a bucket's history file (about 1.4 million objects a bucket, 350 million in all):
+/// a larger one is treated as damaged.
+const MAX_HISTORY_LEN: usize = 32 << 20;
+/// Bound on the last report read back for `status`.
+const MAX_REPORT_LEN: usize = 32 << 20;
+
 /// Writes a file the scrub can do without over its old content, with no rename: renaming over
 /// an existing file makes ext4 (`auto_da_alloc`) start writing it out at once, and one rename
 /// per history bucket cost a scrub of 64 small objects 40% of its time. A torn write fails the
-/// file's CRC, and a file that fails it reads as absent, which only costs time.
+/// file's CRC, and a file that fails it reads as absent, which only costs time. Never through
+/// a link (see `own_files`).
 fn overwrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.set_len(bytes.len() as u64)
+    own_files::overwrite(path, bytes)
 }
 
 impl Store {
     /// The checkpoint of an interrupted scrub, if a valid one exists (a damaged one is ignored:
     /// the scrub then starts over, which costs time, never correctness).
     pub(super) fn load_checkpoint(&self) -> Option<ScrubCheckpoint> {
-        let bytes = fs::read(self.root.join(CHECKPOINT_FILE)).ok()?;
+        let bytes =
+            own_files::read_bounded(&self.root.join(CHECKPOINT_FILE), ScrubCheckpoint::MAX_LEN).ok()?;
         ScrubCheckpoint::decode(&bytes).ok()
     }
 
@@ -62,7 +65,7 @@ impl Store {
     /// When each object of `bucket` was last scrubbed. A missing or damaged history file
     /// means "never": those objects are scrubbed first, which costs time, never correctness.
     pub(super) fn load_history(&self, bucket: u8) -> ScrubHistory {
-        fs::read(self.history_dir().join(format!("{bucket:02x}")))
+        own_files::read_bounded(&self.history_dir().join(format!("{bucket:02x}")), MAX_HISTORY_LEN)
             .ok()
             .and_then(|b| ScrubHistory::decode(&b).ok())
             .unwrap_or_default()
@@ -145,7 +148,7 @@ impl Store {
 
     /// The report of the last finished scrub, if any.
     pub fn last_scrub(&self) -> Option<ScrubReport> {
-        let bytes = fs::read(self.root.join(LAST_REPORT_FILE)).ok()?;
+        let bytes = own_files::read_bounded(&self.root.join(LAST_REPORT_FILE), MAX_REPORT_LEN).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 }

@@ -468,7 +468,9 @@ impl Store {
     fn open_with(root: &Path, options: OpenOptions) -> Result<Store> {
         crate::codec::check_cpu()?;
         let store_path = root.join(STORE_FILE);
-        let bytes = fs::read(&store_path).map_err(|e| Error::io(&store_path, e))?;
+        // At most 255 locations of at most 4 KiB of path each.
+        let bytes =
+            crate::own_files::read_bounded(&store_path, 2 << 20).map_err(|e| Error::io(&store_path, e))?;
         let file = StoreFile::decode(&bytes).map_err(|source| Error::Format {
             path: store_path.clone(),
             source,

@@ -292,14 +292,12 @@ impl ObjectReader<'_> {
                 .iter_mut()
                 .map(|b| &mut b[..shape.chunk_len])
                 .collect();
-            let rebuilt =
-                rebuild_stripe(&self.store.codec, &mut chunks, &evidence, None, true, true).map_err(|e| {
-                    Error::Unrecoverable {
-                        key: self.key.clone(),
-                        stripe: shape.index,
-                        available: e.available,
-                        needed: e.needed,
-                    }
+            let rebuilt = rebuild_stripe(&self.store.codec, &mut chunks, &evidence, None, true, true)
+                .map_err(|e| Error::Unrecoverable {
+                    key: self.key.clone(),
+                    stripe: shape.index,
+                    available: e.available,
+                    needed: e.needed,
                 })?;
             // A rebuild the rotten chunk's own stored checksum disowns: read the spare parity
             // and weigh every set of survivors (once).

@@ -77,7 +77,11 @@ pub(crate) fn rebuild_stripe(
             true => codec.reconstruct(&mut pairs, data_only)?,
             false => codec.reconstruct_on_this_thread(&mut pairs, data_only)?,
         }
-        let rebuilt_len = if data_only { codec.data_shards() } else { chunks.len() };
+        let rebuilt_len = if data_only {
+            codec.data_shards()
+        } else {
+            chunks.len()
+        };
         let unconfirmed = (0..rebuilt_len)
             .filter(|&s| {
                 evidence.stored[s]

@@ -422,6 +422,16 @@ fn print_scrub_report(r: &ScrubReport) {
         r.counts.leftover_files,
         r.counts.leftover_files_removed
     );
+    match r.resume {
+        shardguard::ResumeOutcome::OptionsDiffer => say!(
+            "--resume: the checkpoint was of a scrub with other options (repair, deep, prefix or percent); scrubbed from the start"
+        ),
+        shardguard::ResumeOutcome::NoCheckpoint => say!("--resume: no checkpoint to resume; scrubbed from the start"),
+        _ => {}
+    }
+    for e in &r.advisory_errors {
+        say!("warning: the scrub's own state was not saved (the scrub went on): {e}");
+    }
     if r.counts.conflicting_writes > 0 {
         say!(
             "conflicting writes: {} shard files carry the current version number of another write \
