@@ -74,7 +74,7 @@ impl Pattern {
 
 impl Read for Pattern {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos.is_multiple_of(BLOCK) && self.pos < self.len {
+        if self.pos % BLOCK == 0 && self.pos < self.len {
             self.block = data(self.seed ^ (self.pos / BLOCK) << 20, BLOCK as usize);
         }
         let in_block = (self.pos % BLOCK) as usize;
