@@ -128,6 +128,12 @@ pub trait Location: Send + Sync + fmt::Debug {
     fn remove_temp(&self, name: &str) -> io::Result<()>;
     /// Makes every completed write here durable (per the location's [`Durability`]).
     fn sync(&self) -> io::Result<()>;
+    /// What the location lives on right now (for a local directory, its device): checked
+    /// before writing, so a disk unmounted or swapped under a running process is noticed
+    /// rather than written through to whatever is left at its path.
+    fn instance(&self) -> io::Result<u64> {
+        Ok(0)
+    }
 }
 
 /// Replaces `dir/name` with `bytes` atomically: a temporary file beside it, fsynced, renamed
@@ -372,6 +378,11 @@ impl Location for LocalDir {
             ));
         }
         fs::remove_file(self.dir.join(TMP_DIR).join(name))
+    }
+
+    fn instance(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(fs::metadata(&self.dir)?.dev())
     }
 
     fn sync(&self) -> io::Result<()> {

@@ -391,6 +391,9 @@ impl Location for FaultyLocation {
     fn sync(&self) -> io::Result<()> {
         self.plan.after_fsync(self.slot, self.inner.sync())
     }
+    fn instance(&self) -> io::Result<u64> {
+        self.inner.instance()
+    }
 }
 
 struct FaultyShardFile {

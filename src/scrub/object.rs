@@ -787,7 +787,7 @@ impl Store {
         shard: usize,
     ) -> Option<Box<dyn ShardWriter>> {
         let slot = placement::slot_of_shard(object, shard, self.slots.len());
-        let location = self.slots[slot].usable().ok()?;
+        let location = self.writable(slot)?;
         let mut header = header.clone();
         header.shard_index = shard as u8;
         let mut writer = location.create_shard(object, header.stamp).ok()?;
@@ -814,7 +814,7 @@ impl Store {
     fn patch_chunk(&self, reader: &ChunkReader<'_>, shard: usize, framed: &[u8]) -> io::Result<bool> {
         let n = self.slots.len();
         let slot = placement::slot_of_shard(reader.object, shard, n);
-        let Ok(location) = self.slots[slot].usable() else {
+        let Some(location) = self.writable(slot) else {
             return Ok(false);
         };
         let offset = reader.resolved.header_len + reader.shape.offset_in_shard;

@@ -113,6 +113,8 @@ pub(crate) struct Slot {
     pub location: Arc<dyn Location>,
     /// `None` when usable, else why not.
     pub unusable: RwLock<Option<String>>,
+    /// What the location lived on when it was found usable ([`Location::instance`]).
+    pub instance: RwLock<Option<u64>>,
 }
 
 impl Slot {
@@ -128,6 +130,9 @@ impl Slot {
     }
 
     pub fn set_problem(&self, problem: Option<String>) {
+        if problem.is_none() {
+            *self.instance.write().unwrap_or_else(|e| e.into_inner()) = self.location.instance().ok();
+        }
         *self.unusable.write().unwrap_or_else(|e| e.into_inner()) = problem;
     }
 }
@@ -374,6 +379,31 @@ impl Store {
             .collect()
     }
 
+    /// The slot's location, if it may be written: still usable, still on what it lived on when
+    /// found usable, and still holding this store's identity for this slot. A location that
+    /// changed (a disk unmounted, leaving the empty mount point; a disk swapped) is marked
+    /// unusable, so nothing is written through to the parent filesystem.
+    pub(crate) fn writable(&self, slot: usize) -> Option<&Arc<dyn Location>> {
+        let s = &self.slots[slot];
+        let location = s.usable().ok()?;
+        let recorded = *s.instance.read().unwrap_or_else(|e| e.into_inner());
+        let problem = match (recorded, location.instance()) {
+            (_, Err(e)) => Some(format!("location vanished while in use: {e}")),
+            (Some(then), Ok(now)) if then != now => Some(
+                "location now lives on another filesystem (unmounted or swapped while in use?)".to_owned(),
+            ),
+            _ => check_identity(&**location, &self.file, slot)
+                .map(|p| format!("location changed while in use: {p}")),
+        };
+        match problem {
+            None => Some(location),
+            Some(problem) => {
+                s.set_problem(Some(problem));
+                None
+            }
+        }
+    }
+
     /// Sees a location's write error: a failed fsync (of a file, a directory, a patch or the
     /// whole filesystem) poisons the store, since the kernel may have dropped the dirty pages
     /// and a retry could report success for data that is gone.
@@ -488,10 +518,12 @@ impl Store {
                     None => local,
                 };
                 let unusable = check_identity(&*location, &file, slot).map(|p| p.to_string());
+                let instance = location.instance().ok().filter(|_| unusable.is_none());
                 Slot {
                     dir,
                     location,
                     unusable: RwLock::new(unusable),
+                    instance: RwLock::new(instance),
                 }
             })
             .collect();

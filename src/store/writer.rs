@@ -210,7 +210,7 @@ impl Store {
         let writers: Writers = (0..n)
             .map(|shard| {
                 let slot = placement::slot_of_shard(object, shard, n);
-                let location = self.slots[slot].usable().ok()?;
+                let location = self.writable(slot)?;
                 header.shard_index = shard as u8;
                 let started = location
                     .create_shard(object, stamp)
