@@ -242,13 +242,8 @@ impl Location for LocalDir {
     }
 
     fn read_identity(&self) -> io::Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        // The identity is tiny; refuse to slurp a huge foreign file.
-        io::Read::read_to_end(
-            &mut io::Read::take(File::open(self.dir.join(IDENTITY_FILE))?, 4096),
-            &mut bytes,
-        )?;
-        Ok(bytes)
+        // Tiny: a bounded read, never through a link or blocking on a FIFO.
+        crate::own_files::read_bounded(&self.dir.join(IDENTITY_FILE), 4096)
     }
 
     fn write_identity(&self, bytes: &[u8]) -> io::Result<()> {

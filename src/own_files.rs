@@ -1,4 +1,4 @@
-//! The store's own files (the store file, scrub state) handled with the suspicion given to
+//! The store's own files (the store file, location identities, scrub state) handled with the suspicion given to
 //! data: opened without following a link (`O_NOFOLLOW`) and without blocking on a FIFO or
 //! device (`O_NONBLOCK`), accepted only as regular files, and read only up to a bound, so no
 //! damaged or hostile file in their place can hang the store, exhaust its memory, or have a
