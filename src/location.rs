@@ -459,7 +459,14 @@ impl LocalShardWriter {
         }
         drop(file);
         self.location.create_dirs(&self.target_dir, sync)?;
-        fs::rename(&self.tmp, self.target_dir.join(&self.target_name))?;
+        let target = self.target_dir.join(&self.target_name);
+        // Something that is not a shard file in its place (a directory, a link, a FIFO) would
+        // refuse the rename or take the file's place forever: it is moved aside, not deleted.
+        if fs::symlink_metadata(&target).is_ok_and(|m| !m.is_file()) {
+            let aside = format!("quarantine-{}-{:016x}", self.target_name, rand::random::<u64>());
+            fs::rename(&target, self.location.dir.join(TMP_DIR).join(aside))?;
+        }
+        fs::rename(&self.tmp, target)?;
         if sync {
             self.location.sync_dir(&self.target_dir)?;
         }

@@ -104,3 +104,32 @@ fn hostile_files_in_place_of_the_stores_own_neither_hang_nor_get_written_through
     }
     assert_eq!(cases, 16);
 }
+
+/// A directory in place of a shard file is an erasure at once (not retried as if it were a
+/// transient fault), and a repair moves it aside and rebuilds the shard.
+#[test]
+fn a_directory_in_place_of_a_shard_is_read_around_then_moved_aside_and_rebuilt() {
+    let (dir, bytes, shard) = sample();
+    replace(&shard, Hostile::Directory, &shard);
+    fs::write(shard.join("inside"), b"someone's file").unwrap();
+    let store = common::reopen(dir.path());
+    let mut reader = store.get("k").unwrap();
+    let mut got = Vec::new();
+    reader.copy_to(&mut got).unwrap();
+    assert!(got == bytes);
+    assert_eq!(reader.stats().retransmissions, 0, "{:?}", reader.stats());
+    let options = ScrubOptions {
+        repair: true,
+        ..ScrubOptions::default()
+    };
+    let report = store.scrub(&options, &|_| {}).unwrap();
+    assert_eq!(
+        report.verdict(),
+        shardguard::ScrubVerdict::Repaired,
+        "{report:#?}"
+    );
+    assert!(fs::symlink_metadata(&shard).unwrap().is_file(), "not rebuilt");
+    let report = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+    assert_eq!(report.verdict(), shardguard::ScrubVerdict::Clean, "{report:#?}");
+    assert_eq!(store.get_bytes("k").unwrap(), bytes);
+}

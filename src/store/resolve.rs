@@ -342,6 +342,11 @@ impl ShardFile for Unreadable {
         0
     }
     fn read_exact_at(&self, _buf: &mut [u8], _offset: u64) -> io::Result<()> {
-        Err(io::Error::other("shard file could not be opened"))
+        // "Not found" as far as reads go: asking again cannot help (not a regular file, no
+        // permission, an open that failed), so it is an erasure at once, not retransmitted.
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the shard file could not be opened as a regular file",
+        ))
     }
 }
