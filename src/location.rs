@@ -22,6 +22,11 @@ use crate::format::{bucket_from_hex, ObjectId, WriteStamp};
 
 /// Name of the identity file at the top of a location.
 pub const IDENTITY_FILE: &str = "SHARDGUARD-LOCATION";
+/// Name of the copy of the store file at the top of a location: the store opens from these
+/// when its own store file is lost or damaged.
+pub const STORE_COPY_FILE: &str = "SHARDGUARD-STORE";
+/// Bound on a store file (255 locations of at most 4 KiB of path each).
+pub(crate) const MAX_STORE_FILE_LEN: usize = 2 << 20;
 const OBJECTS_DIR: &str = "objects";
 const TMP_DIR: &str = "tmp";
 
@@ -94,6 +99,10 @@ pub trait Location: Send + Sync + fmt::Debug {
     fn read_identity(&self) -> io::Result<Vec<u8>>;
     /// Writes the identity file atomically, creating the location's directories.
     fn write_identity(&self, bytes: &[u8]) -> io::Result<()>;
+    /// Reads this location's copy of the store file.
+    fn read_store_copy(&self) -> io::Result<Vec<u8>>;
+    /// Writes this location's copy of the store file atomically.
+    fn write_store_copy(&self, bytes: &[u8]) -> io::Result<()>;
     /// The buckets (first bytes of object ids) that have a directory here, so a walk opens
     /// only those.
     fn list_buckets(&self) -> io::Result<Vec<u8>>;
@@ -215,6 +224,23 @@ impl LocalDir {
         Ok(())
     }
 
+    /// Replaces a file at the top of the location atomically: written in `tmp/`, fsynced,
+    /// renamed into place, the directory fsynced (per the durability).
+    fn write_top_file(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.create_dirs(&self.dir.join(TMP_DIR), true)?;
+        let tmp = self
+            .dir
+            .join(TMP_DIR)
+            .join(format!("{name}-{}.tmp", rand::random::<u64>()));
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        if self.durability == Durability::Fsync {
+            file.sync_all().map_err(FsyncFailed::wrap)?;
+        }
+        fs::rename(&tmp, self.dir.join(name))?;
+        self.sync_dir(&self.dir)
+    }
+
     /// Creates `dir` and any missing parents, fsyncing each parent whose entries changed
     /// (unless `sync` is false: a later [`Location::sync`] covers them).
     fn create_dirs(&self, dir: &Path, sync: bool) -> io::Result<()> {
@@ -248,18 +274,15 @@ impl Location for LocalDir {
 
     fn write_identity(&self, bytes: &[u8]) -> io::Result<()> {
         self.create_dirs(&self.dir.join(OBJECTS_DIR), true)?;
-        self.create_dirs(&self.dir.join(TMP_DIR), true)?;
-        let tmp = self
-            .dir
-            .join(TMP_DIR)
-            .join(format!("identity-{}.tmp", rand::random::<u64>()));
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        if self.durability == Durability::Fsync {
-            file.sync_all().map_err(FsyncFailed::wrap)?;
-        }
-        fs::rename(&tmp, self.dir.join(IDENTITY_FILE))?;
-        self.sync_dir(&self.dir)
+        self.write_top_file(IDENTITY_FILE, bytes)
+    }
+
+    fn read_store_copy(&self) -> io::Result<Vec<u8>> {
+        crate::own_files::read_bounded(&self.dir.join(STORE_COPY_FILE), MAX_STORE_FILE_LEN)
+    }
+
+    fn write_store_copy(&self, bytes: &[u8]) -> io::Result<()> {
+        self.write_top_file(STORE_COPY_FILE, bytes)
     }
 
     fn list_buckets(&self) -> io::Result<Vec<u8>> {

@@ -324,6 +324,14 @@ impl Location for FaultyLocation {
         self.plan.read_only(self.slot)?;
         self.plan.after_fsync(self.slot, self.inner.write_identity(bytes))
     }
+    fn read_store_copy(&self) -> io::Result<Vec<u8>> {
+        self.inner.read_store_copy()
+    }
+    fn write_store_copy(&self, bytes: &[u8]) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
+        self.plan
+            .after_fsync(self.slot, self.inner.write_store_copy(bytes))
+    }
     fn list_buckets(&self) -> io::Result<Vec<u8>> {
         self.inner.list_buckets()
     }

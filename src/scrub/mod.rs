@@ -164,6 +164,10 @@ pub struct ScrubReport {
     /// What became of `--resume`.
     #[serde(default)]
     pub resume: ResumeOutcome,
+    /// What was wrong with the store file or the copies of it every location keeps (and, with
+    /// repair, was rewritten).
+    #[serde(default)]
+    pub store_file: Vec<String>,
     /// The scrub's own advisory files (checkpoint, history) that could not be written; the
     /// scrub went on without them (a later `--resume` or `--percent` is less precise).
     #[serde(default)]
@@ -272,6 +276,7 @@ impl ScrubReport {
     /// not damage).
     pub fn damage_found(&self) -> bool {
         self.counts.damaged_chunks + self.counts.damaged_shards + self.counts.conflicting_writes > 0
+            || !self.store_file.is_empty()
             || !self.unrecoverable.is_empty()
             || self.locations.iter().any(|l| l.state != "healthy")
     }
@@ -385,6 +390,13 @@ impl Store {
             locations: self.check_locations(options.repair),
             ..ScrubReport::default()
         };
+        for (problem, fixed) in self.check_store_file(options.repair) {
+            report.counts.unrepaired += u64::from(!fixed);
+            report.store_file.push(match fixed {
+                true => format!("{problem} (rewritten)"),
+                false => problem,
+            });
+        }
         let started_unix = state::now_unix();
         let fresh = ScrubCheckpoint {
             flags: u16::from(options.repair) | u16::from(options.deep) << 1,

@@ -16,7 +16,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::format::{Geometry, LocationIdentity, ObjectId, StoreFile, WriteStamp};
 use crate::key;
-use crate::location::{write_atomically, Durability, LocalDir, Location};
+use crate::location::{write_atomically, Durability, LocalDir, Location, MAX_STORE_FILE_LEN};
 use crate::lock::ObjectLocks;
 
 pub use reader::{ObjectReader, ReadStats};
@@ -149,6 +149,8 @@ pub struct Store {
     pub(crate) codec: Codec,
     retry: RetryPolicy,
     durability: Durability,
+    /// What was wrong with the store file when the store opened from its copies.
+    store_file_problem: RwLock<Option<String>>,
     pub(crate) locks: ObjectLocks,
     poisoned: AtomicBool,
 }
@@ -250,6 +252,55 @@ impl Store {
     /// The location directories, by slot.
     pub fn locations(&self) -> Vec<PathBuf> {
         self.slots.iter().map(|s| s.dir.clone()).collect()
+    }
+
+    /// What was wrong with the store file, if the store opened from the copies every
+    /// location keeps (`scrub --repair` rewrites it); `None` when it was fine.
+    pub fn store_file_problem(&self) -> Option<String> {
+        self.store_file_problem
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes the store file and every usable location's copy match the store's own record
+    /// (with `repair`; else only looks): what was wrong, and whether it was fixed.
+    pub(crate) fn check_store_file(&self, repair: bool) -> Vec<(String, bool)> {
+        let bytes = self.file.encode();
+        let mut found = Vec::new();
+        if let Some(problem) = self.store_file_problem() {
+            let path = self.root.join(STORE_FILE);
+            // A directory in its place would refuse the rename: moved aside, not deleted.
+            if repair && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                let aside = format!("{STORE_FILE}.not-a-file.{:016x}", rand::random::<u64>());
+                let _ = fs::rename(&path, self.root.join(aside));
+            }
+            let fixed = repair
+                && write_atomically(&self.root, STORE_FILE, &bytes, self.durability)
+                    .inspect_err(|e| self.note_write_error(e))
+                    .is_ok();
+            if fixed {
+                *self.store_file_problem.write().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+            found.push((format!("store file: {problem}"), fixed));
+        }
+        for (slot, s) in self.slots.iter().enumerate() {
+            let Ok(location) = s.usable() else { continue };
+            if location.read_store_copy().is_ok_and(|copy| copy == bytes) {
+                continue;
+            }
+            let fixed = repair
+                && self.writable(slot).is_some_and(|l| {
+                    l.write_store_copy(&bytes)
+                        .inspect_err(|e| self.note_write_error(e))
+                        .is_ok()
+                });
+            found.push((
+                format!("location {slot}: its copy of the store file is missing or stale"),
+                fixed,
+            ));
+        }
+        found
     }
 
     /// Why each unusable location cannot be used, by slot (`None` for usable ones).
@@ -469,6 +520,7 @@ impl Store {
         }
         let store_id: [u8; 16] = rand::random();
         let mut recorded = Vec::with_capacity(n);
+        let mut written = Vec::with_capacity(n);
         for (slot, (full, location, stored)) in planned.into_iter().enumerate() {
             let identity = LocationIdentity {
                 store_id,
@@ -480,6 +532,7 @@ impl Store {
                 .map_err(|e| Error::io(&full, e))?;
             use std::os::unix::ffi::OsStrExt;
             recorded.push(stored.as_os_str().as_bytes().to_vec());
+            written.push((full, location));
         }
         if recorded.iter().any(|p| p.len() > crate::format::MAX_PATH_LEN) {
             return Err(Error::InvalidConfig {
@@ -492,19 +545,35 @@ impl Store {
             locations: recorded,
         }
         .encode();
+        // Every location keeps a copy: the store file is no single point of failure.
+        for (dir, location) in &written {
+            location.write_store_copy(&bytes).map_err(|e| Error::io(dir, e))?;
+        }
         write_atomically(root, STORE_FILE, &bytes, durability).map_err(|e| Error::io(&store_path, e))
     }
 
     fn open_with(root: &Path, options: OpenOptions) -> Result<Store> {
         crate::codec::check_cpu()?;
         let store_path = root.join(STORE_FILE);
-        // At most 255 locations of at most 4 KiB of path each.
-        let bytes =
-            crate::own_files::read_bounded(&store_path, 2 << 20).map_err(|e| Error::io(&store_path, e))?;
-        let file = StoreFile::decode(&bytes).map_err(|source| Error::Format {
-            path: store_path.clone(),
-            source,
-        })?;
+        let read = crate::own_files::read_bounded(&store_path, MAX_STORE_FILE_LEN)
+            .map_err(|e| Error::io(&store_path, e))
+            .and_then(|bytes| {
+                StoreFile::decode(&bytes).map_err(|source| Error::Format {
+                    path: store_path.clone(),
+                    source,
+                })
+            });
+        let (file, store_file_problem) = match read {
+            Ok(file) => (file, None),
+            // Lost or damaged: the copies in the locations under the root say the same.
+            Err(e) => match store_file_from_copies(root) {
+                Some(file) => (
+                    file,
+                    Some(format!("{e}; opened from the copies in the locations")),
+                ),
+                None => return Err(e),
+            },
+        };
         let slots = file
             .locations
             .iter()
@@ -534,10 +603,31 @@ impl Store {
             slots,
             retry: options.retry,
             durability: options.durability,
+            store_file_problem: RwLock::new(store_file_problem),
             locks: ObjectLocks::new(root),
             poisoned: AtomicBool::new(false),
         })
     }
+}
+
+/// The store file as the copies in the locations under `root` hold it (the default layout):
+/// the version most of them agree on. `None` when no copy is found.
+fn store_file_from_copies(root: &Path) -> Option<StoreFile> {
+    let mut votes: Vec<(StoreFile, usize)> = Vec::new();
+    for entry in fs::read_dir(root).ok()?.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let copy = LocalDir::new(entry.path(), Durability::PageCache).read_store_copy();
+        let Some(file) = copy.ok().and_then(|b| StoreFile::decode(&b).ok()) else {
+            continue;
+        };
+        match votes.iter_mut().find(|(f, _)| *f == file) {
+            Some((_, n)) => *n += 1,
+            None => votes.push((file, 1)),
+        }
+    }
+    votes.into_iter().max_by_key(|(_, n)| *n).map(|(file, _)| file)
 }
 
 /// Why a location cannot serve its slot.

@@ -156,6 +156,19 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     parse_size::parse_size(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// Opens the store, warning (one line on stderr) when it had to open from the copies of its
+/// store file kept in the locations.
+fn open_store(path: &std::path::Path) -> Result<Store, shardguard::Error> {
+    let store = Store::open(path)?;
+    if let Some(problem) = store.store_file_problem() {
+        let _ = writeln!(
+            io::stderr(),
+            "shardguard: warning: {problem} (scrub --repair rewrites it)"
+        );
+    }
+    Ok(store)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
@@ -214,7 +227,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             );
         }
         Command::Put { store, key, file } => {
-            let store = Store::open(&store)?;
+            let store = open_store(&store)?;
             let outcome = match file.filter(|f| f.as_os_str() != "-") {
                 Some(path) => {
                     let f = File::open(&path).map_err(io_context(path.display()))?;
@@ -228,7 +241,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             );
         }
         Command::Get { store, key, output } => {
-            let store = Store::open(&store)?;
+            let store = open_store(&store)?;
             if let Some(path) = output {
                 store.get_to_path(&key, &path)?;
                 return Ok(0);
@@ -249,7 +262,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             }
         }
         Command::Ls { store, long } => {
-            let store = Store::open(&store)?;
+            let store = open_store(&store)?;
             let mut out = BufWriter::new(io::stdout().lock());
             for entry in store.list()? {
                 let line = if long {
@@ -262,10 +275,10 @@ fn run(command: Command) -> Result<u8, Failure> {
             out.flush().map_err(io_context("<stdout>"))?;
         }
         Command::Rm { store, key } => {
-            Store::open(&store)?.delete(&key)?;
+            open_store(&store)?.delete(&key)?;
         }
         Command::Stat { store, key } => {
-            let stat = Store::open(&store)?.stat(&key)?;
+            let stat = open_store(&store)?.stat(&key)?;
             say!("key:      {}", stat.key);
             say!("size:     {} bytes", stat.len);
             say!("version:  {}", stat.version);
@@ -307,7 +320,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             resume,
             json,
         } => {
-            let store = Store::open(&store)?;
+            let store = open_store(&store)?;
             let options = ScrubOptions {
                 repair,
                 deep,
@@ -338,7 +351,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             return Ok(report.verdict().exit_code() as u8);
         }
         Command::Status { store } => {
-            let status = Store::open(&store)?.status()?;
+            let status = open_store(&store)?.status()?;
             let g = status.geometry;
             say!(
                 "store {}: {} data + {} parity shards, chunk {}",
@@ -428,6 +441,9 @@ fn print_scrub_report(r: &ScrubReport) {
         ),
         shardguard::ResumeOutcome::NoCheckpoint => say!("--resume: no checkpoint to resume; scrubbed from the start"),
         _ => {}
+    }
+    for line in &r.store_file {
+        say!("{line}");
     }
     for e in &r.advisory_errors {
         say!("warning: the scrub's own state was not saved (the scrub went on): {e}");
