@@ -565,7 +565,7 @@ impl ScrubCheckpoint {
     /// Size without the prefix and the findings.
     pub const FIXED_LEN: usize = 55;
     /// Bound on the findings, so reading a checkpoint is bounded too.
-    pub const MAX_FINDINGS_LEN: usize = 16 << 20;
+    pub const MAX_FINDINGS_LEN: usize = 8 << 20;
     /// Bound on a whole checkpoint.
     pub const MAX_LEN: usize = Self::FIXED_LEN + MAX_KEY_LEN + Self::MAX_FINDINGS_LEN;
 

@@ -237,8 +237,25 @@ impl LocalDir {
         if self.durability == Durability::Fsync {
             file.sync_all().map_err(FsyncFailed::wrap)?;
         }
-        fs::rename(&tmp, self.dir.join(name))?;
+        let target = self.dir.join(name);
+        self.move_aside_if_directory(&target)?;
+        fs::rename(&tmp, target)?;
         self.sync_dir(&self.dir)
+    }
+
+    /// A directory where one of our files belongs would refuse the rename of the new file: it
+    /// is moved into `tmp/` (never deleted: it may be someone's). A link, FIFO or device the
+    /// rename simply replaces.
+    fn move_aside_if_directory(&self, target: &Path) -> io::Result<()> {
+        if fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
+            let name = target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let aside = format!("quarantine-{name}-{:016x}", rand::random::<u64>());
+            fs::rename(target, self.dir.join(TMP_DIR).join(aside))?;
+        }
+        Ok(())
     }
 
     /// Creates `dir` and any missing parents, fsyncing each parent whose entries changed
@@ -483,12 +500,7 @@ impl LocalShardWriter {
         drop(file);
         self.location.create_dirs(&self.target_dir, sync)?;
         let target = self.target_dir.join(&self.target_name);
-        // Something that is not a shard file in its place (a directory, a link, a FIFO) would
-        // refuse the rename or take the file's place forever: it is moved aside, not deleted.
-        if fs::symlink_metadata(&target).is_ok_and(|m| !m.is_file()) {
-            let aside = format!("quarantine-{}-{:016x}", self.target_name, rand::random::<u64>());
-            fs::rename(&target, self.location.dir.join(TMP_DIR).join(aside))?;
-        }
+        self.location.move_aside_if_directory(&target)?;
         fs::rename(&self.tmp, target)?;
         if sync {
             self.location.sync_dir(&self.target_dir)?;

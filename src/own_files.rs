@@ -15,10 +15,9 @@ pub(crate) fn read_bounded(path: &Path, max: usize) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.take(max as u64 + 1).read_to_end(&mut bytes)?;
     if bytes.len() > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("longer than the {max} bytes such a file can hold"),
-        ));
+        return Err(not_ours(&format!(
+            "longer than the {max} bytes such a file can hold"
+        )));
     }
     Ok(bytes)
 }
@@ -35,13 +34,20 @@ fn open_regular(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => io::Error::other("a symbolic link, not a file of the store"),
+            Some(libc::ELOOP) => not_ours("a symbolic link, not a file of the store"),
             _ => e,
         })?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
+        return Err(not_ours("not a regular file"));
     }
     Ok(file)
+}
+
+/// Something in the place of one of the store's files that cannot be it (a link, a directory,
+/// a FIFO, a file too long): `InvalidData`, which callers treat like damage, not like an
+/// unreadable disk.
+fn not_ours(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }
 
 #[cfg(test)]

@@ -27,11 +27,11 @@ pub(crate) fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Bound on a bucket's history file (about 1.4 million objects a bucket, 350 million in all):
+/// Bound on a bucket's history file (about 700,000 objects a bucket, 179 million in all):
 /// a larger one is treated as damaged.
-const MAX_HISTORY_LEN: usize = 32 << 20;
+const MAX_HISTORY_LEN: usize = 16 << 20;
 /// Bound on the last report read back for `status`.
-const MAX_REPORT_LEN: usize = 32 << 20;
+const MAX_REPORT_LEN: usize = 16 << 20;
 
 /// Writes a file the scrub can do without over its old content, with no rename: renaming over
 /// an existing file makes ext4 (`auto_da_alloc`) start writing it out at once, and one rename

@@ -672,6 +672,10 @@ pub(crate) fn check_identity(
     let bytes = match location.read_identity() {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(IdentityProblem::Missing),
+        // A link, directory or FIFO in its place: damaged, so claimable like a missing one.
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Some(IdentityProblem::Damaged(e.to_string()))
+        }
         Err(e) => return Some(IdentityProblem::Unreadable(e.to_string())),
     };
     match LocationIdentity::decode(&bytes) {
