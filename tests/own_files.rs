@@ -133,3 +133,54 @@ fn a_directory_in_place_of_a_shard_is_read_around_then_moved_aside_and_rebuilt()
     assert_eq!(report.verdict(), shardguard::ScrubVerdict::Clean, "{report:#?}");
     assert_eq!(store.get_bytes("k").unwrap(), bytes);
 }
+
+/// Advisory files are advisory: hostile ones in place of the lock file, the checkpoint, the
+/// last report or a history file never stop a scrub; it reports them, a repairing scrub moves
+/// them aside, and writers and the next scrub work again.
+#[test]
+fn hostile_advisory_files_are_reported_then_moved_aside_by_repair() {
+    let (dir, bytes, _shard) = sample();
+    let root = dir.path();
+    let history = fs::read_dir(root.join("scrub-history"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let lock = root.join("locks").join("objects.lock");
+    replace(&lock, Hostile::Directory, &lock);
+    replace(&root.join("scrub.checkpoint"), Hostile::Fifo, &lock);
+    replace(&root.join("scrub.last.json"), Hostile::Directory, &lock);
+    replace(&history, Hostile::LinkToDevZero, &lock);
+    let store = common::reopen(root);
+    let err = store.put("k", &b"new"[..]).unwrap_err();
+    assert!(
+        err.to_string().contains("remove it"),
+        "a clear, specific error: {err}"
+    );
+    let report = within(Duration::from_secs(20), "scrub", {
+        let root = root.to_path_buf();
+        move || {
+            common::reopen(&root)
+                .scrub(&ScrubOptions::default(), &|_| {})
+                .unwrap()
+        }
+    });
+    assert_eq!(report.own_files.len(), 4, "{report:#?}");
+    assert_eq!(report.verdict(), shardguard::ScrubVerdict::NeedsRepair);
+    let repair = ScrubOptions {
+        repair: true,
+        ..ScrubOptions::default()
+    };
+    let report = store.scrub(&repair, &|_| {}).unwrap();
+    assert_eq!(
+        report.verdict(),
+        shardguard::ScrubVerdict::Repaired,
+        "{report:#?}"
+    );
+    let store = common::reopen(root);
+    store.put("k2", &b"new"[..]).unwrap();
+    assert_eq!(store.get_bytes("k").unwrap(), bytes);
+    let report = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+    assert_eq!(report.verdict(), shardguard::ScrubVerdict::Clean, "{report:#?}");
+}

@@ -164,10 +164,10 @@ pub struct ScrubReport {
     /// What became of `--resume`.
     #[serde(default)]
     pub resume: ResumeOutcome,
-    /// What was wrong with the store file or the copies of it every location keeps (and, with
-    /// repair, was rewritten).
+    /// What was wrong with the store's own files (the store file, the copies of it every
+    /// location keeps, the lock file, the scrub's state) and, with repair, was replaced.
     #[serde(default)]
-    pub store_file: Vec<String>,
+    pub own_files: Vec<String>,
     /// The scrub's own advisory files (checkpoint, history) that could not be written; the
     /// scrub went on without them (a later `--resume` or `--percent` is less precise).
     #[serde(default)]
@@ -276,7 +276,7 @@ impl ScrubReport {
     /// not damage).
     pub fn damage_found(&self) -> bool {
         self.counts.damaged_chunks + self.counts.damaged_shards + self.counts.conflicting_writes > 0
-            || !self.store_file.is_empty()
+            || !self.own_files.is_empty()
             || !self.unrecoverable.is_empty()
             || self.locations.iter().any(|l| l.state != "healthy")
     }
@@ -390,10 +390,12 @@ impl Store {
             locations: self.check_locations(options.repair),
             ..ScrubReport::default()
         };
-        for (problem, fixed) in self.check_store_file(options.repair) {
+        let mut own_files = self.check_store_file(options.repair);
+        own_files.extend(self.check_state_files(options.repair));
+        for (problem, fixed) in own_files {
             report.counts.unrepaired += u64::from(!fixed);
-            report.store_file.push(match fixed {
-                true => format!("{problem} (rewritten)"),
+            report.own_files.push(match fixed {
+                true => format!("{problem} (replaced)"),
                 false => problem,
             });
         }

@@ -43,6 +43,60 @@ fn overwrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 impl Store {
+    /// The store's own advisory files and directories (lock file, checkpoint, last report,
+    /// history) that are not what they should be (a directory, link or FIFO in place of a file;
+    /// a file or link in place of a directory): with `repair` each is moved aside (renamed to
+    /// `NAME.not-ours.HEX`, never deleted), so the scrub and later writers can make a real one.
+    /// What was found, and whether it was moved.
+    pub(super) fn check_state_files(&self, repair: bool) -> Vec<(String, bool)> {
+        let locks = self.root.join(crate::lock::LOCKS_DIR);
+        let history = self.history_dir();
+        let mut files = vec![
+            locks.join(crate::lock::LOCK_FILE),
+            self.root.join(CHECKPOINT_FILE),
+            self.root.join(LAST_REPORT_FILE),
+        ];
+        if let Ok(entries) = fs::read_dir(&history) {
+            files.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(bucket_from_hex)
+                    .is_some()
+            }));
+        }
+        let wrong_file = |m: &fs::Metadata| !m.is_file();
+        let wrong_dir = |m: &fs::Metadata| !m.is_dir();
+        let mut found = Vec::new();
+        let checks = files
+            .iter()
+            .map(|f| {
+                (
+                    f,
+                    &wrong_file as &dyn Fn(&fs::Metadata) -> bool,
+                    "not a regular file",
+                )
+            })
+            .chain(
+                [&locks, &history]
+                    .map(|d| (d, &wrong_dir as &dyn Fn(&fs::Metadata) -> bool, "not a directory")),
+            );
+        for (path, wrong, what) in checks {
+            if !fs::symlink_metadata(path).is_ok_and(|m| wrong(&m)) {
+                continue;
+            }
+            let moved = repair && {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let aside = path.with_file_name(format!("{name}.not-ours.{:016x}", rand::random::<u64>()));
+                fs::rename(path, aside).is_ok()
+            };
+            found.push((format!("{}: {what}", path.display()), moved));
+        }
+        found
+    }
+
     /// The checkpoint of an interrupted scrub, if a valid one exists (a damaged one is ignored:
     /// the scrub then starts over, which costs time, never correctness).
     pub(super) fn load_checkpoint(&self) -> Option<ScrubCheckpoint> {

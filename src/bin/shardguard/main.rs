@@ -442,7 +442,7 @@ fn print_scrub_report(r: &ScrubReport) {
         shardguard::ResumeOutcome::NoCheckpoint => say!("--resume: no checkpoint to resume; scrubbed from the start"),
         _ => {}
     }
-    for line in &r.store_file {
+    for line in &r.own_files {
         say!("{line}");
     }
     for e in &r.advisory_errors {
