@@ -3,6 +3,9 @@
 //! the all-jobs scrub gives the parallel speed-up. Two stores: 64 large objects, and 2,000
 //! objects whose ids all share one bucket (the case per-bucket locks serialized).
 //!
+//! A third group prices repair: scrubbing with `--repair` a store with one damaged chunk per
+//! object, against a verify-only scrub of the same damage.
+//!
 //! Throughput counts shard-file bytes. `SHARDGUARD_BENCH_MIB` sets the large objects' data
 //! (default 2048, in 64 objects), `SHARDGUARD_BENCH_ONE_BUCKET_KIB` the size of each of the
 //! 2,000 (default 1024); `SHARDGUARD_BENCH_DIR` where the stores live (default: here).
@@ -85,6 +88,55 @@ fn scrub_benches(c: &mut Criterion) {
         .collect();
     let store = filled_store(dir.path(), &keys, kib << 10);
     compare(c, &format!("scrub_one_bucket_2000x{kib}KiB"), &store);
+    drop(store);
+    drop(dir);
+    repair_cost(c);
+}
+
+/// What repair costs over verification: 256 objects of 1 MiB, one chunk of each damaged before
+/// every iteration (the same bytes written each time, outside the timing), scrubbed with
+/// `--repair` against a verify-only scrub of the same damaged store.
+fn repair_cost(c: &mut Criterion) {
+    use std::os::unix::fs::FileExt;
+    let dir = bench_dir();
+    let keys: Vec<String> = (0..256).map(|i| format!("repair/{i}")).collect();
+    let store = filled_store(dir.path(), &keys, 1 << 20);
+    // Chunk 0 of shard 1 of every object, 100 bytes in: past the 86 + key-length header.
+    let targets: Vec<PathBuf> = keys.iter().map(|k| store.shard_path(k, 1).unwrap()).collect();
+    let damage = || {
+        for path in &targets {
+            let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            file.write_all_at(&[0xa5; 8], 200).unwrap();
+        }
+    };
+    let mut group = c.benchmark_group("repair_one_damaged_chunk_per_object_256x1MiB");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(15));
+    for repair in [false, true] {
+        let options = ScrubOptions {
+            repair,
+            jobs: Some(2),
+            ..ScrubOptions::default()
+        };
+        let name = if repair {
+            "scrub_repair"
+        } else {
+            "baseline_scrub_verify_only"
+        };
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                damage,
+                |()| {
+                    let report = store.scrub(&options, &|_| {}).unwrap();
+                    assert_eq!(report.counts.damaged_chunks, 256);
+                },
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
 }
 
 /// Times verify-only scrubs of `store` with 1 and 2 jobs beside plain read + CRC32C passes over
