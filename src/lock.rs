@@ -18,7 +18,6 @@
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
@@ -27,6 +26,7 @@ use nix::fcntl::{fcntl, FcntlArg};
 
 use crate::error::{Error, Result};
 use crate::format::ObjectId;
+use crate::own_files;
 
 /// Directory of the lock file, under the store's root.
 pub(crate) const LOCKS_DIR: &str = "locks";
@@ -119,19 +119,20 @@ impl ObjectLocks {
     }
 }
 
-/// Opens (creating if needed) the lock file: never through a link, never blocking on a special
-/// file, and only a regular file is accepted.
+/// Opens (creating if needed) the lock file, with the care given to every file of the store
+/// (`own_files`); one that is not a regular file is a clear error saying to remove it.
 fn open_lock_file(path: &Path) -> io::Result<File> {
     let open = || {
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
+        own_files::open_regular(
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            path,
+        )
     };
-    let file = match open() {
+    match open() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 fs::create_dir_all(dir)?;
@@ -140,21 +141,10 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
         }
         other => other,
     }
-    .map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) => io::Error::other("the lock file is a symbolic link; remove it"),
-        Some(libc::EISDIR) => io::Error::other("the lock file is a directory; remove it"),
+    .map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData => io::Error::other(format!("the lock file is {e}; remove it")),
         _ => e,
-    })?;
-    let kind = file.metadata()?.file_type();
-    if !kind.is_file() {
-        let what = if kind.is_fifo() {
-            "a FIFO"
-        } else {
-            "not a regular file"
-        };
-        return Err(io::Error::other(format!("the lock file is {what}; remove it")));
-    }
-    Ok(file)
+    })
 }
 
 /// The lock file byte standing for `object` (ids are uniformly random, so two objects share a
@@ -224,6 +214,10 @@ mod tests {
         let err = ObjectLocks::new(dir.path())
             .lock(ObjectId::of_key("k"))
             .unwrap_err();
-        assert!(err.to_string().contains("is a directory; remove it"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("a directory, not a file of the store; remove it"),
+            "{err}"
+        );
     }
 }

@@ -29,12 +29,15 @@ pub(crate) fn overwrite(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.set_len(bytes.len() as u64)
 }
 
-fn open_regular(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+/// Opens `path` with `options`, never through a link nor blocking on a special file, and only
+/// if it is a regular file.
+pub(crate) fn open_regular(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
     let file = options
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => not_ours("a symbolic link, not a file of the store"),
+            Some(libc::EISDIR) => not_ours("a directory, not a file of the store"),
             _ => e,
         })?;
     if !file.metadata()?.is_file() {

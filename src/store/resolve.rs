@@ -304,7 +304,8 @@ impl Store {
     pub(crate) fn resolve(&self, key: &str) -> Result<Resolved> {
         let object = ObjectId::of_key(key);
         let mut backoff = Duration::from_micros(100);
-        for attempt in 0.. {
+        let mut attempt = 0;
+        loop {
             let gathered = self.gather(object, true);
             let raced = gathered.raced;
             let decided = self.decide(key, gathered, false);
@@ -318,10 +319,10 @@ impl Store {
             if !doubtful || attempt >= MAX_RESOLVE_ATTEMPTS {
                 return decided;
             }
+            attempt += 1;
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(10));
         }
-        unreachable!("the loop returns")
     }
 
     /// Gathers and decides holding the object's lock: nothing moves, one look suffices.
