@@ -244,8 +244,10 @@ impl LocalDir {
     }
 
     /// A directory where one of our files belongs would refuse the rename of the new file: it
-    /// is moved into `tmp/` (never deleted: it may be someone's). A link, FIFO or device the
-    /// rename simply replaces.
+    /// is moved into `tmp/` (never deleted: it may be someone's). Not beside it, as the store
+    /// root's files are (`own_files::move_aside`): in an object's directory it would keep the
+    /// directory, and the object's listing, alive for good. A link, FIFO or device the rename
+    /// simply replaces.
     fn move_aside_if_directory(&self, target: &Path) -> io::Result<()> {
         if fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
             let name = target

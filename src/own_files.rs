@@ -29,6 +29,17 @@ pub(crate) fn overwrite(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.set_len(bytes.len() as u64)
 }
 
+/// Moves whatever is at `path` aside, beside it as `NAME.not-ours.HEX`: never deleted (it may
+/// be someone's), but out of the way of the file the store puts there.
+pub(crate) fn move_aside(path: &Path) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let aside = path.with_file_name(format!("{name}.not-ours.{:016x}", rand::random::<u64>()));
+    std::fs::rename(path, aside)
+}
+
 /// Opens `path` with `options`, never through a link nor blocking on a special file, and only
 /// if it is a regular file.
 pub(crate) fn open_regular(options: &mut OpenOptions, path: &Path) -> io::Result<File> {

@@ -64,33 +64,24 @@ impl Store {
                     .is_some()
             }));
         }
-        let wrong_file = |m: &fs::Metadata| !m.is_file();
-        let wrong_dir = |m: &fs::Metadata| !m.is_dir();
-        let mut found = Vec::new();
+        // (path, whether it should be a directory)
         let checks = files
             .iter()
-            .map(|f| {
-                (
-                    f,
-                    &wrong_file as &dyn Fn(&fs::Metadata) -> bool,
-                    "not a regular file",
-                )
-            })
-            .chain(
-                [&locks, &history]
-                    .map(|d| (d, &wrong_dir as &dyn Fn(&fs::Metadata) -> bool, "not a directory")),
-            );
-        for (path, wrong, what) in checks {
-            if !fs::symlink_metadata(path).is_ok_and(|m| wrong(&m)) {
+            .map(|f| (f, false))
+            .chain([(&locks, true), (&history, true)]);
+        let mut found = Vec::new();
+        for (path, directory) in checks {
+            let Ok(meta) = fs::symlink_metadata(path) else {
+                continue;
+            };
+            if (directory && meta.is_dir()) || (!directory && meta.is_file()) {
                 continue;
             }
-            let moved = repair && {
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let aside = path.with_file_name(format!("{name}.not-ours.{:016x}", rand::random::<u64>()));
-                fs::rename(path, aside).is_ok()
+            let moved = repair && own_files::move_aside(path).is_ok();
+            let what = if directory {
+                "not a directory"
+            } else {
+                "not a regular file"
             };
             found.push((format!("{}: {what}", path.display()), moved));
         }

@@ -272,8 +272,7 @@ impl Store {
             let path = self.root.join(STORE_FILE);
             // A directory in its place would refuse the rename: moved aside, not deleted.
             if repair && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                let aside = format!("{STORE_FILE}.not-a-file.{:016x}", rand::random::<u64>());
-                let _ = fs::rename(&path, self.root.join(aside));
+                let _ = crate::own_files::move_aside(&path);
             }
             let fixed = repair
                 && write_atomically(&self.root, STORE_FILE, &bytes, self.durability)
