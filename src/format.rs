@@ -120,9 +120,23 @@ impl WriteStamp {
         format!("{:016x}-{:016x}.shard", self.version, self.write_id)
     }
 
+    /// The name of this write's shard file while its put is still committing:
+    /// `{version:016x}-{write_id:016x}.pending` (FORMAT.md, "Committing a write").
+    pub fn pending_file_name(&self) -> String {
+        format!("{:016x}-{:016x}.pending", self.version, self.write_id)
+    }
+
     /// Parses a shard file name made by [`WriteStamp::file_name`].
     pub fn from_file_name(name: &str) -> Option<Self> {
-        let stem = name.strip_suffix(".shard")?;
+        Self::from_stem(name.strip_suffix(".shard")?)
+    }
+
+    /// Parses a pending shard file name made by [`WriteStamp::pending_file_name`].
+    pub fn from_pending_file_name(name: &str) -> Option<Self> {
+        Self::from_stem(name.strip_suffix(".pending")?)
+    }
+
+    fn from_stem(stem: &str) -> Option<Self> {
         let (version, write_id) = stem.split_once('-')?;
         if version.len() != 16 || write_id.len() != 16 {
             return None;
@@ -970,6 +984,11 @@ mod tests {
         };
         assert_eq!(WriteStamp::from_file_name(&s.file_name()), Some(s));
         assert_eq!(WriteStamp::from_file_name("../x.shard"), None);
+        assert_eq!(
+            WriteStamp::from_pending_file_name(&s.pending_file_name()),
+            Some(s)
+        );
+        assert_eq!(WriteStamp::from_file_name(&s.pending_file_name()), None);
         assert_eq!(
             ObjectId::from_hex(&ObjectId::of_key("k").to_hex()),
             Some(ObjectId::of_key("k"))

@@ -22,6 +22,7 @@ pub mod arq;
 pub mod checksum;
 pub mod codec;
 pub mod demo;
+mod disk;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

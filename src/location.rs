@@ -18,6 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::disk;
 use crate::format::{bucket_from_hex, ObjectId, WriteStamp};
 
 /// Name of the identity file at the top of a location.
@@ -60,8 +61,18 @@ impl FsyncFailed {
     }
 }
 
-/// The writes of an object at one location, each with its opened file (or why it did not open).
-pub type OpenedShards = Vec<(WriteStamp, io::Result<Arc<dyn ShardFile>>)>;
+/// The shard files of an object at one location, each opened (or why it did not open).
+pub type OpenedShards = Vec<OpenedShard>;
+
+/// One shard file of an object, opened for reading.
+pub struct OpenedShard {
+    /// The write it belongs to.
+    pub stamp: WriteStamp,
+    /// Whether it is still pending (its put had not finished committing: FORMAT.md).
+    pub pending: bool,
+    /// The open file, or why it did not open.
+    pub file: io::Result<Arc<dyn ShardFile>>,
+}
 
 /// A readable shard file. Reads are positional so several threads can share one handle.
 pub trait ShardFile: Send + Sync {
@@ -82,8 +93,12 @@ pub trait ShardWriter: Send {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Overwrites bytes already written (the header, once the object's length is known).
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
-    /// Makes the file durable (per the location's [`Durability`]) and renames it into place.
+    /// Makes the file durable (per the location's [`Durability`]) and renames it into place,
+    /// committed: for a shard rebuilt into a write that is already committed.
     fn commit(self: Box<Self>) -> io::Result<()>;
+    /// Makes the file durable and renames it into place as pending: the first step of
+    /// committing a put; [`Location::promote`] is the second.
+    fn stage(self: Box<Self>) -> io::Result<()>;
     /// Renames the file into place without waiting for the disk; a later [`Location::sync`]
     /// makes it durable. For writes that replace nothing (a power loss before the sync leaves a
     /// missing or unverifiable file, which was missing anyway): a scrub rebuilding a location
@@ -109,23 +124,39 @@ pub trait Location: Send + Sync + fmt::Debug {
     /// The objects with a directory here whose id starts with the byte `bucket`. Listing a
     /// store bucket by bucket keeps memory to a 256th of the object count.
     fn list_bucket(&self, bucket: u8) -> io::Result<Vec<ObjectId>>;
-    /// The writes of `object` held here; none if the object is absent.
+    /// The writes of `object` with a committed shard file here; none if the object is absent.
     fn list_shards(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>>;
+    /// The writes of `object` with a pending shard file here (committed ones not included).
+    fn list_pending(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>>;
     /// Opens a shard file for reading.
     fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>>;
-    /// Lists the writes of `object` held here and opens each (a read's first step, so a
-    /// location may do both in one pass). A file listed but gone when opened is a `NotFound`.
+    /// Opens a pending shard file for reading.
+    fn open_pending(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>>;
+    /// Lists the shard files of `object` held here, committed and pending, and opens each (a
+    /// read's first step, so a location may do both in one pass). A file listed but gone when
+    /// opened is a `NotFound`.
     fn open_shards(&self, object: ObjectId) -> io::Result<OpenedShards> {
-        let stamps = self.list_shards(object)?;
-        Ok(stamps
-            .into_iter()
-            .map(|stamp| (stamp, self.open_shard(object, stamp)))
-            .collect())
+        let committed = self.list_shards(object)?.into_iter().map(|stamp| OpenedShard {
+            stamp,
+            pending: false,
+            file: self.open_shard(object, stamp),
+        });
+        let pending = self.list_pending(object)?.into_iter().map(|stamp| OpenedShard {
+            stamp,
+            pending: true,
+            file: self.open_pending(object, stamp),
+        });
+        Ok(committed.chain(pending).collect())
     }
     /// Starts writing a shard file in the temporary area.
     fn create_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Box<dyn ShardWriter>>;
     /// Removes a shard file (and the object's directory once empty).
     fn remove_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()>;
+    /// Removes a pending shard file (and the object's directory once empty).
+    fn remove_pending(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()>;
+    /// Turns a pending shard file into a committed one, durably (per the location's
+    /// [`Durability`]): the second step of committing a put (FORMAT.md).
+    fn promote(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()>;
     /// The path of a shard file, for messages.
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf;
     /// Overwrites bytes of a committed shard file in place and makes them durable. Only used to
@@ -156,19 +187,20 @@ pub(crate) fn write_atomically(
 ) -> io::Result<()> {
     let tmp = dir.join(format!("{name}.{:016x}.tmp", rand::random::<u64>()));
     let write = || -> io::Result<()> {
-        let mut file = File::create(&tmp)?;
+        let mut file =
+            disk::open_for_writing(OpenOptions::new().write(true).create(true).truncate(true), &tmp)?;
         file.write_all(bytes)?;
         if durability == Durability::Fsync {
-            file.sync_all().map_err(FsyncFailed::wrap)?;
+            disk::sync_file(&file, &tmp, false)?;
         }
-        fs::rename(&tmp, dir.join(name))
+        disk::rename(&tmp, &dir.join(name))
     };
     if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
+        let _ = disk::remove_file(&tmp);
         return Err(e);
     }
     if durability == Durability::Fsync {
-        File::open(dir)?.sync_all().map_err(FsyncFailed::wrap)?;
+        disk::sync_dir(dir)?;
     }
     Ok(())
 }
@@ -219,7 +251,7 @@ impl LocalDir {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         if self.durability == Durability::Fsync {
-            File::open(dir)?.sync_all().map_err(FsyncFailed::wrap)?;
+            disk::sync_dir(dir)?;
         }
         Ok(())
     }
@@ -232,14 +264,15 @@ impl LocalDir {
             .dir
             .join(TMP_DIR)
             .join(format!("{name}-{}.tmp", rand::random::<u64>()));
-        let mut file = File::create(&tmp)?;
+        let mut file =
+            disk::open_for_writing(OpenOptions::new().write(true).create(true).truncate(true), &tmp)?;
         file.write_all(bytes)?;
         if self.durability == Durability::Fsync {
-            file.sync_all().map_err(FsyncFailed::wrap)?;
+            disk::sync_file(&file, &tmp, false)?;
         }
         let target = self.dir.join(name);
         self.move_aside_if_directory(&target)?;
-        fs::rename(&tmp, target)?;
+        disk::rename(&tmp, &target)?;
         self.sync_dir(&self.dir)
     }
 
@@ -255,7 +288,26 @@ impl LocalDir {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let aside = format!("quarantine-{name}-{:016x}", rand::random::<u64>());
-            fs::rename(target, self.dir.join(TMP_DIR).join(aside))?;
+            disk::rename(target, &self.dir.join(TMP_DIR).join(aside))?;
+        }
+        Ok(())
+    }
+
+    /// Removes one file of an object's directory, then the directory once empty, each change
+    /// made durable (per the durability).
+    fn remove_from_object_dir(&self, object: ObjectId, name: &str) -> io::Result<()> {
+        let dir = self.object_dir(object);
+        match disk::remove_file(&dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.sync_dir(&dir)?;
+        // Fails harmlessly while other writes of the object remain.
+        if disk::remove_dir(&dir).is_ok() {
+            if let Some(parent) = dir.parent() {
+                self.sync_dir(parent)?;
+            }
         }
         Ok(())
     }
@@ -269,7 +321,7 @@ impl LocalDir {
         if let Some(parent) = dir.parent() {
             self.create_dirs(parent, sync)?;
         }
-        match fs::create_dir(dir) {
+        match disk::create_dir(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
             Err(e) => return Err(e),
@@ -319,8 +371,18 @@ impl Location for LocalDir {
         parsed_names(&self.object_dir(object), WriteStamp::from_file_name)
     }
 
+    fn list_pending(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>> {
+        parsed_names(&self.object_dir(object), WriteStamp::from_pending_file_name)
+    }
+
     fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
         let path = self.shard_path(object, stamp);
+        let fd = rustix::fs::open(&path, READ_FLAGS, rustix::fs::Mode::empty())?;
+        LocalShardFile::from_fd(fd)
+    }
+
+    fn open_pending(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
+        let path = self.object_dir(object).join(stamp.pending_file_name());
         let fd = rustix::fs::open(&path, READ_FLAGS, rustix::fs::Mode::empty())?;
         LocalShardFile::from_fd(fd)
     }
@@ -340,18 +402,21 @@ impl Location for LocalDir {
         while let Some(entry) = entries.read() {
             let entry = entry?;
             let name = entry.file_name();
-            if let Some(stamp) = name.to_str().ok().and_then(WriteStamp::from_file_name) {
-                names.push((stamp, name.to_owned()));
+            let Ok(text) = name.to_str() else { continue };
+            if let Some(stamp) = WriteStamp::from_file_name(text) {
+                names.push((stamp, false, name.to_owned()));
+            } else if let Some(stamp) = WriteStamp::from_pending_file_name(text) {
+                names.push((stamp, true, name.to_owned()));
             }
         }
         let dir = entries.fd()?;
         Ok(names
             .into_iter()
-            .map(|(stamp, name)| {
-                let opened = rustix::fs::openat(dir, name.as_c_str(), READ_FLAGS, Mode::empty())
+            .map(|(stamp, pending, name)| {
+                let file = rustix::fs::openat(dir, name.as_c_str(), READ_FLAGS, Mode::empty())
                     .map_err(io::Error::from)
                     .and_then(LocalShardFile::from_fd);
-                (stamp, opened)
+                OpenedShard { stamp, pending, file }
             })
             .collect())
     }
@@ -360,31 +425,29 @@ impl Location for LocalDir {
         let tmp_dir = self.dir.join(TMP_DIR);
         self.create_dirs(&tmp_dir, true)?;
         let tmp = tmp_dir.join(format!("{}-{}.tmp", object.to_hex(), rand::random::<u64>()));
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let file = disk::open_for_writing(OpenOptions::new().write(true).create_new(true), &tmp)?;
         Ok(Box::new(LocalShardWriter {
             file: Some(BufWriter::with_capacity(256 << 10, file)),
             tmp,
             target_dir: self.object_dir(object),
-            target_name: stamp.file_name(),
+            stamp,
             location: LocalDir::new(&self.dir, self.durability),
         }))
     }
 
     fn remove_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
+        self.remove_from_object_dir(object, &stamp.file_name())
+    }
+
+    fn remove_pending(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
+        self.remove_from_object_dir(object, &stamp.pending_file_name())
+    }
+
+    fn promote(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
         let dir = self.object_dir(object);
-        match fs::remove_file(dir.join(stamp.file_name())) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        self.sync_dir(&dir)?;
-        // Fails harmlessly while other writes of the object remain.
-        if fs::remove_dir(&dir).is_ok() {
-            if let Some(parent) = dir.parent() {
-                self.sync_dir(parent)?;
-            }
-        }
-        Ok(())
+        // Within one directory: after a crash the file is pending or committed, never gone.
+        disk::rename(&dir.join(stamp.pending_file_name()), &dir.join(stamp.file_name()))?;
+        self.sync_dir(&dir)
     }
 
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
@@ -392,12 +455,11 @@ impl Location for LocalDir {
     }
 
     fn patch_shard(&self, object: ObjectId, stamp: WriteStamp, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(self.shard_path(object, stamp))?;
+        let path = self.shard_path(object, stamp);
+        let file = disk::open_for_writing(OpenOptions::new().write(true), &path)?;
         file.write_all_at(bytes, offset)?;
         if self.durability == Durability::Fsync {
-            file.sync_data().map_err(FsyncFailed::wrap)?;
+            disk::sync_file(&file, &path, true)?;
         }
         Ok(())
     }
@@ -414,7 +476,7 @@ impl Location for LocalDir {
                 "not a temporary file name",
             ));
         }
-        fs::remove_file(self.dir.join(TMP_DIR).join(name))
+        disk::remove_file(&self.dir.join(TMP_DIR).join(name))
     }
 
     fn instance(&self) -> io::Result<u64> {
@@ -425,8 +487,7 @@ impl Location for LocalDir {
     fn sync(&self) -> io::Result<()> {
         if self.durability == Durability::Fsync {
             // One syncfs flushes the whole filesystem the location lives on.
-            let dir = File::open(&self.dir)?;
-            rustix::fs::syncfs(&dir).map_err(|e| FsyncFailed::wrap(e.into()))?;
+            disk::sync_filesystem(&self.dir)?;
         }
         Ok(())
     }
@@ -474,7 +535,7 @@ struct LocalShardWriter {
     file: Option<BufWriter<File>>,
     tmp: PathBuf,
     target_dir: PathBuf,
-    target_name: String,
+    stamp: WriteStamp,
     location: LocalDir,
 }
 
@@ -487,8 +548,9 @@ impl LocalShardWriter {
 }
 
 impl LocalShardWriter {
-    /// Flushes, fsyncs (if `sync`), renames into place, fsyncs the directory (if `sync`).
-    fn finish(mut self, sync: bool) -> io::Result<()> {
+    /// Flushes, fsyncs (if `sync`), renames into place (as pending if `pending`), fsyncs the
+    /// directory (if `sync`).
+    fn finish(mut self, sync: bool, pending: bool) -> io::Result<()> {
         let mut writer = self
             .file
             .take()
@@ -497,13 +559,17 @@ impl LocalShardWriter {
         let file = writer.into_inner().map_err(|e| e.into_error())?;
         let sync = sync && self.location.durability == Durability::Fsync;
         if sync {
-            file.sync_all().map_err(FsyncFailed::wrap)?;
+            disk::sync_file(&file, &self.tmp, false)?;
         }
         drop(file);
         self.location.create_dirs(&self.target_dir, sync)?;
-        let target = self.target_dir.join(&self.target_name);
+        let name = match pending {
+            true => self.stamp.pending_file_name(),
+            false => self.stamp.file_name(),
+        };
+        let target = self.target_dir.join(name);
         self.location.move_aside_if_directory(&target)?;
-        fs::rename(&self.tmp, target)?;
+        disk::rename(&self.tmp, &target)?;
         if sync {
             self.location.sync_dir(&self.target_dir)?;
         }
@@ -523,11 +589,15 @@ impl ShardWriter for LocalShardWriter {
     }
 
     fn commit(self: Box<Self>) -> io::Result<()> {
-        (*self).finish(true)
+        (*self).finish(true, false)
+    }
+
+    fn stage(self: Box<Self>) -> io::Result<()> {
+        (*self).finish(true, true)
     }
 
     fn commit_deferred(self: Box<Self>) -> io::Result<()> {
-        (*self).finish(false)
+        (*self).finish(false, false)
     }
 }
 
@@ -535,6 +605,6 @@ impl Drop for LocalShardWriter {
     fn drop(&mut self) {
         // Uncommitted (or failed) writes leave nothing behind; after a commit the rename already
         // moved the temporary file, so this removal finds nothing.
-        let _ = fs::remove_file(&self.tmp);
+        let _ = disk::remove_file(&self.tmp);
     }
 }

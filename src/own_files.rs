@@ -37,7 +37,7 @@ pub(crate) fn move_aside(path: &Path) -> io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let aside = path.with_file_name(format!("{name}.not-ours.{:016x}", rand::random::<u64>()));
-    std::fs::rename(path, aside)
+    crate::disk::rename(path, &aside)
 }
 
 /// Opens `path` with `options`, never through a link nor blocking on a special file, and only

@@ -5,6 +5,7 @@
 //! [`crate::OpenOptions::location_wrapper`]. Every choice comes from the plan's seed, so a failing
 //! run replays exactly.
 
+pub mod power;
 pub mod properties;
 
 use std::collections::HashMap;
@@ -313,6 +314,31 @@ struct FaultyLocation {
     plan: Arc<FaultPlan>,
 }
 
+impl FaultyLocation {
+    /// A shard file opened by `open`, with the plan's faults on its reads.
+    fn faulty(
+        &self,
+        object: ObjectId,
+        stamp: WriteStamp,
+        open: impl FnOnce(&dyn Location) -> io::Result<Arc<dyn ShardFile>>,
+    ) -> io::Result<Arc<dyn ShardFile>> {
+        let (hidden, truncate, _) = self.plan.file_fault(self.slot, object);
+        if hidden {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let inner = open(&*self.inner)?;
+        let len = truncate.map_or(inner.len(), |t| t.min(inner.len()));
+        Ok(Arc::new(FaultyShardFile {
+            slot: self.slot,
+            object,
+            stamp,
+            len,
+            inner,
+            plan: Arc::clone(&self.plan),
+        }))
+    }
+}
+
 impl Location for FaultyLocation {
     fn path(&self) -> &Path {
         self.inner.path()
@@ -344,21 +370,17 @@ impl Location for FaultyLocation {
         }
         self.inner.list_shards(object)
     }
-    fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
-        let (hidden, truncate, _) = self.plan.file_fault(self.slot, object);
-        if hidden {
-            return Err(io::ErrorKind::NotFound.into());
+    fn list_pending(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>> {
+        if self.plan.file_fault(self.slot, object).0 {
+            return Ok(Vec::new());
         }
-        let inner = self.inner.open_shard(object, stamp)?;
-        let len = truncate.map_or(inner.len(), |t| t.min(inner.len()));
-        Ok(Arc::new(FaultyShardFile {
-            slot: self.slot,
-            object,
-            stamp,
-            len,
-            inner,
-            plan: Arc::clone(&self.plan),
-        }))
+        self.inner.list_pending(object)
+    }
+    fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
+        self.faulty(object, stamp, |inner| inner.open_shard(object, stamp))
+    }
+    fn open_pending(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
+        self.faulty(object, stamp, |inner| inner.open_pending(object, stamp))
     }
     fn create_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Box<dyn ShardWriter>> {
         self.plan.read_only(self.slot)?;
@@ -377,6 +399,17 @@ impl Location for FaultyLocation {
         self.plan.take_removal()?;
         self.plan
             .after_fsync(self.slot, self.inner.remove_shard(object, stamp))
+    }
+    fn remove_pending(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
+        self.plan.take_removal()?;
+        self.plan
+            .after_fsync(self.slot, self.inner.remove_pending(object, stamp))
+    }
+    fn promote(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
+        self.plan
+            .after_fsync(self.slot, self.inner.promote(object, stamp))
     }
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
         self.inner.shard_path(object, stamp)
@@ -450,6 +483,9 @@ impl ShardWriter for FaultyWriter {
     }
     fn commit(self: Box<Self>) -> io::Result<()> {
         self.plan.after_fsync(self.slot, self.inner.commit())
+    }
+    fn stage(self: Box<Self>) -> io::Result<()> {
+        self.plan.after_fsync(self.slot, self.inner.stage())
     }
     fn commit_deferred(self: Box<Self>) -> io::Result<()> {
         self.inner.commit_deferred()

@@ -149,7 +149,7 @@ impl Store {
         let single_write = gathered
             .slots
             .iter()
-            .all(|found| found.as_ref().is_ok_and(|c| c.len() == 1));
+            .all(|found| found.as_ref().is_ok_and(|c| c.len() == 1 && !c[0].pending));
         if gathered.raced || !single_write {
             return Ok(FirstLook::Amiss(None));
         }
@@ -203,7 +203,10 @@ impl Store {
             false => options,
         };
         self.clean_temp_files(temp_files, options.repair, &mut out);
-        let gathered = self.gather(object, false);
+        let mut gathered = self.gather(object, false);
+        if self.settle_pending(object, &gathered, options.repair, &mut out) {
+            gathered = self.gather(object, false);
+        }
         let stamps = stamps_by_slot(&gathered);
         let tombstones: BTreeSet<WriteStamp> = gathered
             .slots
@@ -286,6 +289,66 @@ impl Store {
             Err(e) => return Err(e),
         }
         Ok(out)
+    }
+
+    /// Pending files are what a put leaves when it stops between its two commit steps (FORMAT.md,
+    /// "Committing a write"); with scrub holding the object's lock, none is under way. A write
+    /// with a committed file somewhere had begun its second step: its pending files are
+    /// promoted (the put completes). A write with none had not: readers ignore it, and its
+    /// files are removed, once every location could be listed (a committed one may be on a
+    /// location that could not). Returns whether anything changed.
+    fn settle_pending(
+        &self,
+        object: ObjectId,
+        gathered: &crate::store::resolve::Gathered,
+        repair: bool,
+        out: &mut ObjectOutcome,
+    ) -> bool {
+        let candidates = || {
+            gathered
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| Some((i, s.as_ref().ok()?)))
+        };
+        let committed: BTreeSet<WriteStamp> = candidates()
+            .flat_map(|(_, found)| found.iter().filter(|c| !c.pending).map(|c| c.stamp))
+            .collect();
+        let all_listed = gathered.slots.iter().all(|s| s.is_ok());
+        let mut changed = false;
+        for (index, found) in candidates() {
+            for c in found.iter().filter(|c| c.pending) {
+                out.counts.leftover_files += 1;
+                let begun = committed.contains(&c.stamp);
+                if !repair {
+                    continue;
+                }
+                if !begun && !all_listed {
+                    out.counts.unrepaired += 1;
+                    continue;
+                }
+                let Some(location) = self.writable(index) else {
+                    out.counts.unrepaired += 1;
+                    continue;
+                };
+                let settled = match begun {
+                    true => location.promote(object, c.stamp),
+                    false => location.remove_pending(object, c.stamp),
+                };
+                match settled {
+                    Ok(()) => {
+                        out.counts.leftover_files_removed += 1;
+                        changed = true;
+                    }
+                    Err(e) => {
+                        self.note_write_error(&e);
+                        out.slots[index].write_failures += 1;
+                        out.counts.unrepaired += 1;
+                    }
+                }
+            }
+        }
+        changed
     }
 
     /// Temporary files of this object that still exist now that scrub holds its lock were left
@@ -985,7 +1048,7 @@ fn settle_by_object_checksum(
     found
 }
 
-/// The writes each slot holds, as gathered.
+/// The writes each slot holds committed files of, as gathered.
 fn stamps_by_slot(gathered: &crate::store::resolve::Gathered) -> Vec<Vec<WriteStamp>> {
     gathered
         .slots
@@ -993,7 +1056,7 @@ fn stamps_by_slot(gathered: &crate::store::resolve::Gathered) -> Vec<Vec<WriteSt
         .map(|found| {
             found
                 .as_ref()
-                .map(|c| c.iter().map(|c| c.stamp).collect())
+                .map(|c| c.iter().filter(|c| !c.pending).map(|c| c.stamp).collect())
                 .unwrap_or_default()
         })
         .collect()

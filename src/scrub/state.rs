@@ -104,7 +104,7 @@ impl Store {
     }
 
     pub(super) fn remove_checkpoint(&self) {
-        let _ = fs::remove_file(self.root.join(CHECKPOINT_FILE));
+        let _ = crate::disk::remove_file(&self.root.join(CHECKPOINT_FILE));
     }
 
     /// When each object of `bucket` was last scrubbed. A missing or damaged history file
@@ -166,7 +166,7 @@ impl Store {
         let dir = self.history_dir();
         let name = format!("{bucket:02x}");
         if entries.is_empty() {
-            return match fs::remove_file(dir.join(&name)) {
+            return match crate::disk::remove_file(&dir.join(&name)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(dir.join(&name), e)),
                 _ => Ok(()),
             };

@@ -15,14 +15,14 @@
 //! exactly what was opened, and an open file stays readable after a writer retires it. A
 //! gather that raced a writer is repeated before an error is believed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{ObjectId, ShardHeader, WriteStamp, MAX_KEY_LEN, SHARD_HEADER_FIXED_LEN};
-use crate::location::ShardFile;
+use crate::location::{OpenedShard, ShardFile};
 use crate::placement;
 
 use super::{ShardHealth, ShardState, Store};
@@ -30,6 +30,8 @@ use super::{ShardHealth, ShardState, Store};
 /// What one location holds of one write of an object.
 pub(crate) struct Candidate {
     pub stamp: WriteStamp,
+    /// A pending file: its put had not finished committing (FORMAT.md).
+    pub pending: bool,
     pub file: Arc<dyn ShardFile>,
     /// The decoded header, or why it could not be used.
     pub header: std::result::Result<ShardHeader, String>,
@@ -73,8 +75,8 @@ impl Store {
         for slot in &self.slots {
             let listed = slot.usable().and_then(|location| {
                 let mut files = location.open_shards(object).map_err(|e| e.to_string())?;
-                files.retain(|(_, file)| {
-                    let gone = matches!(file, Err(e) if e.kind() == io::ErrorKind::NotFound);
+                files.retain(|opened| {
+                    let gone = matches!(&opened.file, Err(e) if e.kind() == io::ErrorKind::NotFound);
                     raced |= gone;
                     !gone
                 });
@@ -85,7 +87,7 @@ impl Store {
         for (slot, found) in self.slots.iter().zip(&opened).filter(|_| confirm) {
             let Ok(found) = found else { continue };
             let Ok(location) = slot.usable() else { continue };
-            let mut before: Vec<WriteStamp> = found.iter().map(|(stamp, _)| *stamp).collect();
+            let mut before: Vec<WriteStamp> = found.iter().filter(|o| !o.pending).map(|o| o.stamp).collect();
             match location.list_shards(object) {
                 Ok(mut now) => {
                     before.sort();
@@ -100,14 +102,20 @@ impl Store {
             .map(|found| {
                 Ok(found?
                     .into_iter()
-                    .map(|(stamp, file)| match file {
+                    .map(|OpenedShard { stamp, pending, file }| match file {
                         Ok(file) => {
                             let header = self.read_header(&*file, stamp);
-                            Candidate { stamp, file, header }
+                            Candidate {
+                                stamp,
+                                pending,
+                                file,
+                                header,
+                            }
                         }
                         // Unreadable: treated like a damaged header (an erasure).
                         Err(e) => Candidate {
                             stamp,
+                            pending,
                             file: Arc::new(Unreadable),
                             header: Err(e.to_string()),
                         },
@@ -158,6 +166,21 @@ impl Store {
         let n = self.slots.len();
         let k = usize::from(self.file.geometry.k);
         let object = gathered.object;
+        // A write with only pending files had not begun its second commit step, so it was never
+        // acknowledged: it does not exist for readers. Once one of its files is committed, every
+        // pending one is as good (FORMAT.md, "Committing a write").
+        let committed: BTreeSet<WriteStamp> = gathered
+            .slots
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|c| !c.pending)
+            .map(|c| c.stamp)
+            .collect();
+        let mut gathered = gathered;
+        for found in gathered.slots.iter_mut().flatten() {
+            found.retain(|c| committed.contains(&c.stamp));
+        }
         let listed = gathered.slots.iter().filter(|s| s.is_ok()).count();
         if listed < self.read_quorum() {
             return Err(Error::TooFewLocations {

@@ -10,7 +10,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::format::{Geometry, ObjectId, ShardHeader, WriteStamp};
 use crate::key;
-use crate::location::{Durability, ShardWriter};
+use crate::location::{Durability, Location, ShardWriter};
 use crate::placement;
 
 use super::Store;
@@ -125,15 +125,15 @@ impl Store {
         header.object_len = object_len;
         header.object_crc = object_crc.value();
         let committed = self.commit_writes(&mut writers, &header, &mut last_error);
-        if committed.len() < quorum {
-            self.roll_back(object, stamp, &committed);
-            return Err(self.quorum_error(key, committed.len(), last_error));
+        if committed.promoted.len() < quorum {
+            self.roll_back(object, stamp, &committed.staged);
+            return Err(self.quorum_error(key, committed.promoted.len(), last_error));
         }
         self.retire_older(object, stamp);
         Ok(PutOutcome {
             version: stamp.version,
             len: object_len,
-            shards_written: committed.len(),
+            shards_written: committed.promoted.len(),
         })
     }
 
@@ -162,14 +162,14 @@ impl Store {
         let mut writers = self.start_writes(object, stamp, &header)?;
         let mut last_error = None;
         let committed = self.commit_writes(&mut writers, &header, &mut last_error);
-        if committed.len() < self.write_quorum() {
-            self.roll_back(object, stamp, &committed);
-            return Err(self.quorum_error(key, committed.len(), last_error));
+        if committed.promoted.len() < self.write_quorum() {
+            self.roll_back(object, stamp, &committed.staged);
+            return Err(self.quorum_error(key, committed.promoted.len(), last_error));
         }
-        let all_clean = self.retire_older(object, stamp) && committed.len() == self.slots.len();
+        let all_clean = self.retire_older(object, stamp) && committed.promoted.len() == self.slots.len();
         if all_clean {
             // No location holds anything older, so the tombstones have nothing left to outvote.
-            for slot in committed {
+            for slot in committed.promoted {
                 if let Err(e) = self.slots[slot].location.remove_shard(object, stamp) {
                     self.note_write_error(&e);
                 }
@@ -239,69 +239,106 @@ impl Store {
         }
     }
 
-    /// Rewrites each header with its final fields and commits; returns the slots that committed.
-    /// With fsync durability each shard commits on a thread of its own, so the fsyncs of
-    /// different disks overlap (plain threads: the caller holds the object's lock).
+    /// Rewrites each header with its final fields and commits the shards in two steps
+    /// (FORMAT.md, "Committing a write"): each is made durable and put in place as pending;
+    /// once a write quorum is, each is promoted to committed. A crash before any promotion leaves
+    /// only pending files, which readers ignore (the put never happened); after one, the write
+    /// has a quorum of durable files, pending or committed, which readers accept. With fsync
+    /// durability the locations work on threads of their own, so the fsyncs of different disks
+    /// overlap (plain threads: the caller holds the object's lock).
     fn commit_writes(
         &self,
         writers: &mut Writers,
         header: &ShardHeader,
         last_error: &mut Option<io::Error>,
-    ) -> Vec<usize> {
+    ) -> Committed {
         let n = self.slots.len();
         let object = header.object_id();
-        let commit = |shard: usize, mut writer: Box<dyn ShardWriter>| {
-            let mut header = header.clone();
-            header.shard_index = shard as u8;
-            let result = writer
-                .write_all_at(&header.encode(), 0)
-                .and_then(|()| writer.commit());
-            (placement::slot_of_shard(object, shard, n), result)
-        };
-        let pending: Vec<(usize, Box<dyn ShardWriter>)> = writers
+        let stamp = header.stamp;
+        // (slot, (shard, its writer))
+        type Job = (usize, (usize, Box<dyn ShardWriter>));
+        let pending: Vec<Job> = writers
             .iter_mut()
             .enumerate()
-            .filter_map(|(shard, w)| Some((shard, w.take()?)))
+            .filter_map(|(shard, w)| Some((placement::slot_of_shard(object, shard, n), (shard, w.take()?))))
             .collect();
-        let results: Vec<(usize, io::Result<()>)> = match self.durability {
-            Durability::PageCache => pending.into_iter().map(|(s, w)| commit(s, w)).collect(),
-            Durability::Fsync => std::thread::scope(|scope| {
-                let running: Vec<_> = pending
-                    .into_iter()
-                    .map(|(shard, w)| {
-                        let slot = placement::slot_of_shard(object, shard, n);
-                        (slot, scope.spawn(move || commit(shard, w)))
-                    })
-                    .collect();
-                running
-                    .into_iter()
-                    .map(|(slot, handle)| {
-                        handle
-                            .join()
-                            .unwrap_or_else(|_| (slot, Err(io::Error::other("a commit thread panicked"))))
-                    })
-                    .collect()
-            }),
+        let stage = |(shard, mut writer): (usize, Box<dyn ShardWriter>)| {
+            let mut header = header.clone();
+            header.shard_index = shard as u8;
+            writer.write_all_at(&header.encode(), 0)?;
+            writer.stage()
         };
-        let mut committed = Vec::new();
+        let staged = self.succeeded(self.on_each_location(pending, stage), last_error);
+        if staged.len() < self.write_quorum() {
+            return Committed {
+                staged,
+                promoted: Vec::new(),
+            };
+        }
+        let promote = |slot: usize| self.slots[slot].location.promote(object, stamp);
+        let jobs = staged.iter().map(|&slot| (slot, slot)).collect();
+        let promoted = self.succeeded(self.on_each_location(jobs, promote), last_error);
+        Committed { staged, promoted }
+    }
+
+    /// Runs `job` for each (slot, input): on a thread per location when fsyncs are made (they
+    /// overlap), one after another otherwise.
+    fn on_each_location<T: Send>(
+        &self,
+        jobs: Vec<(usize, T)>,
+        job: impl Fn(T) -> io::Result<()> + Sync,
+    ) -> Vec<(usize, io::Result<()>)> {
+        let parallel = self.durability == Durability::Fsync && crate::disk::commits_in_parallel();
+        if !parallel {
+            return jobs.into_iter().map(|(slot, input)| (slot, job(input))).collect();
+        }
+        std::thread::scope(|scope| {
+            let job = &job;
+            let running: Vec<_> = jobs
+                .into_iter()
+                .map(|(slot, input)| (slot, scope.spawn(move || job(input))))
+                .collect();
+            running
+                .into_iter()
+                .map(|(slot, handle)| {
+                    let result = handle
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a commit thread panicked")));
+                    (slot, result)
+                })
+                .collect()
+        })
+    }
+
+    /// The slots whose job succeeded; the errors are noted (a failed fsync poisons the store).
+    fn succeeded(
+        &self,
+        results: Vec<(usize, io::Result<()>)>,
+        last_error: &mut Option<io::Error>,
+    ) -> Vec<usize> {
+        let mut done = Vec::new();
         for (slot, result) in results {
             match result {
-                Ok(()) => committed.push(slot),
+                Ok(()) => done.push(slot),
                 Err(e) => {
                     self.note_write_error(&e);
                     *last_error = Some(e);
                 }
             }
         }
-        committed
+        done
     }
 
-    /// Removes a failed write's committed shards so the previous version stays current.
-    fn roll_back(&self, object: ObjectId, stamp: WriteStamp, committed: &[usize]) {
-        for &slot in committed {
-            // Best effort: a leftover is a minority version, outvoted and later cleaned by scrub.
-            if let Err(e) = self.slots[slot].location.remove_shard(object, stamp) {
-                self.note_write_error(&e);
+    /// Removes a failed write's files so the previous version stays current: the committed
+    /// ones first, so a crash part way leaves at worst pending files, which nothing reads.
+    fn roll_back(&self, object: ObjectId, stamp: WriteStamp, staged: &[usize]) {
+        for remove in [Location::remove_shard, Location::remove_pending] {
+            for &slot in staged {
+                // Best effort: a leftover is a minority version, outvoted and later cleaned by
+                // scrub.
+                if let Err(e) = remove(&*self.slots[slot].location, object, stamp) {
+                    self.note_write_error(&e);
+                }
             }
         }
     }
@@ -431,4 +468,11 @@ impl Stripe {
             }
         }
     }
+}
+
+/// The slots where a write's shard files were staged (durable as pending), and those where they
+/// were then promoted (committed).
+struct Committed {
+    staged: Vec<usize>,
+    promoted: Vec<usize>,
 }

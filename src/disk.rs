@@ -1,0 +1,136 @@
+//! Every call by which the store changes or syncs its files on a local disk, in one place.
+//!
+//! What survives a power loss is decided here: which fsyncs are made, of which file or
+//! directory, in which order. Routing the calls through one module keeps that reviewable, and
+//! lets the power-loss simulator of the `fault-injection` feature ([`crate::fault::power`])
+//! watch them: it counts each call as a possible cut point, keeps the state a real disk would
+//! have made durable, and makes the syncs themselves (so the real ones, which it replaces, are
+//! skipped under it). Without the feature these are the plain calls.
+//!
+//! Every sync error is marked [`FsyncFailed`]: after one, the kernel may have dropped the dirty
+//! pages, and the store must stop writing rather than retry.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
+
+use crate::location::FsyncFailed;
+
+/// A call the power-loss simulator may watch (the only reader of its fields).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+pub(crate) enum Call<'a> {
+    /// `fsync` or `fdatasync` of a file.
+    SyncFile(&'a File, &'a Path),
+    /// `fsync` of a directory: its entries become durable.
+    SyncDir(&'a Path),
+    /// `syncfs`: everything on the filesystem becomes durable.
+    SyncFilesystem(&'a Path),
+    /// A change of a directory's entries or a file's content that is not durable until synced.
+    Change(&'a Path),
+}
+
+/// What to do about a call.
+enum Verdict {
+    /// Make the real call.
+    Proceed,
+    /// The simulator has made it (a sync under simulation).
+    Done,
+    /// The simulated power is off: the call fails.
+    PowerLost,
+}
+
+#[cfg(feature = "fault-injection")]
+fn watch(call: Call<'_>) -> Verdict {
+    use crate::fault::power::Observed;
+    match crate::fault::power::observe(call) {
+        Observed::NotWatched => Verdict::Proceed,
+        Observed::Watched { synced: true } => Verdict::Done,
+        Observed::Watched { synced: false } => Verdict::Proceed,
+        Observed::PowerLost => Verdict::PowerLost,
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn watch(_call: Call<'_>) -> Verdict {
+    Verdict::Proceed
+}
+
+fn power_lost() -> io::Error {
+    io::Error::other("simulated power loss")
+}
+
+/// Runs `change` unless the simulated power is off.
+fn changing<T>(path: &Path, change: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    match watch(Call::Change(path)) {
+        Verdict::PowerLost => Err(power_lost()),
+        Verdict::Proceed | Verdict::Done => change(),
+    }
+}
+
+/// Makes a file's content durable (`fdatasync` if `data_only`, else `fsync`).
+pub(crate) fn sync_file(file: &File, path: &Path, data_only: bool) -> io::Result<()> {
+    match watch(Call::SyncFile(file, path)) {
+        Verdict::Done => Ok(()),
+        Verdict::PowerLost => Err(FsyncFailed::wrap(power_lost())),
+        Verdict::Proceed if data_only => file.sync_data().map_err(FsyncFailed::wrap),
+        Verdict::Proceed => file.sync_all().map_err(FsyncFailed::wrap),
+    }
+}
+
+/// Makes a directory's entries (files created, renamed in or removed) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    match watch(Call::SyncDir(dir)) {
+        Verdict::Done => Ok(()),
+        Verdict::PowerLost => Err(FsyncFailed::wrap(power_lost())),
+        Verdict::Proceed => File::open(dir)?.sync_all().map_err(FsyncFailed::wrap),
+    }
+}
+
+/// Makes everything written to the filesystem `dir` lives on durable (`syncfs`).
+pub(crate) fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    match watch(Call::SyncFilesystem(dir)) {
+        Verdict::Done => Ok(()),
+        Verdict::PowerLost => Err(FsyncFailed::wrap(power_lost())),
+        Verdict::Proceed => {
+            let dir = File::open(dir)?;
+            rustix::fs::syncfs(&dir).map_err(|e| FsyncFailed::wrap(e.into()))
+        }
+    }
+}
+
+/// `rename(from, to)`.
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    changing(to, || fs::rename(from, to))
+}
+
+/// `unlink(path)`.
+pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    changing(path, || fs::remove_file(path))
+}
+
+/// `rmdir(path)`.
+pub(crate) fn remove_dir(path: &Path) -> io::Result<()> {
+    changing(path, || fs::remove_dir(path))
+}
+
+/// `mkdir(path)`.
+pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
+    changing(path, || fs::create_dir(path))
+}
+
+/// Creates (or opens) a file with `options`: a change of its directory.
+pub(crate) fn open_for_writing(options: &fs::OpenOptions, path: &Path) -> io::Result<File> {
+    changing(path, || options.open(path))
+}
+
+/// Whether a put may commit its shard files on threads of their own. Not under a power-loss
+/// watch: there the calls must come in the same order on every run, so that a sweep's cut
+/// point `c` is the same moment each time it is replayed.
+pub(crate) fn commits_in_parallel() -> bool {
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::power::watching() {
+        return false;
+    }
+    true
+}

@@ -1,0 +1,265 @@
+//! Power loss at any moment of a put, a delete or a repairing scrub: every acknowledged write
+//! and delete survives, the store opens, and a repairing scrub then a plain scrub come back
+//! clean.
+//!
+//! A SIGKILL leaves the page cache intact (see crash_consistency.rs); here the power goes. A
+//! simulator (`shardguard::fault::power`) watches every call by which the store changes or
+//! syncs its files and keeps only what a disk guarantees to keep: file content as of its last
+//! fsync, directory entries as of the directory's last fsync. The sweep cuts the power at every
+//! one of those calls of a fixed workload, twice: once keeping exactly the durable state, once
+//! tearing what was not synced (seeded). Taking out any one fsync of a file or directory in the
+//! put path makes it fail.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use shardguard::fault::power::{Aftermath, PowerLoss};
+use shardguard::{Durability, Error, ScrubOptions, ScrubVerdict, Store};
+
+const CHUNK: u32 = 4096;
+
+/// One step of the workload.
+enum Step {
+    Put(&'static str, Vec<u8>),
+    Delete(&'static str),
+    ScrubRepair,
+}
+
+/// What the keys must read as after the reboot: each acknowledged state, and for the step the
+/// power went in, either its effect or none.
+#[derive(Default)]
+struct Expected {
+    acknowledged: BTreeMap<&'static str, Option<Vec<u8>>>,
+    in_flight: Option<(&'static str, Option<Vec<u8>>)>,
+}
+
+impl Expected {
+    fn allows(&self, key: &str, got: &Option<Vec<u8>>) -> bool {
+        let acked = self.acknowledged.get(key).cloned().flatten();
+        *got == acked
+            || self
+                .in_flight
+                .as_ref()
+                .is_some_and(|(k, v)| *k == key && v == got)
+    }
+}
+
+/// The objects stored before the power-loss watch begins: key, seed, length.
+const STORED: [(&str, u64, usize); 4] = [
+    ("keep", 1, 5000),
+    ("old", 2, 10_000),
+    ("gone", 3, 3000),
+    ("big", 4, 40_000),
+];
+
+/// A store holding `STORED`, with some damage for the workload's scrub to repair (a rotten
+/// chunk, a lost shard file).
+fn baseline(root: &Path) {
+    let store = Store::options()
+        .durability(Durability::Fsync)
+        .create(root, &common::config(3, 2, CHUNK))
+        .unwrap();
+    for (key, seed, len) in STORED {
+        store.put(key, &common::data(seed, len)[..]).unwrap();
+    }
+    common::rot(
+        &store.shard_path("big", 0).unwrap(),
+        common::chunk_offset("big", CHUNK, 1),
+        10,
+    );
+    fs::remove_file(store.shard_path("keep", 1).unwrap()).unwrap();
+}
+
+/// What the keys read as before the workload.
+fn stored() -> Expected {
+    let mut expected = Expected::default();
+    for (key, seed, len) in STORED {
+        expected.acknowledged.insert(key, Some(common::data(seed, len)));
+    }
+    expected
+}
+
+fn workload() -> Vec<Step> {
+    vec![
+        Step::Put("new", common::data(10, 9000)),
+        Step::Put("old", common::data(11, 12_000)),
+        Step::Delete("gone"),
+        Step::ScrubRepair,
+        Step::Put("late", common::data(12, 2000)),
+        Step::Delete("new"),
+    ]
+}
+
+const KEYS: [&str; 6] = ["keep", "old", "gone", "big", "new", "late"];
+
+fn repair_options() -> ScrubOptions {
+    ScrubOptions {
+        repair: true,
+        jobs: Some(1),
+        ..ScrubOptions::default()
+    }
+}
+
+/// What `key` reads as: its bytes, or `None` if absent. `Err` for the one error an interrupted
+/// put may leave until a repair: a newest write on fewer locations than a read needs, and no
+/// older one to fall back on.
+fn read(store: &Store, key: &str, ctx: &str) -> Result<Option<Vec<u8>>, Error> {
+    match store.get_bytes(key) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e @ Error::NoQuorum { .. }) => Err(e),
+        Err(e) => panic!("{ctx}: {key:?} reads as an error: {e}"),
+    }
+}
+
+/// Runs the workload in a copy of `base` under a power-loss watch; returns the number of
+/// watched calls and the reboot's outcome checked.
+fn run_case(
+    base: &Path,
+    dir: &Path,
+    cut_after: Option<u64>,
+    aftermath: Aftermath,
+    mut expected: Expected,
+) -> u64 {
+    let ctx = format!("power cut after call {cut_after:?}, {aftermath:?}");
+    copy_tree(base, dir);
+    let watch = PowerLoss::watch(dir, cut_after, aftermath).unwrap();
+    match Store::options().durability(Durability::Fsync).open(dir) {
+        Ok(store) => {
+            for step in workload() {
+                let result = match step {
+                    Step::Put(key, bytes) => {
+                        expected.in_flight = Some((key, Some(bytes.clone())));
+                        store.put(key, &bytes[..]).map(drop)
+                    }
+                    Step::Delete(key) => {
+                        expected.in_flight = Some((key, None));
+                        store.delete(key)
+                    }
+                    Step::ScrubRepair => {
+                        expected.in_flight = None;
+                        store.scrub(&repair_options(), &|_| {}).map(drop)
+                    }
+                };
+                match result {
+                    Ok(()) => {
+                        if let Some((key, value)) = expected.in_flight.take() {
+                            expected.acknowledged.insert(key, value);
+                        }
+                    }
+                    Err(e) => {
+                        assert!(watch.power_lost(), "{ctx}: failed with the power on: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => assert!(
+            watch.power_lost(),
+            "{ctx}: the store did not open with the power on: {e}"
+        ),
+    }
+    let calls = watch.calls();
+    let ctx = format!("{ctx} ({:?})", watch.cut_at());
+    watch.reboot().unwrap();
+    check_after_reboot(dir, &expected, &ctx);
+    calls
+}
+
+fn check_after_reboot(dir: &Path, expected: &Expected, ctx: &str) {
+    let store = Store::options()
+        .durability(Durability::PageCache)
+        .open(dir)
+        .unwrap_or_else(|e| panic!("{ctx}: the store does not open after the reboot: {e}"));
+    let before: Vec<Result<Option<Vec<u8>>, Error>> = KEYS.iter().map(|k| read(&store, k, ctx)).collect();
+    for (key, got) in KEYS.iter().zip(&before) {
+        match got {
+            Ok(got) => assert!(
+                expected.allows(key, got),
+                "{ctx}: {key:?} reads as {} bytes, neither its acknowledged state nor the interrupted step's",
+                got.as_ref().map_or(-1, |b| b.len() as i64)
+            ),
+            Err(e) => assert!(
+                expected.in_flight.as_ref().is_some_and(|(k, _)| k == key),
+                "{ctx}: {key:?}, not being written at the cut, reads as an error: {e}"
+            ),
+        }
+    }
+    let repair = store.scrub(&repair_options(), &|_| {}).unwrap();
+    assert!(
+        matches!(repair.verdict(), ScrubVerdict::Clean | ScrubVerdict::Repaired),
+        "{ctx}: the repairing scrub says {:?}: {repair:?}",
+        repair.verdict()
+    );
+    let verify = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+    assert_eq!(
+        verify.verdict(),
+        ScrubVerdict::Clean,
+        "{ctx}: after repair: {verify:?}"
+    );
+    for (key, was) in KEYS.iter().zip(&before) {
+        let now = read(&store, key, ctx).unwrap_or_else(|e| panic!("{ctx}: {key:?} after repair: {e}"));
+        match was {
+            Ok(was) => assert!(now == *was, "{ctx}: the repair changed what {key:?} reads as"),
+            Err(_) => assert!(expected.allows(key, &now), "{ctx}: {key:?} after repair"),
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn every_acknowledged_write_and_delete_survives_a_power_cut_at_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    baseline(&base);
+    // A run with the power on to the end counts the cut points.
+    let calls = run_case(&base, &dir.path().join("count"), None, Aftermath::Drop, stored());
+    let cases: Vec<(u64, Aftermath)> = (0..=calls)
+        .flat_map(|cut| {
+            [
+                (cut, Aftermath::Drop),
+                (cut, Aftermath::Tear { seed: cut }),
+                (
+                    cut,
+                    Aftermath::Tear {
+                        seed: cut ^ 0x5eed_0000,
+                    },
+                ),
+            ]
+        })
+        .collect();
+    // Two workers, each case in its own directory.
+    std::thread::scope(|scope| {
+        for worker in 0..2 {
+            let (cases, base, dir) = (&cases, &base, dir.path());
+            scope.spawn(move || {
+                for (i, &(cut, aftermath)) in cases.iter().enumerate().skip(worker).step_by(2) {
+                    let case = dir.join(format!("case-{i}"));
+                    run_case(base, &case, Some(cut), aftermath, stored());
+                    fs::remove_dir_all(&case).unwrap();
+                }
+            });
+        }
+    });
+    eprintln!(
+        "{} cut points ({} calls, 3 aftermaths each)",
+        cases.len(),
+        calls + 1
+    );
+    assert!(cases.len() >= 500, "only {} cut points", cases.len());
+}
