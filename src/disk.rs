@@ -30,7 +30,8 @@ pub(crate) enum Call<'a> {
     Change(&'a Path),
 }
 
-/// What to do about a call.
+/// What to do about a call (without the simulator, always [`Verdict::Proceed`]).
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 enum Verdict {
     /// Make the real call.
     Proceed,
