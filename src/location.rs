@@ -8,6 +8,7 @@
 //! ```text
 //! SHARDGUARD-LOCATION                    identity (store id, slot), FORMAT.md
 //! objects/<2 hex>/<32 hex>/<stamp>.shard one shard file per write of an object
+//! objects/<2 hex>/<32 hex>/<stamp>.pending one whose put has not finished committing
 //! tmp/<random>.tmp                       shard files being written
 //! ```
 
