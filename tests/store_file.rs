@@ -8,7 +8,7 @@ use std::fs;
 use std::time::Duration;
 
 use common::{data, sg, within};
-use shardguard::{ScrubOptions, ScrubVerdict, STORE_FILE};
+use shardguard::{Durability, ScrubOptions, ScrubVerdict, Store, STORE_FILE};
 
 fn repair() -> ScrubOptions {
     ScrubOptions {
@@ -107,4 +107,50 @@ fn the_cli_warns_once_and_a_missing_copy_is_rewritten_by_repair() {
     );
     assert!(copy.exists());
     assert_eq!(sg(&["scrub", root]).status.code(), Some(0));
+}
+
+#[test]
+fn a_store_whose_locations_are_elsewhere_reopens_from_one_named_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let disks: Vec<std::path::PathBuf> = (0..6).map(|i| dir.path().join(format!("disk{i}"))).collect();
+    let config = shardguard::StoreConfig {
+        locations: Some(disks.clone()),
+        ..common::config(4, 2, 1024)
+    };
+    let bytes = data(5, 9000);
+    Store::options()
+        .durability(Durability::PageCache)
+        .create(&root, &config)
+        .unwrap()
+        .put("k", &bytes[..])
+        .unwrap();
+    fs::remove_file(root.join(STORE_FILE)).unwrap();
+    // No location under the root: nothing to open from without a hint...
+    assert!(Store::open(&root).is_err());
+    let (root_s, hint) = (root.to_str().unwrap(), disks[3].to_str().unwrap());
+    assert_eq!(sg(&["get", root_s, "k"]).status.code(), Some(8));
+    // ...and one location named leads to all of them.
+    let store = Store::options()
+        .durability(Durability::PageCache)
+        .location_hint(&disks[3])
+        .open(&root)
+        .unwrap();
+    assert!(store.store_file_problem().is_some());
+    assert!(store.get_bytes("k").unwrap() == bytes);
+    drop(store);
+    let out = sg(&["get", root_s, "k", "--location-hint", hint]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == bytes);
+    let out = sg(&["--location-hint", hint, "scrub", root_s, "--repair"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Rewritten: opens without the hint.
+    let store = Store::open(&root).unwrap();
+    assert_eq!(store.store_file_problem(), None);
+    assert!(store.get_bytes("k").unwrap() == bytes);
 }

@@ -56,6 +56,7 @@ pub struct OpenOptions {
     retry: RetryPolicy,
     durability: Durability,
     wrapper: Option<LocationWrapper>,
+    location_hints: Vec<PathBuf>,
 }
 
 /// Wraps each location as the store opens it (slot, location) — fault injection uses this.
@@ -67,6 +68,7 @@ impl Default for OpenOptions {
             retry: RetryPolicy::default(),
             durability: Durability::Fsync,
             wrapper: None,
+            location_hints: Vec::new(),
         }
     }
 }
@@ -90,6 +92,14 @@ impl OpenOptions {
         wrapper: impl Fn(usize, Arc<dyn Location>) -> Arc<dyn Location> + Send + Sync + 'static,
     ) -> Self {
         self.wrapper = Some(Box::new(wrapper));
+        self
+    }
+
+    /// A location of the store, where a copy of the store file is looked for should the
+    /// store file be lost or damaged. Only needed for stores whose locations are not under
+    /// the root (the copy found there lists the others, which are read too). Default: none.
+    pub fn location_hint(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.location_hints.push(dir.into());
         self
     }
 
@@ -564,8 +574,8 @@ impl Store {
             });
         let (file, store_file_problem) = match read {
             Ok(file) => (file, None),
-            // Lost or damaged: the copies in the locations under the root say the same.
-            Err(e) => match store_file_from_copies(root) {
+            // Lost or damaged: the copies in the locations say the same.
+            Err(e) => match store_file_from_copies(root, &options.location_hints) {
                 Some(file) => (
                     file,
                     Some(format!("{e}; opened from the copies in the locations")),
@@ -609,18 +619,40 @@ impl Store {
     }
 }
 
-/// The store file as the copies in the locations under `root` hold it (the default layout):
-/// the version most of them agree on. `None` when no copy is found.
-fn store_file_from_copies(root: &Path) -> Option<StoreFile> {
+/// The store file as the copies in the locations hold it: the version most of them agree on;
+/// `None` when no copy is found. Looked for in the directories under `root` (the default
+/// layout) and in `hints`, then in every location a copy found lists, so one hinted location
+/// leads to all of them.
+fn store_file_from_copies(root: &Path, hints: &[PathBuf]) -> Option<StoreFile> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut to_visit: Vec<PathBuf> = hints.to_vec();
+    if let Ok(entries) = fs::read_dir(root) {
+        to_visit.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    let mut visited = std::collections::BTreeSet::new();
     let mut votes: Vec<(StoreFile, usize)> = Vec::new();
-    for entry in fs::read_dir(root).ok()?.flatten() {
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+    while let Some(dir) = to_visit.pop() {
+        // Compared as the filesystem names them, so no copy votes twice.
+        let Ok(canonical) = fs::canonicalize(&dir) else {
+            continue;
+        };
+        if !visited.insert(canonical) {
             continue;
         }
-        let copy = LocalDir::new(entry.path(), Durability::PageCache).read_store_copy();
+        let copy = LocalDir::new(&dir, Durability::PageCache).read_store_copy();
         let Some(file) = copy.ok().and_then(|b| StoreFile::decode(&b).ok()) else {
             continue;
         };
+        to_visit.extend(
+            file.locations
+                .iter()
+                .map(|raw| root.join(std::ffi::OsStr::from_bytes(raw))),
+        );
         match votes.iter_mut().find(|(f, _)| *f == file) {
             Some((_, n)) => *n += 1,
             None => votes.push((file, 1)),

@@ -43,6 +43,10 @@ Exit codes:
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A location of the store, where a copy of its store file is read if the store file is
+    /// lost or damaged: needed only when the locations are not under the store's directory.
+    #[arg(long = "location-hint", value_name = "DIR", global = true)]
+    location_hints: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,9 +161,12 @@ fn parse_rate(s: &str) -> Result<u64, String> {
 }
 
 /// Opens the store, warning (one line on stderr) when it had to open from the copies of its
-/// store file kept in the locations.
-fn open_store(path: &std::path::Path) -> Result<Store, shardguard::Error> {
-    let store = Store::open(path)?;
+/// store file kept in the locations (`hints`: locations to look in besides those under it).
+fn open_store(path: &std::path::Path, hints: &[PathBuf]) -> Result<Store, shardguard::Error> {
+    let store = hints
+        .iter()
+        .fold(Store::options(), |options, hint| options.location_hint(hint))
+        .open(path)?;
     if let Some(problem) = store.store_file_problem() {
         let _ = writeln!(
             io::stderr(),
@@ -171,7 +178,7 @@ fn open_store(path: &std::path::Path) -> Result<Store, shardguard::Error> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    match run(cli.command, &cli.location_hints) {
         Ok(code) => ExitCode::from(code),
         Err(Failure::Store(e)) => {
             eprintln!("shardguard: {e}");
@@ -204,7 +211,7 @@ fn io_context(context: impl std::fmt::Display) -> impl FnOnce(io::Error) -> Fail
 }
 
 /// Runs a command; returns the exit code on success (0, or a scrub's verdict).
-fn run(command: Command) -> Result<u8, Failure> {
+fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
     match command {
         Command::Init {
             store,
@@ -227,7 +234,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             );
         }
         Command::Put { store, key, file } => {
-            let store = open_store(&store)?;
+            let store = open_store(&store, hints)?;
             let outcome = match file.filter(|f| f.as_os_str() != "-") {
                 Some(path) => {
                     let f = File::open(&path).map_err(io_context(path.display()))?;
@@ -241,7 +248,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             );
         }
         Command::Get { store, key, output } => {
-            let store = open_store(&store)?;
+            let store = open_store(&store, hints)?;
             if let Some(path) = output {
                 store.get_to_path(&key, &path)?;
                 return Ok(0);
@@ -262,7 +269,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             }
         }
         Command::Ls { store, long } => {
-            let store = open_store(&store)?;
+            let store = open_store(&store, hints)?;
             let mut out = BufWriter::new(io::stdout().lock());
             for entry in store.list()? {
                 let line = if long {
@@ -275,10 +282,10 @@ fn run(command: Command) -> Result<u8, Failure> {
             out.flush().map_err(io_context("<stdout>"))?;
         }
         Command::Rm { store, key } => {
-            open_store(&store)?.delete(&key)?;
+            open_store(&store, hints)?.delete(&key)?;
         }
         Command::Stat { store, key } => {
-            let stat = open_store(&store)?.stat(&key)?;
+            let stat = open_store(&store, hints)?.stat(&key)?;
             say!("key:      {}", stat.key);
             say!("size:     {} bytes", stat.len);
             say!("version:  {}", stat.version);
@@ -320,7 +327,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             resume,
             json,
         } => {
-            let store = open_store(&store)?;
+            let store = open_store(&store, hints)?;
             let options = ScrubOptions {
                 repair,
                 deep,
@@ -351,7 +358,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             return Ok(report.verdict().exit_code() as u8);
         }
         Command::Status { store } => {
-            let status = open_store(&store)?.status()?;
+            let status = open_store(&store, hints)?.status()?;
             let g = status.geometry;
             say!(
                 "store {}: {} data + {} parity shards, chunk {}",
