@@ -19,6 +19,8 @@ enum Hostile {
     LinkToDevZero,
     LinkToShard,
     Directory,
+    /// A sparse regular file of 16 GiB: only a bounded read survives it.
+    Huge,
 }
 
 fn replace(path: &Path, with: Hostile, shard: &Path) {
@@ -33,6 +35,7 @@ fn replace(path: &Path, with: Hostile, shard: &Path) {
         Hostile::LinkToDevZero => std::os::unix::fs::symlink("/dev/zero", path).unwrap(),
         Hostile::LinkToShard => std::os::unix::fs::symlink(shard, path).unwrap(),
         Hostile::Directory => fs::create_dir(path).unwrap(),
+        Hostile::Huge => fs::File::create(path).unwrap().set_len(16 << 30).unwrap(),
     }
 }
 
@@ -183,4 +186,71 @@ fn hostile_advisory_files_are_reported_then_moved_aside_by_repair() {
     assert_eq!(store.get_bytes("k").unwrap(), bytes);
     let report = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
     assert_eq!(report.verdict(), shardguard::ScrubVerdict::Clean, "{report:#?}");
+}
+
+/// Runs the CLI to its end within `limit` and returns its exit code and peak resident memory
+/// in bytes (from `wait4`'s resource usage); killed, and the test failed, past the limit.
+fn run_measured(args: &[&str], limit: Duration, ctx: &str) -> (Option<i32>, u64) {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shardguard"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let started = std::time::Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: `usage` is a plain C struct that wait4 fills in; zeroed is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our own child, not yet reaped; the pointers are to live locals.
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            return (code, usage.ru_maxrss as u64 * 1024);
+        }
+        if started.elapsed() > limit {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{ctx}: not finished within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn no_get_scrub_or_status_exceeds_64_mib_or_hangs_whatever_the_stores_own_files_hold() {
+    let targets: [(&str, fn(&Path) -> PathBuf); 6] = [
+        ("store file", |root| root.join("shardguard.store")),
+        ("identity", |root| root.join("loc-03").join("SHARDGUARD-LOCATION")),
+        ("checkpoint", |root| root.join("scrub.checkpoint")),
+        ("last report", |root| root.join("scrub.last.json")),
+        ("lock file", |root| root.join("locks").join("objects.lock")),
+        ("history file", |root| {
+            let dir = root.join("scrub-history");
+            fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path()
+        }),
+    ];
+    let mut cases = 0;
+    for (what, target) in targets {
+        for with in [Hostile::LinkToDevZero, Hostile::Fifo, Hostile::Huge] {
+            let (dir, _, shard) = sample();
+            let root = dir.path();
+            replace(&target(root), with, &shard);
+            let root_s = root.to_str().unwrap();
+            for args in [
+                vec!["get", root_s, "k"],
+                vec!["status", root_s],
+                vec!["scrub", root_s, "--resume"],
+                vec!["scrub", root_s, "--repair"],
+            ] {
+                let ctx = format!("{what} as {with:?}, {args:?}");
+                let (code, peak) = run_measured(&args, Duration::from_secs(30), &ctx);
+                assert!(code.is_some(), "{ctx}: killed by a signal");
+                assert!(peak < 64 << 20, "{ctx}: peak memory {} MiB", peak >> 20);
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 72);
 }
