@@ -190,6 +190,8 @@ fn hostile_advisory_files_are_reported_then_moved_aside_by_repair() {
 
 /// Runs the CLI to its end within `limit` and returns its exit code and peak resident memory
 /// in bytes (from `wait4`'s resource usage); killed, and the test failed, past the limit.
+// Reaped by wait4, which also gives the child's resource usage (std's wait does not).
+#[allow(clippy::zombie_processes)]
 fn run_measured(args: &[&str], limit: Duration, ctx: &str) -> (Option<i32>, u64) {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_shardguard"))
         .args(args)
@@ -220,7 +222,8 @@ fn run_measured(args: &[&str], limit: Duration, ctx: &str) -> (Option<i32>, u64)
 
 #[test]
 fn no_get_scrub_or_status_exceeds_64_mib_or_hangs_whatever_the_stores_own_files_hold() {
-    let targets: [(&str, fn(&Path) -> PathBuf); 6] = [
+    type Target = (&'static str, fn(&Path) -> PathBuf);
+    let targets: [Target; 6] = [
         ("store file", |root| root.join("shardguard.store")),
         ("identity", |root| root.join("loc-03").join("SHARDGUARD-LOCATION")),
         ("checkpoint", |root| root.join("scrub.checkpoint")),
