@@ -200,3 +200,117 @@ fn a_closed_stdout_ends_quietly_without_a_panic() {
         assert!(matches!(out.status.code(), Some(0 | 1 | 3)), "{args:?}: {out:?}");
     }
 }
+
+#[test]
+fn a_get_whose_reader_goes_away_ends_quietly_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "big"], &data(1, 2 << 20))), 0);
+    let mut child = spawn(&["get", p(&store), "big"]);
+    drop(child.stdout.take()); // like `| head -c 10`
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_zero_rate_and_absurd_job_counts_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    for args in [
+        vec!["scrub", p(&store), "--max-rate", "0"],
+        vec!["scrub", p(&store), "--jobs", "65535"],
+        vec!["scrub", p(&store), "--jobs", "0"],
+    ] {
+        let out = sg(&args);
+        assert_eq!(code(&out), 2, "{args:?}: {out:?}");
+    }
+    let help = String::from_utf8_lossy(&sg(&["scrub", "--help"]).stdout).into_owned();
+    assert!(
+        help.contains("omit it for no cap") && help.contains("1 to 256"),
+        "{help}"
+    );
+}
+
+#[test]
+fn put_refuses_to_read_a_terminal_unless_told_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    // `script` gives the command a terminal as its standard input.
+    let command = format!("{} put {} k", env!("CARGO_BIN_EXE_shardguard"), p(&store));
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("standard input is a terminal"));
+    // Nothing was stored.
+    assert_eq!(code(&sg(&["get", p(&store), "k"])), 1);
+}
+
+#[test]
+fn get_no_clobber_keeps_an_existing_file_and_errors_name_the_users_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "k"], b"new bytes")), 0);
+    let out_file = dir.path().join("out");
+    std::fs::write(&out_file, b"precious").unwrap();
+    let out = sg(&["get", p(&store), "k", "-o", p(&out_file), "--no-clobber"]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert_one_line_error(&out);
+    assert_eq!(std::fs::read(&out_file).unwrap(), b"precious");
+    // Without it the file is replaced (the documented default).
+    assert_eq!(code(&sg(&["get", p(&store), "k", "-o", p(&out_file)])), 0);
+    assert_eq!(std::fs::read(&out_file).unwrap(), b"new bytes");
+    // A directory that does not exist is named as the user gave it, not as a temporary file.
+    let out = sg(&["get", p(&store), "k", "-o", "/nonexistent-dir/out"]);
+    assert_eq!(code(&out), 8);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent-dir/out") && !err.contains("shardguard-tmp"),
+        "{err}"
+    );
+    // A directory given as the file to put is named.
+    let out = sg(&["put", p(&store), "k2", p(dir.path())]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert_one_line_error(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a directory"));
+}
+
+#[test]
+fn a_put_with_a_location_down_warns_of_reduced_redundancy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    assert_eq!(code(&sg(&["init", p(&store), "--chunk-size", "4KiB"])), 0);
+    std::fs::rename(store.join("loc-02"), dir.path().join("unplugged")).unwrap();
+    let out = sg_stdin(&["put", p(&store), "k"], &data(2, 10_000));
+    assert_eq!(code(&out), 0, "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reduced redundancy: 5 of 6 shards"), "{err}");
+}
+
+#[test]
+fn stat_says_chunks_were_not_verified_and_verify_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "k"], &data(3, 20_000))), 0);
+    let out = sg(&["stat", p(&store), "k"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chunks not verified"));
+    // Two of three shard files rotten beyond the parity: stat's headers look fine...
+    let shards: Vec<_> = (0..2).map(|s| shard_file(&store, "k", s)).collect();
+    for shard in &shards {
+        common::rot(shard, common::chunk_offset("k", 4096, 0), 100);
+    }
+    assert_eq!(code(&sg(&["stat", p(&store), "k"])), 0);
+    // ...and --verify reads the chunks and says the truth.
+    let out = sg(&["stat", p(&store), "k", "--verify"]);
+    assert_eq!(code(&out), 4, "{out:?}");
+}
+
+fn shard_file(store: &Path, key: &str, shard: usize) -> std::path::PathBuf {
+    shardguard::Store::open(store)
+        .unwrap()
+        .shard_path(key, shard)
+        .unwrap()
+}

@@ -107,11 +107,11 @@ impl Store {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)
-                .map_err(|e| Error::io(&tmp, e))?;
+                .map_err(|e| Error::io(path, e))?;
             let mut out = io::BufWriter::with_capacity(1 << 20, file);
             let len = reader.copy_to(&mut out)?;
-            let file = out.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
-            file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            let file = out.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
+            file.sync_all().map_err(|e| Error::io(path, e))?;
             fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
             Ok(len)
         };

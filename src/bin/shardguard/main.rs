@@ -83,9 +83,13 @@ enum Command {
         store: PathBuf,
         /// The object's key.
         key: String,
-        /// Write to this file instead (written whole and verified, then renamed into place).
+        /// Write to this file instead (written whole and verified, then renamed into place,
+        /// replacing an existing file unless --no-clobber is given).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// With -o: refuse (exit 2) if the file already exists.
+        #[arg(long, requires = "output")]
+        no_clobber: bool,
     },
     /// List objects.
     Ls {
@@ -102,12 +106,16 @@ enum Command {
         /// The object's key.
         key: String,
     },
-    /// Show an object's size, version and the health of each shard (from the headers).
+    /// Show an object's size, version and each shard's state as its header says (chunks are
+    /// not read unless --verify is given).
     Stat {
         /// The store's root directory.
         store: PathBuf,
         /// The object's key.
         key: String,
+        /// Also read the whole object, verifying every data chunk (parity where needed).
+        #[arg(long)]
+        verify: bool,
     },
     /// Verify every chunk of every object; with --repair, fix what is damaged.
     Scrub {
@@ -120,10 +128,10 @@ enum Command {
         /// Also recompute parity and compare (catches parity written wrong with a valid CRC).
         #[arg(long)]
         deep: bool,
-        /// Worker threads (default: all cores).
-        #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
+        /// Worker threads, 1 to 256 (default: all cores).
+        #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=256))]
         jobs: Option<u16>,
-        /// Cap on bytes read per second, e.g. 200MiB.
+        /// Cap on bytes read per second, e.g. 200MiB (at least 1; omit it for no cap).
         #[arg(long, value_parser = parse_rate)]
         max_rate: Option<u64>,
         /// Only objects whose key starts with this.
@@ -157,7 +165,12 @@ fn parse_chunk_size(s: &str) -> Result<u32, String> {
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
-    parse_size::parse_size(s).map_err(|e| format!("{s:?}: {e}"))
+    match parse_size::parse_size(s).map_err(|e| format!("{s:?}: {e}"))? {
+        0 => {
+            Err("0 would never finish: give at least 1 byte per second, or omit --max-rate for no cap".into())
+        }
+        rate => Ok(rate),
+    }
 }
 
 /// Opens the store, warning (one line on stderr) when it had to open from the copies of its
@@ -180,9 +193,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command, &cli.location_hints) {
         Ok(code) => ExitCode::from(code),
+        // The reader went away (`get … | head`): nothing to report.
+        Err(Failure::Store(Error::Io { source, .. })) if source.kind() == io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(Failure::Store(e)) => {
             eprintln!("shardguard: {e}");
             ExitCode::from(e.exit_code() as u8)
+        }
+        Err(Failure::Usage(message)) => {
+            eprintln!("shardguard: {message}");
+            ExitCode::from(2)
         }
         Err(Failure::Io(context, e)) => {
             if e.kind() == io::ErrorKind::BrokenPipe {
@@ -198,6 +219,8 @@ fn main() -> ExitCode {
 enum Failure {
     Store(Error),
     Io(String, io::Error),
+    /// A usage error found after parsing (exit 2).
+    Usage(String),
 }
 
 impl From<Error> for Failure {
@@ -234,20 +257,59 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             );
         }
         Command::Put { store, key, file } => {
+            if file.is_none() && io::stdin().is_terminal() {
+                return Err(Failure::Usage(
+                    "no FILE given and standard input is a terminal: give FILE, or \"-\" to read the terminal".into(),
+                ));
+            }
             let store = open_store(&store, hints)?;
             let outcome = match file.filter(|f| f.as_os_str() != "-") {
                 Some(path) => {
                     let f = File::open(&path).map_err(io_context(path.display()))?;
-                    store.put(&key, io::BufReader::with_capacity(1 << 20, f))?
+                    if f.metadata().is_ok_and(|m| m.is_dir()) {
+                        return Err(Failure::Usage(format!(
+                            "{}: a directory, not a file",
+                            path.display()
+                        )));
+                    }
+                    // A failed read of the input names the user's file.
+                    match store.put(&key, io::BufReader::with_capacity(1 << 20, f)) {
+                        Err(Error::Input { source }) => {
+                            return Err(Failure::Io(path.display().to_string(), source))
+                        }
+                        other => other?,
+                    }
                 }
                 None => store.put(&key, io::stdin().lock())?,
             };
+            let n = store.geometry().shards();
+            if outcome.shards_written < n {
+                eprintln!(
+                    "shardguard: warning: {key:?} is stored with reduced redundancy: {} of {n} shards \
+                     written (a location is unusable: see `status`); a scrub --repair restores the rest",
+                    outcome.shards_written
+                );
+            }
             eprintln!(
                 "stored {key:?}: {} bytes, version {}, {} shards",
                 outcome.len, outcome.version, outcome.shards_written
             );
         }
-        Command::Get { store, key, output } => {
+        Command::Get {
+            store,
+            key,
+            output,
+            no_clobber,
+        } => {
+            if let Some(path) = output
+                .as_ref()
+                .filter(|p| no_clobber && p.symlink_metadata().is_ok())
+            {
+                return Err(Failure::Usage(format!(
+                    "{}: exists (--no-clobber)",
+                    path.display()
+                )));
+            }
             let store = open_store(&store, hints)?;
             if let Some(path) = output {
                 store.get_to_path(&key, &path)?;
@@ -284,8 +346,9 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
         Command::Rm { store, key } => {
             open_store(&store, hints)?.delete(&key)?;
         }
-        Command::Stat { store, key } => {
-            let stat = open_store(&store, hints)?.stat(&key)?;
+        Command::Stat { store, key, verify } => {
+            let store = open_store(&store, hints)?;
+            let stat = store.stat(&key)?;
             say!("key:      {}", stat.key);
             say!("size:     {} bytes", stat.len);
             say!("version:  {}", stat.version);
@@ -298,6 +361,18 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
                     s.slot,
                     state(&s.state),
                     s.location.display()
+                );
+            }
+            if !verify {
+                say!("(from the shard headers; chunks not verified: stat --verify reads them, scrub checks parity too)");
+            } else {
+                let mut reader = store.get(&key)?;
+                let len = reader.copy_to(&mut io::sink())?;
+                let stats = reader.stats();
+                say!(
+                    "verified: {len} bytes read back exact; {} chunks rebuilt from parity, {} retransmissions",
+                    stats.erasures,
+                    stats.retransmissions
                 );
             }
         }
