@@ -101,6 +101,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// No store where one was to be opened: no store file, and no copy of it found.
+    #[error(
+        "{path}: not a shardguard store (no shardguard.store, and no copy of it in a location under it; \
+         if its locations are elsewhere, name one with --location-hint)"
+    )]
+    NotAStore {
+        /// The directory given as the store.
+        path: PathBuf,
+    },
     /// A store already exists where `create` was asked to make one.
     #[error("a store already exists at {path}")]
     AlreadyExists {
@@ -149,7 +158,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NotFound { .. } => 1,
-            Error::InvalidKey { .. } | Error::InvalidConfig { .. } => 2,
+            Error::InvalidKey { .. } | Error::InvalidConfig { .. } | Error::AlreadyExists { .. } => 2,
             Error::Unrecoverable { .. } | Error::NoQuorum { .. } | Error::ObjectChecksum { .. } => 4,
             _ => 8,
         }

@@ -132,8 +132,8 @@ fn exit_codes_and_one_line_errors() {
     let out = sg(&["ls", p(dir.path())]);
     assert_eq!(code(&out), 8);
     assert_one_line_error(&out);
-    // init refuses to overwrite a store.
-    assert_eq!(code(&sg(&["init", p(&store)])), 8);
+    // init refuses to overwrite a store: a usage error.
+    assert_eq!(code(&sg(&["init", p(&store)])), 2);
 }
 
 #[test]
@@ -313,4 +313,81 @@ fn shard_file(store: &Path, key: &str, shard: usize) -> std::path::PathBuf {
         .unwrap()
         .shard_path(key, shard)
         .unwrap()
+}
+
+#[test]
+fn init_refuses_locations_that_are_one_directory_nested_or_the_stores_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name);
+    std::fs::create_dir(d("real")).unwrap();
+    std::os::unix::fs::symlink(d("real"), d("alias")).unwrap();
+    let store = d("s");
+    let cases: Vec<(&str, Vec<std::path::PathBuf>)> = vec![
+        ("the same twice", vec![d("a"), d("a"), d("b")]),
+        ("the same through a link", vec![d("real"), d("alias"), d("b")]),
+        ("nested", vec![d("a"), d("a/inner"), d("b")]),
+        ("the store's root", vec![store.clone(), d("a"), d("b")]),
+        (
+            "inside the store's lock directory",
+            vec![store.join("locks/x"), d("a"), d("b")],
+        ),
+    ];
+    for (what, locations) in cases {
+        let mut args = vec!["init", p(&store), "-k", "2", "-m", "1"];
+        for l in &locations {
+            args.extend(["--location", p(l)]);
+        }
+        let out = sg(&args);
+        assert_eq!(code(&out), 2, "{what}: {out:?}");
+        assert_one_line_error(&out);
+        assert!(
+            !store.join("shardguard.store").exists(),
+            "{what}: a store was made"
+        );
+    }
+}
+
+#[test]
+fn init_resolves_relative_locations_against_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let store = dir.path().join("s");
+    let out = Command::new(env!("CARGO_BIN_EXE_shardguard"))
+        .current_dir(&work)
+        .args(["init", p(&store), "-k", "2", "-m", "1"])
+        .args(["--location", "d0", "--location", "d1", "--location", "d2"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{out:?}");
+    for i in 0..3 {
+        assert!(work.join(format!("d{i}/SHARDGUARD-LOCATION")).exists());
+        assert!(!store.join(format!("d{i}")).exists());
+    }
+    // Recorded absolute: the store works from any directory.
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "k"], b"x")), 0);
+    assert_eq!(sg(&["get", p(&store), "k"]).stdout, b"x");
+}
+
+#[test]
+fn init_on_a_store_or_a_file_and_commands_on_a_non_store_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    let out = sg(&["init", p(&store)]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert_one_line_error(&out);
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let out = sg(&["init", p(&file)]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a directory"),
+        "{out:?}"
+    );
+    let out = sg(&["ls", p(dir.path())]);
+    assert_one_line_error(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a shardguard store"),
+        "{out:?}"
+    );
 }

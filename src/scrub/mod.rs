@@ -7,6 +7,7 @@
 mod object;
 mod scratch;
 mod state;
+pub(crate) use state::HISTORY_DIR;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

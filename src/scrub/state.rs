@@ -17,7 +17,7 @@ use super::ScrubReport;
 
 const CHECKPOINT_FILE: &str = "scrub.checkpoint";
 /// One history file per bucket (first byte of the object id), so no scrub holds them all.
-const HISTORY_DIR: &str = "scrub-history";
+pub(crate) const HISTORY_DIR: &str = "scrub-history";
 /// The last scrub's report (JSON), in the store root.
 pub const LAST_REPORT_FILE: &str = "scrub.last.json";
 

@@ -492,6 +492,11 @@ impl Store {
                 config.data_shards, config.parity_shards, config.chunk_size
             ),
         })?;
+        if root.exists() && !root.is_dir() {
+            return Err(Error::InvalidConfig {
+                reason: format!("{}: exists and is not a directory", root.display()),
+            });
+        }
         fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         let store_path = root.join(STORE_FILE);
         if store_path.exists() {
@@ -527,6 +532,7 @@ impl Store {
             };
             planned.push((full, location, stored));
         }
+        check_locations_apart(root, planned.iter().map(|(full, _, _)| full.as_path()))?;
         let store_id: [u8; 16] = rand::random();
         let mut recorded = Vec::with_capacity(n);
         let mut written = Vec::with_capacity(n);
@@ -580,6 +586,11 @@ impl Store {
                     file,
                     Some(format!("{e}; opened from the copies in the locations")),
                 ),
+                None if matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound) => {
+                    return Err(Error::NotAStore {
+                        path: root.to_path_buf(),
+                    })
+                }
                 None => return Err(e),
             },
         };
@@ -617,6 +628,40 @@ impl Store {
             poisoned: AtomicBool::new(false),
         })
     }
+}
+
+/// Refuses locations that are one directory twice (after resolving links), one inside another,
+/// the store's root itself, or inside the store's own files: each would hold several shards of
+/// every object, or be written through by another part of the store.
+fn check_locations_apart<'a>(root: &Path, locations: impl Iterator<Item = &'a Path>) -> Result<()> {
+    let canonical = |p: &Path| fs::canonicalize(p).map_err(|e| Error::io(p, e));
+    let root = canonical(root)?;
+    let own = [crate::lock::LOCKS_DIR, crate::scrub::HISTORY_DIR].map(|d| root.join(d));
+    let mut seen: Vec<(PathBuf, &Path)> = Vec::new();
+    for given in locations {
+        let path = canonical(given)?;
+        let refuse = |why: String| {
+            Err(Error::InvalidConfig {
+                reason: format!("location {}: {why}", given.display()),
+            })
+        };
+        if path == root {
+            return refuse("is the store's own directory".into());
+        }
+        if let Some(dir) = own.iter().find(|d| path.starts_with(d)) {
+            return refuse(format!("is inside the store's own files ({})", dir.display()));
+        }
+        for (other, other_given) in &seen {
+            if *other == path {
+                return refuse(format!("is the same directory as {}", other_given.display()));
+            }
+            if path.starts_with(other) || other.starts_with(&path) {
+                return refuse(format!("and {} are nested", other_given.display()));
+            }
+        }
+        seen.push((path, given));
+    }
+    Ok(())
 }
 
 /// The store file as the copies in the locations hold it: the version most of them agree on;

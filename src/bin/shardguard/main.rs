@@ -31,7 +31,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success (scrub: everything verified clean)
   1  key not found (scrub: damage found and all of it repaired)
-  2  usage error (bad arguments, invalid key or configuration)
+  2  usage error (bad arguments, invalid key or configuration, a store already there)
   3  scrub: damage found, repairable, not repaired (run with --repair)
   4  data unrecoverable (more chunks lost than the parity can rebuild)
   8  any other operational error (I/O, damaged store file, ...)";
@@ -64,7 +64,8 @@ enum Command {
         /// Bytes per chunk, e.g. 64KiB or 1MiB.
         #[arg(long, default_value = "1MiB", value_parser = parse_chunk_size)]
         chunk_size: u32,
-        /// A location directory; give it k + m times (default: subdirectories of the store).
+        /// A location directory (relative to the current directory); give it k + m times
+        /// (default: subdirectories of the store). No two may be the same or nested.
         #[arg(long = "location")]
         locations: Vec<PathBuf>,
     },
@@ -243,6 +244,12 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             chunk_size,
             locations,
         } => {
+            // Relative locations are relative to where the command runs, as for every other
+            // path argument; the store records them absolute.
+            let locations = locations
+                .iter()
+                .map(|l| std::path::absolute(l).map_err(io_context(l.display())))
+                .collect::<Result<Vec<_>, _>>()?;
             let config = StoreConfig {
                 data_shards: data,
                 parity_shards: parity,
