@@ -391,3 +391,38 @@ fn init_on_a_store_or_a_file_and_commands_on_a_non_store_say_what_is_wrong() {
         "{out:?}"
     );
 }
+
+#[test]
+fn an_absent_an_empty_and_a_foreign_location_are_told_apart_and_repair_never_advises_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    assert_eq!(code(&sg(&["init", p(&store), "--chunk-size", "4KiB"])), 0);
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "k"], &data(4, 9000))), 0);
+    // Slot 0 unmounted (its directory gone), slot 1 a fresh empty disk, slot 2 another store's.
+    std::fs::rename(store.join("loc-00"), dir.path().join("unmounted")).unwrap();
+    std::fs::remove_dir_all(store.join("loc-01")).unwrap();
+    std::fs::create_dir(store.join("loc-01")).unwrap();
+    let other = dir.path().join("other");
+    assert_eq!(code(&sg(&["init", p(&other)])), 0);
+    std::fs::remove_dir_all(store.join("loc-02")).unwrap();
+    std::fs::rename(other.join("loc-02"), store.join("loc-02")).unwrap();
+    let status = String::from_utf8_lossy(&sg(&["status", p(&store)]).stdout).into_owned();
+    let line = |slot: &str| status.lines().find(|l| l.contains(slot)).unwrap_or("").to_owned();
+    assert!(
+        line("loc-00").contains("does not exist (disk not mounted?)"),
+        "{status}"
+    );
+    assert!(line("loc-01").contains("no identity file"), "{status}");
+    assert!(
+        line("loc-02").contains("another store") && line("loc-02").contains("never written"),
+        "{status}"
+    );
+    let out = sg(&["scrub", p(&store), "--repair"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code(&out), 3, "{report}");
+    assert!(!report.contains("run scrub --repair"), "{report}");
+    assert!(
+        !store.join("loc-00").exists(),
+        "a missing directory is never created"
+    );
+}

@@ -709,7 +709,11 @@ fn store_file_from_copies(root: &Path, hints: &[PathBuf]) -> Option<StoreFile> {
 /// Why a location cannot serve its slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum IdentityProblem {
-    /// No identity file: a wiped or replaced disk. A scrub with repair rebuilds it.
+    /// The location's directory does not exist: a disk not mounted (never created by a scrub,
+    /// which would write onto the filesystem below the mount point).
+    DirectoryMissing,
+    /// The directory exists but holds no identity file: a wiped, replaced or new disk. A scrub
+    /// with repair rebuilds it.
     Missing,
     /// The identity file fails its checksum. A scrub with repair rewrites it.
     Damaged(String),
@@ -730,10 +734,20 @@ impl IdentityProblem {
 impl std::fmt::Display for IdentityProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            IdentityProblem::Missing => write!(f, "identity file missing (wiped or replaced disk?)"),
+            IdentityProblem::DirectoryMissing => write!(
+                f,
+                "directory does not exist (disk not mounted?): mount it; for a new disk, create the \
+                 directory and a repairing scrub rebuilds it"
+            ),
+            IdentityProblem::Missing => write!(
+                f,
+                "no identity file (a wiped, replaced or new disk?): a repairing scrub rebuilds it"
+            ),
             IdentityProblem::Damaged(e) => write!(f, "identity file damaged: {e}"),
             IdentityProblem::Unreadable(e) => write!(f, "identity file unreadable: {e}"),
-            IdentityProblem::Foreign(why) => write!(f, "{why}"),
+            IdentityProblem::Foreign(why) => {
+                write!(f, "{why}: never written to (check which disk is mounted here)")
+            }
         }
     }
 }
@@ -747,7 +761,12 @@ pub(crate) fn check_identity(
 ) -> Option<IdentityProblem> {
     let bytes = match location.read_identity() {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(IdentityProblem::Missing),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Some(match location.path().is_dir() {
+                true => IdentityProblem::Missing,
+                false => IdentityProblem::DirectoryMissing,
+            })
+        }
         // A link, directory or FIFO in its place: damaged, so claimable like a missing one.
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
             return Some(IdentityProblem::Damaged(e.to_string()))

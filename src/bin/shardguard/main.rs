@@ -473,7 +473,7 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
                     r.finished_unix,
                     r.objects,
                     r.duration_secs,
-                    verdict_text(r.verdict())
+                    verdict_text(r)
                 ),
             }
         }
@@ -490,10 +490,14 @@ fn progress_bar() -> indicatif::ProgressBar {
     bar
 }
 
-fn verdict_text(v: ScrubVerdict) -> &'static str {
-    match v {
+/// The verdict in words; what to do next is never the command that just ran.
+fn verdict_text(r: &ScrubReport) -> &'static str {
+    match r.verdict() {
         ScrubVerdict::Clean => "clean",
         ScrubVerdict::Repaired => "damage found and repaired",
+        ScrubVerdict::NeedsRepair if r.repair => {
+            "DAMAGE FOUND, not all of it repaired (see the locations and messages above)"
+        }
         ScrubVerdict::NeedsRepair => "DAMAGE FOUND, not repaired (run scrub --repair)",
         ScrubVerdict::Unrecoverable => "SOME DATA UNRECOVERABLE",
     }
@@ -566,7 +570,7 @@ fn print_scrub_report(r: &ScrubReport) {
             u.detail
         );
     }
-    say!("result: {}", verdict_text(r.verdict()));
+    say!("result: {}", verdict_text(r));
 }
 
 fn state(state: &ShardState) -> String {
