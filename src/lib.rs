@@ -21,12 +21,14 @@
 pub mod arq;
 pub mod checksum;
 pub mod codec;
+#[cfg(feature = "demo")]
 pub mod demo;
 mod disk;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod format;
+mod ids;
 mod key;
 pub mod location;
 mod lock;

@@ -186,7 +186,7 @@ pub(crate) fn write_atomically(
     bytes: &[u8],
     durability: Durability,
 ) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.{:016x}.tmp", rand::random::<u64>()));
+    let tmp = dir.join(format!("{name}.{:016x}.tmp", crate::ids::random_u64()));
     let write = || -> io::Result<()> {
         let mut file =
             disk::open_for_writing(OpenOptions::new().write(true).create(true).truncate(true), &tmp)?;
@@ -264,7 +264,7 @@ impl LocalDir {
         let tmp = self
             .dir
             .join(TMP_DIR)
-            .join(format!("{name}-{}.tmp", rand::random::<u64>()));
+            .join(format!("{name}-{}.tmp", crate::ids::random_u64()));
         let mut file =
             disk::open_for_writing(OpenOptions::new().write(true).create(true).truncate(true), &tmp)?;
         file.write_all(bytes)?;
@@ -288,7 +288,7 @@ impl LocalDir {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let aside = format!("quarantine-{name}-{:016x}", rand::random::<u64>());
+            let aside = format!("quarantine-{name}-{:016x}", crate::ids::random_u64());
             disk::rename(target, &self.dir.join(TMP_DIR).join(aside))?;
         }
         Ok(())
@@ -425,7 +425,7 @@ impl Location for LocalDir {
     fn create_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Box<dyn ShardWriter>> {
         let tmp_dir = self.dir.join(TMP_DIR);
         self.create_dirs(&tmp_dir, true)?;
-        let tmp = tmp_dir.join(format!("{}-{}.tmp", object.to_hex(), rand::random::<u64>()));
+        let tmp = tmp_dir.join(format!("{}-{}.tmp", object.to_hex(), crate::ids::random_u64()));
         let file = disk::open_for_writing(OpenOptions::new().write(true).create_new(true), &tmp)?;
         Ok(Box::new(LocalShardWriter {
             file: Some(BufWriter::with_capacity(256 << 10, file)),

@@ -36,7 +36,7 @@ pub(crate) fn move_aside(path: &Path) -> io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let aside = path.with_file_name(format!("{name}.not-ours.{:016x}", rand::random::<u64>()));
+    let aside = path.with_file_name(format!("{name}.not-ours.{:016x}", crate::ids::random_u64()));
     crate::disk::rename(path, &aside)
 }
 

@@ -50,7 +50,7 @@ impl Store {
             .enumerate()
             .map(|(slot, (path, problem))| LocationStatus {
                 slot,
-                free_bytes: fs4::available_space(&path).ok(),
+                free_bytes: available_space(&path),
                 path,
                 problem,
             })
@@ -62,4 +62,10 @@ impl Store {
             last_scrub: self.last_scrub(),
         })
     }
+}
+
+/// Bytes an unprivileged writer can still use on the filesystem `path` lives on.
+fn available_space(path: &std::path::Path) -> Option<u64> {
+    let stats = rustix::fs::statvfs(path).ok()?;
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }

@@ -533,7 +533,7 @@ impl Store {
             planned.push((full, location, stored));
         }
         check_locations_apart(root, planned.iter().map(|(full, _, _)| full.as_path()))?;
-        let store_id: [u8; 16] = rand::random();
+        let store_id: [u8; 16] = crate::ids::random_bytes();
         let mut recorded = Vec::with_capacity(n);
         let mut written = Vec::with_capacity(n);
         for (slot, (full, location, stored)) in planned.into_iter().enumerate() {

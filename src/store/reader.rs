@@ -101,7 +101,10 @@ impl Store {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.{:016x}.shardguard-tmp", rand::random::<u64>()));
+        let tmp = dir.join(format!(
+            ".{name}.{:016x}.shardguard-tmp",
+            crate::ids::random_u64()
+        ));
         let mut write = || -> Result<u64> {
             let file = fs::OpenOptions::new()
                 .write(true)

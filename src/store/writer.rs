@@ -197,7 +197,7 @@ impl Store {
         let newest = listed.into_iter().flatten().flatten().map(|s| s.version).max();
         Ok(WriteStamp {
             version: newest.unwrap_or(0) + 1,
-            write_id: rand::random(),
+            write_id: crate::ids::random_u64(),
         })
     }
 
