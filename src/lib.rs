@@ -51,7 +51,7 @@ pub use scrub::{
     LocationSummary, ResumeOutcome, ScrubCounts, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict,
     UnrecoverableObject, LAST_REPORT_FILE,
 };
-pub use status::{LocationStatus, StoreStatus};
+pub use status::{LocationStatus, ScrubCoverage, StoreStatus};
 pub use store::{
     ListEntry, LocationWrapper, ObjectReader, ObjectStat, OpenOptions, PutOutcome, ReadStats, ShardHealth,
     ShardState, Store, StoreConfig, STORE_FILE,

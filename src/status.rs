@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::format::Geometry;
+use crate::format::{Geometry, ObjectId};
 use crate::scrub::ScrubReport;
 use crate::store::Store;
 
@@ -33,16 +33,40 @@ pub struct StoreStatus {
     pub objects: Option<(u64, u64)>,
     /// The last finished scrub, if any.
     pub last_scrub: Option<ScrubReport>,
+    /// How long the objects have gone unscrubbed (from the scrub history); `None` when the
+    /// objects could not be listed.
+    pub scrub_coverage: Option<ScrubCoverage>,
+}
+
+/// How long the objects of a store have gone unscrubbed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrubCoverage {
+    /// Objects no scrub has verified yet.
+    pub never_scrubbed: u64,
+    /// When the least recently scrubbed of the others was last verified (seconds since the
+    /// Unix epoch); `None` if none was.
+    pub oldest_scrub_unix: Option<u64>,
 }
 
 impl Store {
     /// Locations with health and free space, object count and bytes, and the last scrub.
     pub fn status(&self) -> Result<StoreStatus> {
-        let objects = match self.list() {
-            Ok(listing) => Some((listing.len() as u64, listing.iter().map(|e| e.len).sum())),
+        let listing = match self.list() {
+            Ok(listing) => Some(listing),
             Err(Error::TooFewLocations { .. }) => None,
             Err(e) => return Err(e),
         };
+        let objects = listing
+            .as_ref()
+            .map(|l| (l.len() as u64, l.iter().map(|e| e.len).sum()));
+        let scrub_coverage = listing.map(|l| {
+            let ids: Vec<ObjectId> = l.iter().map(|e| ObjectId::of_key(&e.key)).collect();
+            let (never_scrubbed, oldest_scrub_unix) = self.scrub_coverage(&ids);
+            ScrubCoverage {
+                never_scrubbed,
+                oldest_scrub_unix,
+            }
+        });
         let locations = self
             .locations()
             .into_iter()
@@ -60,6 +84,7 @@ impl Store {
             locations,
             objects,
             last_scrub: self.last_scrub(),
+            scrub_coverage,
         })
     }
 }

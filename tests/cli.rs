@@ -426,3 +426,26 @@ fn an_absent_an_empty_and_a_foreign_location_are_told_apart_and_repair_never_adv
         "a missing directory is never created"
     );
 }
+
+#[test]
+fn status_shows_dates_with_ages_and_what_has_gone_unscrubbed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "a"], b"a")), 0);
+    assert_eq!(code(&sg(&["scrub", p(&store)])), 0);
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "b"], b"b")), 0);
+    let out = String::from_utf8_lossy(&sg(&["status", p(&store)]).stdout).into_owned();
+    let last = out.lines().find(|l| l.starts_with("last scrub:")).unwrap();
+    // "finished 2026-11-27T12:00:00Z (3 seconds ago)": a date, and an age.
+    let date = last.split_whitespace().nth(3).unwrap();
+    assert!(
+        date.len() == 20 && date.ends_with('Z') && date.as_bytes()[10] == b'T',
+        "{last}"
+    );
+    assert!(last.contains("ago)"), "{last}");
+    assert!(
+        out.contains("least recently scrubbed object: verified 20"),
+        "{out}"
+    );
+    assert!(out.contains("never scrubbed: 1 objects"), "{out}");
+}

@@ -116,6 +116,27 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// How long the store has gone unscrubbed: of `objects`, how many no scrub has verified,
+    /// and when the least recently scrubbed of the others was (seconds since the Unix epoch).
+    pub(crate) fn scrub_coverage(&self, objects: &[ObjectId]) -> (u64, Option<u64>) {
+        let mut by_bucket: BTreeMap<u8, Vec<ObjectId>> = BTreeMap::new();
+        for object in objects {
+            by_bucket.entry(object.0[0]).or_default().push(*object);
+        }
+        let mut never = 0;
+        let mut oldest: Option<u64> = None;
+        for (bucket, objects) in by_bucket {
+            let history = self.load_history(bucket);
+            for object in objects {
+                match history.last_scrubbed(object) {
+                    0 => never += 1,
+                    when => oldest = Some(oldest.map_or(when, |o| o.min(when))),
+                }
+            }
+        }
+        (never, oldest)
+    }
+
     /// The buckets that have a history file, so a walk reads only those.
     pub(super) fn history_buckets(&self) -> BTreeSet<u8> {
         let Ok(entries) = fs::read_dir(self.history_dir()) else {

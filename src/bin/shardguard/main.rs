@@ -469,12 +469,21 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             match &status.last_scrub {
                 None => say!("last scrub: never"),
                 Some(r) => say!(
-                    "last scrub: finished at {} (unix), {} objects in {:.1} s, result: {}",
-                    r.finished_unix,
+                    "last scrub: finished {}, {} objects in {:.1} s, result: {}",
+                    when(r.finished_unix),
                     r.objects,
                     r.duration_secs,
                     verdict_text(r)
                 ),
+            }
+            if let Some(c) = status.scrub_coverage {
+                match c.oldest_scrub_unix {
+                    Some(oldest) => say!("least recently scrubbed object: verified {}", when(oldest)),
+                    None => say!("least recently scrubbed object: none verified yet"),
+                }
+                if c.never_scrubbed > 0 {
+                    say!("never scrubbed: {} objects (run scrub)", c.never_scrubbed);
+                }
             }
         }
     }
@@ -488,6 +497,25 @@ fn progress_bar() -> indicatif::ProgressBar {
             .expect("valid template"),
     );
     bar
+}
+
+/// A moment as a UTC date and its age: "2026-11-24T09:00:00Z (3 days ago)".
+fn when(unix_secs: u64) -> String {
+    let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
+    let date = humantime::format_rfc3339_seconds(then);
+    match std::time::SystemTime::now().duration_since(then) {
+        Ok(age) => format!("{date} ({} ago)", rough(age.as_secs())),
+        Err(_) => format!("{date} (in the future: check the clock)"),
+    }
+}
+
+/// A duration to its largest whole unit: "3 days", "1 hour", "42 seconds".
+fn rough(secs: u64) -> String {
+    let (n, unit) = [(86_400, "day"), (3_600, "hour"), (60, "minute")]
+        .into_iter()
+        .find(|(size, _)| secs >= *size)
+        .map_or((secs, "second"), |(size, unit)| (secs / size, unit));
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The verdict in words; what to do next is never the command that just ran.
