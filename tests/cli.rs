@@ -449,3 +449,38 @@ fn status_shows_dates_with_ages_and_what_has_gone_unscrubbed() {
     );
     assert!(out.contains("never scrubbed: 1 objects"), "{out}");
 }
+
+#[test]
+fn ls_escapes_keys_with_newlines_and_offers_json_and_nul_for_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_store(dir.path());
+    let keys = ["plain", "two\nlines", "back\\slash"];
+    for key in keys {
+        assert_eq!(code(&sg_stdin(&["put", p(&store), key], b"x")), 0);
+    }
+    let out = String::from_utf8_lossy(&sg(&["ls", p(&store)]).stdout).into_owned();
+    assert_eq!(out.lines().count(), 3, "one line per key: {out}");
+    assert!(
+        out.lines().any(|l| l == "two\\nlines") && out.lines().any(|l| l == "back\\\\slash"),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&sg(&["ls", p(&store), "--json"]).stdout).unwrap();
+    let mut from_json: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    from_json.sort();
+    let mut expected = keys.to_vec();
+    expected.sort();
+    assert_eq!(from_json, expected);
+    let raw = sg(&["ls", p(&store), "-0"]).stdout;
+    let mut from_nul: Vec<&str> = raw
+        .split(|b| *b == 0)
+        .filter(|k| !k.is_empty())
+        .map(|k| std::str::from_utf8(k).unwrap())
+        .collect();
+    from_nul.sort();
+    assert_eq!(from_nul, expected);
+}

@@ -92,13 +92,19 @@ enum Command {
         #[arg(long, requires = "output")]
         no_clobber: bool,
     },
-    /// List objects.
+    /// List objects (keys with control characters or backslashes are printed escaped: \n, \\).
     Ls {
         /// The store's root directory.
         store: PathBuf,
         /// Also show size and version.
         #[arg(short, long)]
         long: bool,
+        /// Print a JSON array of {key, len, version} objects (keys exact).
+        #[arg(long, conflicts_with = "null")]
+        json: bool,
+        /// End each key with a NUL byte instead of a newline (keys exact, for xargs -0).
+        #[arg(short = '0', long)]
+        null: bool,
     },
     /// Delete an object.
     Rm {
@@ -337,14 +343,33 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
                 );
             }
         }
-        Command::Ls { store, long } => {
+        Command::Ls {
+            store,
+            long,
+            json,
+            null,
+        } => {
             let store = open_store(&store, hints)?;
+            let listing = store.list()?;
             let mut out = BufWriter::new(io::stdout().lock());
-            for entry in store.list()? {
-                let line = if long {
-                    writeln!(out, "{:>14} {:>6} {}", entry.len, entry.version, entry.key)
-                } else {
-                    writeln!(out, "{}", entry.key)
+            if json {
+                let entries: Vec<_> = listing
+                    .iter()
+                    .map(|e| serde_json::json!({"key": e.key, "len": e.len, "version": e.version}))
+                    .collect();
+                serde_json::to_writer(&mut out, &entries)
+                    .map_err(|e| Failure::Io("<stdout>".into(), e.into()))?;
+                writeln!(out).map_err(io_context("<stdout>"))?;
+            }
+            for entry in listing.iter().filter(|_| !json) {
+                let key = match null {
+                    true => entry.key.clone(),
+                    false => escaped(&entry.key),
+                };
+                let end = if null { '\0' } else { '\n' };
+                let line = match long {
+                    true => write!(out, "{:>14} {:>6} {key}{end}", entry.len, entry.version),
+                    false => write!(out, "{key}{end}"),
                 };
                 line.map_err(io_context("<stdout>"))?;
             }
@@ -356,7 +381,7 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
         Command::Stat { store, key, verify } => {
             let store = open_store(&store, hints)?;
             let stat = store.stat(&key)?;
-            say!("key:      {}", stat.key);
+            say!("key:      {}", escaped(&stat.key));
             say!("size:     {} bytes", stat.len);
             say!("version:  {}", stat.version);
             say!("stripes:  {}", stat.stripes);
@@ -497,6 +522,20 @@ fn progress_bar() -> indicatif::ProgressBar {
             .expect("valid template"),
     );
     bar
+}
+
+/// A key as one unambiguous line: control characters and backslashes escaped (`\n`, `\t`,
+/// `\\`, `\u{1b}`), everything else as is.
+fn escaped(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A moment as a UTC date and its age: "2026-11-24T09:00:00Z (3 days ago)".
