@@ -484,3 +484,22 @@ fn ls_escapes_keys_with_newlines_and_offers_json_and_nul_for_scripts() {
     from_nul.sort();
     assert_eq!(from_nul, expected);
 }
+
+#[test]
+fn argument_errors_are_one_line_naming_the_commands_help() {
+    for args in [
+        vec!["scrub", "/x", "--no-such-flag"],
+        vec!["put"],
+        vec!["scrub", "/x", "--jobs", "0"],
+        vec!["no-such-command"],
+        vec!["init", "/x", "--data", "many"],
+    ] {
+        let out = sg(&args);
+        assert_eq!(code(&out), 2, "{args:?}");
+        assert_one_line_error(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--help')"), "{args:?}: {err}");
+    }
+    // Help itself is not an error.
+    assert_eq!(code(&sg(&["scrub", "--help"])), 0);
+}

@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use shardguard::demo::{self, DemoEvent, DemoOptions};
 use shardguard::{
     Error, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict, ShardState, Store, StoreConfig,
@@ -197,7 +197,10 @@ fn open_store(path: &std::path::Path, hints: &[PathBuf]) -> Result<Store, shardg
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return argument_error(e),
+    };
     match run(cli.command, &cli.location_hints) {
         Ok(code) => ExitCode::from(code),
         // The reader went away (`get … | head`): nothing to report.
@@ -221,6 +224,46 @@ fn main() -> ExitCode {
             ExitCode::from(8)
         }
     }
+}
+
+/// Prints an argument error as one line (the README's promise for every error) with the
+/// command's `--help` as the hint, and exits 2; help and version requests print as usual.
+fn argument_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+    }
+    let rendered = e.render().to_string();
+    // The message, with the items a "…:" line announces (missing arguments) on the same line.
+    let mut lines = rendered.lines();
+    let mut message = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    if message.ends_with(':') {
+        for item in lines.take_while(|l| l.starts_with("  ")) {
+            message.push(' ');
+            message.push_str(item.trim());
+        }
+    }
+    // The subcommand given, whose help to point at.
+    let subcommands: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    let command = std::env::args()
+        .skip(1)
+        .find(|a| subcommands.contains(a))
+        .map_or("shardguard".to_owned(), |sub| format!("shardguard {sub}"));
+    eprintln!("shardguard: {message} (see '{command} --help')");
+    ExitCode::from(2)
 }
 
 enum Failure {
