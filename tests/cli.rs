@@ -503,3 +503,50 @@ fn argument_errors_are_one_line_naming_the_commands_help() {
     // Help itself is not an error.
     assert_eq!(code(&sg(&["scrub", "--help"])), 0);
 }
+
+#[test]
+fn the_progress_bar_moves_by_bytes_inside_one_large_object_and_only_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    assert_eq!(code(&sg(&["init", p(&store)])), 0);
+    // One object of 1 GiB (1.5 GiB of shard files with 4 + 2).
+    let input = dir.path().join("big");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+        let block = data(9, 1 << 20);
+        for i in 0..1024u32 {
+            f.write_all(&i.to_le_bytes()).unwrap();
+            f.write_all(&block[4..]).unwrap();
+        }
+    }
+    assert_eq!(code(&sg(&["put", p(&store), "big", p(&input)])), 0);
+    std::fs::remove_file(&input).unwrap();
+    // On a terminal (`script` gives the command one), about 3 s at the capped rate.
+    let command = format!(
+        "{} scrub {} --max-rate 512MiB",
+        env!("CARGO_BIN_EXE_shardguard"),
+        p(&store)
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{out:?}");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    let frames: std::collections::BTreeSet<&str> = screen
+        .split(['\r', '\n'])
+        .filter(|frame| frame.contains(" shard bytes (data+parity)") && frame.contains("/1.50 GiB"))
+        .filter_map(|frame| frame.split("/1.50 GiB").next()?.rsplit(' ').nth(1))
+        .collect();
+    assert!(
+        frames.len() >= 3,
+        "the bar should move inside the object: {frames:?}\n{screen}"
+    );
+    assert!(screen.contains("0/1 objects"), "{screen}");
+    // Not on a terminal: the report alone, nothing on stderr.
+    let out = sg(&["scrub", p(&store)]);
+    assert_eq!(code(&out), 0);
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("result: clean"));
+}

@@ -162,7 +162,7 @@ fn a_wiped_or_foreign_location_is_recognised_and_read_around() {
     let store = reopen(dir.path());
     let problems = store.location_problems();
     assert!(
-        problems[1].as_deref().unwrap().contains("missing"),
+        problems[1].as_deref().unwrap().contains("no identity file"),
         "{problems:?}"
     );
     assert!(

@@ -187,7 +187,7 @@ fn a_wiped_location_is_rebuilt_in_full() {
     fs::create_dir(&wiped).unwrap();
     let (found, repaired) = find_repair_clean(dir.path(), &objects);
     assert!(
-        found.locations[2].state.contains("missing"),
+        found.locations[2].state.contains("no identity file"),
         "{:?}",
         found.locations[2]
     );

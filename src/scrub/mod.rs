@@ -4,15 +4,17 @@
 //! Objects are independent, so they are scrubbed in parallel (rayon, `jobs` threads). Each object
 //! is scrubbed under its writer lock, so a put in progress is never mistaken for damage.
 
+mod meter;
 mod object;
 mod scratch;
 mod state;
+
+use meter::Meter;
 pub(crate) use state::HISTORY_DIR;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -54,15 +56,20 @@ pub struct ScrubOptions {
     pub resume: bool,
 }
 
-/// Progress of a running scrub, reported after each object.
+/// Progress of a running scrub, reported after each object and, while objects are being read,
+/// at least every quarter second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScrubProgress {
     /// Objects finished.
     pub objects_done: u64,
     /// Objects this scrub will look at.
     pub objects_total: u64,
-    /// Bytes of chunks verified so far.
-    pub bytes_verified: u64,
+    /// Bytes of shard files (data and parity chunks) read and verified so far; a damaged stripe
+    /// read again under the object's lock counts twice, so this may pass `bytes_total`.
+    pub bytes_done: u64,
+    /// Bytes of shard files this scrub will read, as estimated before it starts (from the
+    /// shard files' lengths at one location).
+    pub bytes_total: u64,
 }
 
 /// One object that could not be fully recovered.
@@ -321,6 +328,8 @@ impl ScrubReport {
 struct Selection {
     /// How many objects will be taken.
     objects: u64,
+    /// Their shard bytes, as estimated by [`Store::shard_bytes`].
+    bytes: u64,
     /// Objects last scrubbed before this time are taken…
     threshold: u64,
     /// …and this many of those scrubbed exactly at it, in id order.
@@ -340,35 +349,10 @@ impl Selection {
     }
 }
 
-/// Caps the read rate across all worker threads.
-pub(crate) struct RateLimiter {
-    bytes_per_sec: u64,
-    start: Instant,
-    bytes: AtomicU64,
-}
-
-impl RateLimiter {
-    fn new(bytes_per_sec: u64) -> Self {
-        RateLimiter {
-            bytes_per_sec: bytes_per_sec.max(1),
-            start: Instant::now(),
-            bytes: AtomicU64::new(0),
-        }
-    }
-
-    /// Accounts for `n` bytes read and sleeps until the average rate is back under the cap.
-    pub(crate) fn consume(&self, n: u64) {
-        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
-        let due = Duration::from_secs_f64(total as f64 / self.bytes_per_sec as f64);
-        if let Some(wait) = due.checked_sub(self.start.elapsed()) {
-            std::thread::sleep(wait);
-        }
-    }
-}
-
 impl Store {
     /// Scrubs the store: verifies every chunk of every object (or the chosen subset) and, with
-    /// `options.repair`, repairs what it can. `progress` is called after each object.
+    /// `options.repair`, repairs what it can. `progress` is called after each object and, while
+    /// objects are read, at least every quarter second (from the scrub's worker threads).
     ///
     /// Safe while the store is in use by other threads and processes.
     pub fn scrub(
@@ -446,9 +430,8 @@ impl Store {
             .map_err(|e| Error::InvalidConfig {
                 reason: format!("cannot start {:?} scrub threads: {e}", options.jobs),
             })?;
-        let limiter = options.max_rate.map(RateLimiter::new);
-        let done = AtomicU64::new(0);
-        let bytes = AtomicU64::new(0);
+        let meter = Meter::new(options.max_rate, selection.objects, selection.bytes, progress);
+        meter.report();
         // Batches bound what a kill makes the resumed scrub verify again.
         let batch = (pool.current_num_threads() * 8).max(64);
         let mut taken_at_threshold = 0;
@@ -464,13 +447,8 @@ impl Store {
                         .par_iter()
                         .map(|&object| {
                             let temps = temp_files.get(&object).map_or(&[][..], Vec::as_slice);
-                            let outcome = self.scrub_object(object, temps, options, limiter.as_ref());
-                            let verified = outcome.as_ref().map_or(0, |o| o.counts.bytes_verified);
-                            progress(ScrubProgress {
-                                objects_done: done.fetch_add(1, Ordering::Relaxed) + 1,
-                                objects_total: selection.objects,
-                                bytes_verified: bytes.fetch_add(verified, Ordering::Relaxed) + verified,
-                            });
+                            let outcome = self.scrub_object(object, temps, options, &meter);
+                            meter.object_done(0);
                             outcome
                         })
                         .collect()
@@ -526,7 +504,7 @@ impl Store {
                 }
                 if resuming && object <= checkpoint.done_through {
                     report.skipped_by_resume += 1;
-                    done.fetch_add(1, Ordering::Relaxed);
+                    meter.object_done(self.shard_bytes(object));
                     continue;
                 }
                 pending.push(object);
@@ -640,8 +618,10 @@ impl Store {
         percent: Option<u8>,
         temp_files: &BTreeMap<ObjectId, Vec<(usize, String)>>,
     ) -> Result<Selection> {
-        let mut ages: BTreeMap<u64, u64> = BTreeMap::new();
+        // Per time of last scrub: objects, and their shard bytes.
+        let mut ages: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         let mut total = 0u64;
+        let mut total_bytes = 0u64;
         let histories = self.history_buckets();
         // Buckets with a history but no objects left are walked too, so their history is pruned.
         let mut buckets = self.buckets_to_walk(temp_files);
@@ -653,14 +633,19 @@ impl Store {
             };
             let objects = self.objects_of_bucket(bucket, temp_files);
             for &object in &objects {
-                *ages.entry(history.last_scrubbed(object)).or_default() += 1;
+                let bytes = self.shard_bytes(object);
+                let age = ages.entry(history.last_scrubbed(object)).or_default();
+                age.0 += 1;
+                age.1 += bytes;
                 total += 1;
+                total_bytes += bytes;
             }
             // Advisory: a history that cannot be pruned only keeps a few stale entries.
             let _ = self.forget_deleted(bucket, history, &objects);
         }
         let everything = Selection {
             objects: total,
+            bytes: total_bytes,
             threshold: u64::MAX,
             at_threshold: u64::MAX,
         };
@@ -668,18 +653,40 @@ impl Store {
             return Ok(everything);
         };
         let keep = (total * u64::from(percent)).div_ceil(100);
-        let mut before = 0;
-        for (&age, &count) in &ages {
+        let (mut before, mut bytes_before) = (0, 0);
+        for (&age, &(count, bytes)) in &ages {
             if before + count >= keep {
+                let at_threshold = keep - before;
                 return Ok(Selection {
                     objects: keep,
+                    // Those taken at the threshold are assumed of the group's average size.
+                    bytes: bytes_before + bytes / count.max(1) * at_threshold,
                     threshold: age,
-                    at_threshold: keep - before,
+                    at_threshold,
                 });
             }
             before += count;
+            bytes_before += bytes;
         }
         Ok(everything)
+    }
+
+    /// An estimate of the shard bytes a scrub reads for `object`: the longest of its shard files
+    /// at the first location that lists any, times the number of locations (0 if none is
+    /// found). One directory read and a few opens: cheap beside verifying the object.
+    fn shard_bytes(&self, object: ObjectId) -> u64 {
+        let n = self.slots.len() as u64;
+        self.slots
+            .iter()
+            .filter_map(|s| s.usable().ok()?.open_shards(object).ok())
+            .find(|files| !files.is_empty())
+            .and_then(|files| {
+                files
+                    .iter()
+                    .filter_map(|f| f.file.as_ref().ok().map(|f| f.len()))
+                    .max()
+            })
+            .map_or(0, |len| len * n)
     }
 
     /// The temporary shard files at every usable location, by object.

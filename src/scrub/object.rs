@@ -18,8 +18,9 @@ use crate::store::rebuild::{rebuild_stripe, Rebuilt, StripeEvidence};
 use crate::store::resolve::Resolved;
 use crate::store::{ShardState, Store};
 
+use super::meter::Meter;
 use super::scratch::Scratch;
-use super::{RateLimiter, ScrubCounts, ScrubOptions, UnrecoverableObject};
+use super::{ScrubCounts, ScrubOptions, UnrecoverableObject};
 
 /// What a verification pass concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,11 +106,11 @@ impl Store {
         object: ObjectId,
         temp_files: &[(usize, String)],
         options: &ScrubOptions,
-        limiter: Option<&RateLimiter>,
+        meter: &Meter<'_>,
     ) -> Result<ObjectOutcome> {
         let mut handover = None;
         if temp_files.is_empty() {
-            match self.scrub_unlocked(object, options, limiter)? {
+            match self.scrub_unlocked(object, options, meter)? {
                 FirstLook::Done(outcome) => return Ok(outcome),
                 FirstLook::Amiss(h) => handover = h,
             }
@@ -117,7 +118,7 @@ impl Store {
         // Writers of this object hold the same lock for a whole put, so while scrub holds it no
         // write is half done: what looks damaged is damaged, and temporary files are dead.
         let _lock = self.locks.lock(object)?;
-        self.scrub_locked(object, temp_files, options, limiter, handover)
+        self.scrub_locked(object, temp_files, options, meter, handover)
     }
 
     /// The first pass, as a reader: only verifies, and stops at the first sign of trouble.
@@ -125,7 +126,7 @@ impl Store {
         &self,
         object: ObjectId,
         options: &ScrubOptions,
-        limiter: Option<&RateLimiter>,
+        meter: &Meter<'_>,
     ) -> Result<FirstLook> {
         let n = self.slots.len();
         let mut out = ObjectOutcome {
@@ -165,7 +166,7 @@ impl Store {
         let pass = Pass::Unlocked;
         let choices = BTreeMap::new();
         match self.verify_and_repair(
-            object, &key, &resolved, options, limiter, pass, from, &choices, &mut out,
+            object, &key, &resolved, options, meter, pass, from, &choices, &mut out,
         )? {
             Verified::Healthy => Ok(FirstLook::Done(out)),
             Verified::Amiss(progress) => Ok(FirstLook::Amiss(Some(Handover {
@@ -182,7 +183,7 @@ impl Store {
         object: ObjectId,
         temp_files: &[(usize, String)],
         options: &ScrubOptions,
-        limiter: Option<&RateLimiter>,
+        meter: &Meter<'_>,
         handover: Option<Handover>,
     ) -> Result<ObjectOutcome> {
         let n = self.slots.len();
@@ -247,7 +248,7 @@ impl Store {
                 let choices = BTreeMap::new();
                 let pass = Pass::Locked;
                 self.verify_and_repair(
-                    object, &key, &resolved, options, limiter, pass, from, &choices, &mut out,
+                    object, &key, &resolved, options, meter, pass, from, &choices, &mut out,
                 )?;
                 let current = resolved.header.stamp;
                 // Another write with the current version number is a conflict (two writers that
@@ -443,7 +444,7 @@ impl Store {
         key: &str,
         resolved: &Resolved,
         options: &ScrubOptions,
-        limiter: Option<&RateLimiter>,
+        meter: &Meter<'_>,
         pass: Pass,
         from: Progress,
         choices: &BTreeMap<u64, Vec<usize>>,
@@ -535,9 +536,7 @@ impl Store {
             if pass == Pass::Unlocked && outcomes.iter().any(|o| o.data_crc.is_none()) {
                 return Ok(Verified::Amiss(progress));
             }
-            if let Some(limiter) = limiter {
-                limiter.consume((len * n) as u64);
-            }
+            meter.read((len * n) as u64);
             let examined = self.examine_stripe(
                 &reader,
                 buffers,
@@ -656,7 +655,7 @@ impl Store {
                 out.slots = slots_at_start;
                 let pass = Pass::Locked;
                 return self
-                    .verify_and_repair(object, key, resolved, options, limiter, pass, from, &settled, out);
+                    .verify_and_repair(object, key, resolved, options, meter, pass, from, &settled, out);
             }
             out.unrecoverable = Some(UnrecoverableObject {
                 key: key.to_owned(),

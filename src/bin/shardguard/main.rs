@@ -487,15 +487,17 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
                 percent,
                 resume,
             };
-            let bar = (!json && io::stderr().is_terminal()).then(progress_bar);
+            // Made at the first report, once the totals are known, so no frame shows empty fields.
+            let show_progress = !json && io::stderr().is_terminal();
+            let bar = std::sync::OnceLock::new();
             let report = store.scrub(&options, &|p: ScrubProgress| {
-                if let Some(bar) = &bar {
-                    bar.set_length(p.objects_total);
-                    bar.set_position(p.objects_done);
-                    bar.set_message(format!("{} verified", indicatif::HumanBytes(p.bytes_verified)));
+                if show_progress {
+                    let bar = bar.get_or_init(|| progress_bar(p.bytes_total));
+                    bar.set_position(p.bytes_done.min(p.bytes_total));
+                    bar.set_message(format!("{}/{} objects", p.objects_done, p.objects_total));
                 }
             })?;
-            if let Some(bar) = bar {
+            if let Some(bar) = bar.get() {
                 bar.finish_and_clear();
             }
             if json {
@@ -558,12 +560,16 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn progress_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(0);
+/// Bytes of shard files (data and parity) read of the total, with a byte rate and an ETA from it.
+fn progress_bar(bytes_total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(bytes_total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} objects, {msg}, {per_sec}, ETA {eta}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{bar:20} {bytes}/{total_bytes} shard bytes (data+parity) {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template"),
     );
+    bar.enable_steady_tick(std::time::Duration::from_secs(1));
     bar
 }
 
