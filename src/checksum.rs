@@ -55,6 +55,11 @@ impl ObjectChecksum {
     pub fn value(&self) -> u32 {
         self.0
     }
+
+    /// Continues from a [`ObjectChecksum::value`] saved earlier (a resumed scrub).
+    pub fn resume(value: u32) -> Self {
+        ObjectChecksum(value)
+    }
 }
 
 #[cfg(test)]

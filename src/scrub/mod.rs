@@ -4,12 +4,20 @@
 //! Objects are independent, so they are scrubbed in parallel (rayon, `jobs` threads). Each object
 //! is scrubbed under its writer lock, so a put in progress is never mistaken for damage.
 
+mod checkpoint;
 mod meter;
 mod object;
 mod scratch;
 mod state;
 
+use checkpoint::{Checkpointer, InFlight, ResumeAt};
 use meter::Meter;
+
+/// What the workers of one scrub share: the meter of its reading, and where it stands.
+struct Run<'a> {
+    pub meter: Meter<'a>,
+    pub checkpoint: Checkpointer<'a>,
+}
 pub(crate) use state::HISTORY_DIR;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -209,12 +217,15 @@ pub enum ResumeOutcome {
 }
 
 /// What an interrupted scrub found before its last checkpoint, kept in the checkpoint.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Findings {
     objects: u64,
     counts: ScrubCounts,
     unrecoverable: Vec<UnrecoverableObject>,
     locations: Vec<LocationSummary>,
+    /// Where the scrub stood since its last batch end (`checkpoint` module).
+    #[serde(default)]
+    in_flight: InFlight,
 }
 
 impl Findings {
@@ -224,6 +235,7 @@ impl Findings {
             counts: report.counts.clone(),
             unrecoverable: report.unrecoverable.clone(),
             locations: report.locations.clone(),
+            in_flight: InFlight::default(),
         }
     }
 
@@ -396,6 +408,7 @@ impl Store {
         };
         // A checkpoint is resumed only by a scrub with the same options: another scrub's
         // progress says nothing about what this one would have found.
+        let mut resume_at = ResumeAt::default();
         let (mut checkpoint, resume) = match options.resume {
             false => {
                 self.remove_checkpoint();
@@ -405,7 +418,8 @@ impl Store {
                 None => (fresh, ResumeOutcome::NoCheckpoint),
                 Some(found) if found.same_scrub(&fresh) => {
                     // What the interrupted run found counts in this one's verdict.
-                    if let Ok(findings) = serde_json::from_slice::<Findings>(&found.findings) {
+                    if let Ok(mut findings) = serde_json::from_slice::<Findings>(&found.findings) {
+                        resume_at = ResumeAt::from(std::mem::take(&mut findings.in_flight));
                         findings.add_to(&mut report);
                     }
                     (found, ResumeOutcome::Resumed)
@@ -417,7 +431,7 @@ impl Store {
             },
         };
         report.resume = resume;
-        let resuming = checkpoint.objects_done > 0;
+        let resuming = resume == ResumeOutcome::Resumed;
 
         // The store is walked one bucket (first id byte) at a time, so memory follows a 256th
         // of the object count. A first pass only counts (and, for --percent, finds the age
@@ -430,8 +444,11 @@ impl Store {
             .map_err(|e| Error::InvalidConfig {
                 reason: format!("cannot start {:?} scrub threads: {e}", options.jobs),
             })?;
-        let meter = Meter::new(options.max_rate, selection.objects, selection.bytes, progress);
-        meter.report();
+        let run = Run {
+            meter: Meter::new(options.max_rate, selection.objects, selection.bytes, progress),
+            checkpoint: Checkpointer::new(self, checkpoint.clone(), resume_at),
+        };
+        run.meter.report();
         // Batches bound what a kill makes the resumed scrub verify again.
         let batch = (pool.current_num_threads() * 8).max(64);
         let mut taken_at_threshold = 0;
@@ -447,8 +464,10 @@ impl Store {
                         .par_iter()
                         .map(|&object| {
                             let temps = temp_files.get(&object).map_or(&[][..], Vec::as_slice);
-                            let outcome = self.scrub_object(object, temps, options, &meter);
-                            meter.object_done(0);
+                            let outcome = self.scrub_object(object, temps, options, &run);
+                            let clean = outcome.as_ref().is_ok_and(|o| o.found_nothing());
+                            run.checkpoint.object_done(object, clean);
+                            run.meter.object_done(0);
                             outcome
                         })
                         .collect()
@@ -475,8 +494,9 @@ impl Store {
                 if let Some(&last) = objects.last() {
                     checkpoint.done_through = last;
                 }
-                checkpoint.findings = Findings::of(report).encode();
-                if let Err(e) = self.save_checkpoint(checkpoint) {
+                run.checkpoint
+                    .batch_done(checkpoint.clone(), Findings::of(report));
+                if let Some(e) = run.checkpoint.take_error() {
                     report.note_advisory(e);
                 }
                 let current_bucket = checkpoint.done_through.0[0];
@@ -504,7 +524,15 @@ impl Store {
                 }
                 if resuming && object <= checkpoint.done_through {
                     report.skipped_by_resume += 1;
-                    meter.object_done(self.shard_bytes(object));
+                    run.meter.object_done(self.shard_bytes(object));
+                    continue;
+                }
+                if resuming && run.checkpoint.resumed_done(object) {
+                    // Verified clean after the interrupted run's last batch: counted here, as
+                    // the batch's findings would have counted it.
+                    report.skipped_by_resume += 1;
+                    report.objects += 1;
+                    run.meter.object_done(self.shard_bytes(object));
                     continue;
                 }
                 pending.push(object);

@@ -18,9 +18,8 @@ use crate::store::rebuild::{rebuild_stripe, Rebuilt, StripeEvidence};
 use crate::store::resolve::Resolved;
 use crate::store::{ShardState, Store};
 
-use super::meter::Meter;
 use super::scratch::Scratch;
-use super::{ScrubCounts, ScrubOptions, UnrecoverableObject};
+use super::{Run, ScrubCounts, ScrubOptions, UnrecoverableObject};
 
 /// What a verification pass concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +82,27 @@ pub(super) struct ObjectOutcome {
     pub needs_sync: bool,
 }
 
+impl ObjectOutcome {
+    /// Verified (or passed over) with nothing to report: no damage, leftover, conflict or
+    /// repair, so skipping it on a resume loses no finding.
+    pub(super) fn found_nothing(&self) -> bool {
+        let c = &self.counts;
+        self.unrecoverable.is_none()
+            && !self.needs_sync
+            && c.damaged_chunks
+                + c.parity_mismatches
+                + c.repaired_chunks
+                + c.damaged_shards
+                + c.stale_shards
+                + c.rebuilt_shards
+                + c.unrepaired
+                + c.conflicting_writes
+                + c.leftover_files
+                == 0
+            && self.slots.iter().all(|s| s.write_failures == 0)
+    }
+}
+
 /// Whether a scrub pass may write: the first pass runs as a reader beside writers and only
 /// verifies; anything it finds amiss is looked at again holding the object's lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,11 +126,11 @@ impl Store {
         object: ObjectId,
         temp_files: &[(usize, String)],
         options: &ScrubOptions,
-        meter: &Meter<'_>,
+        run: &Run<'_>,
     ) -> Result<ObjectOutcome> {
         let mut handover = None;
         if temp_files.is_empty() {
-            match self.scrub_unlocked(object, options, meter)? {
+            match self.scrub_unlocked(object, options, run)? {
                 FirstLook::Done(outcome) => return Ok(outcome),
                 FirstLook::Amiss(h) => handover = h,
             }
@@ -118,16 +138,11 @@ impl Store {
         // Writers of this object hold the same lock for a whole put, so while scrub holds it no
         // write is half done: what looks damaged is damaged, and temporary files are dead.
         let _lock = self.locks.lock(object)?;
-        self.scrub_locked(object, temp_files, options, meter, handover)
+        self.scrub_locked(object, temp_files, options, run, handover)
     }
 
     /// The first pass, as a reader: only verifies, and stops at the first sign of trouble.
-    fn scrub_unlocked(
-        &self,
-        object: ObjectId,
-        options: &ScrubOptions,
-        meter: &Meter<'_>,
-    ) -> Result<FirstLook> {
+    fn scrub_unlocked(&self, object: ObjectId, options: &ScrubOptions, run: &Run<'_>) -> Result<FirstLook> {
         let n = self.slots.len();
         let mut out = ObjectOutcome {
             slots: vec![SlotCounts::default(); n],
@@ -162,11 +177,19 @@ impl Store {
             return Ok(FirstLook::Amiss(None));
         }
         out.verified = true;
-        let from = Progress::default();
+        // Where an interrupted scrub got to in this same write, if it did.
+        let from = match run.checkpoint.resume_point(object, resolved.header.stamp) {
+            Some((next_stripe, checksum)) => Progress {
+                next_stripe,
+                checksum: ObjectChecksum::resume(checksum),
+                damaged: false,
+            },
+            None => Progress::default(),
+        };
         let pass = Pass::Unlocked;
         let choices = BTreeMap::new();
         match self.verify_and_repair(
-            object, &key, &resolved, options, meter, pass, from, &choices, &mut out,
+            object, &key, &resolved, options, run, pass, from, &choices, &mut out,
         )? {
             Verified::Healthy => Ok(FirstLook::Done(out)),
             Verified::Amiss(progress) => Ok(FirstLook::Amiss(Some(Handover {
@@ -183,7 +206,7 @@ impl Store {
         object: ObjectId,
         temp_files: &[(usize, String)],
         options: &ScrubOptions,
-        meter: &Meter<'_>,
+        run: &Run<'_>,
         handover: Option<Handover>,
     ) -> Result<ObjectOutcome> {
         let n = self.slots.len();
@@ -248,7 +271,7 @@ impl Store {
                 let choices = BTreeMap::new();
                 let pass = Pass::Locked;
                 self.verify_and_repair(
-                    object, &key, &resolved, options, meter, pass, from, &choices, &mut out,
+                    object, &key, &resolved, options, run, pass, from, &choices, &mut out,
                 )?;
                 let current = resolved.header.stamp;
                 // Another write with the current version number is a conflict (two writers that
@@ -444,7 +467,7 @@ impl Store {
         key: &str,
         resolved: &Resolved,
         options: &ScrubOptions,
-        meter: &Meter<'_>,
+        run: &Run<'_>,
         pass: Pass,
         from: Progress,
         choices: &BTreeMap<u64, Vec<usize>>,
@@ -536,7 +559,7 @@ impl Store {
             if pass == Pass::Unlocked && outcomes.iter().any(|o| o.data_crc.is_none()) {
                 return Ok(Verified::Amiss(progress));
             }
-            meter.read((len * n) as u64);
+            run.meter.read((len * n) as u64);
             let examined = self.examine_stripe(
                 &reader,
                 buffers,
@@ -578,6 +601,11 @@ impl Store {
                 .collect();
             data_crcs.iter().for_each(|&crc| checksum.push(crc));
             data_crcs_all.extend(&data_crcs);
+            if pass == Pass::Unlocked {
+                let read = (len * n) as u64;
+                run.checkpoint
+                    .stripe_done(object, stamp, stripe + 1, checksum.value(), read);
+            }
             if let Some(rebuilt) = rebuilt {
                 if !rebuilt.alternatives.is_empty() {
                     let mut options = vec![(rebuilt.used.clone(), data_crcs.clone())];
@@ -655,7 +683,7 @@ impl Store {
                 out.slots = slots_at_start;
                 let pass = Pass::Locked;
                 return self
-                    .verify_and_repair(object, key, resolved, options, meter, pass, from, &settled, out);
+                    .verify_and_repair(object, key, resolved, options, run, pass, from, &settled, out);
             }
             out.unrecoverable = Some(UnrecoverableObject {
                 key: key.to_owned(),
