@@ -4,9 +4,9 @@
 //! done, with what was found. Between batch ends, at most every [`SAVE_EVERY`] or
 //! [`SAVE_BYTES`] of reading (whichever comes first), it also lists the objects finished clean
 //! since, and for each object being read without its lock, the stripe reached and the object
-//! checksum so far. A resumed scrub skips the former and starts the latter at that stripe (if
-//! the object's write is still the same one). So a kill repeats at most that much reading per
-//! worker thread. Objects with findings are not listed: their findings only enter the
+//! checksum so far (noted every 64 MiB of an object). A resumed scrub skips the former and
+//! starts the latter at that stripe (if the object's write is still the same one). So a kill
+//! repeats at most that much reading, plus 64 MiB per worker thread. Objects with findings are not listed: their findings only enter the
 //! checkpoint at the batch's end, so they are scrubbed again.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -136,10 +136,12 @@ impl<'a> Checkpointer<'a> {
         self.save_if_due(&mut state);
     }
 
-    /// `object` is finished; `clean` if nothing was found in it.
-    pub(super) fn object_done(&self, object: ObjectId, clean: bool) {
+    /// `object` is finished, `bytes` read for it since its last note; `clean` if nothing was
+    /// found in it.
+    pub(super) fn object_done(&self, object: ObjectId, clean: bool, bytes: u64) {
         let mut state = self.lock();
         state.partial.remove(&object);
+        state.bytes_since_save += bytes;
         if clean {
             state.done.insert(object);
         }

@@ -82,6 +82,9 @@ pub(super) struct ObjectOutcome {
     pub needs_sync: bool,
 }
 
+/// How much of an object is read between two notes of its progress to the checkpoint.
+const NOTE_EVERY_BYTES: u64 = 64 << 20;
+
 impl ObjectOutcome {
     /// Verified (or passed over) with nothing to report: no damage, leftover, conflict or
     /// repair, so skipping it on a resume loses no finding.
@@ -535,6 +538,7 @@ impl Store {
         let mut patches: Vec<Patch> = Vec::new();
         let mut patch_bytes = 0;
         let mut used: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        let mut read_since_noted = 0u64;
         for stripe in from.next_stripe..stripes {
             let progress = Progress {
                 next_stripe: stripe,
@@ -601,10 +605,13 @@ impl Store {
                 .collect();
             data_crcs.iter().for_each(|&crc| checksum.push(crc));
             data_crcs_all.extend(&data_crcs);
-            if pass == Pass::Unlocked {
-                let read = (len * n) as u64;
+            // Only large objects tell the checkpoint where they stand (every 64 MiB read): a
+            // small one is simply read again after a kill.
+            read_since_noted += (len * n) as u64;
+            if pass == Pass::Unlocked && read_since_noted >= NOTE_EVERY_BYTES {
                 run.checkpoint
-                    .stripe_done(object, stamp, stripe + 1, checksum.value(), read);
+                    .stripe_done(object, stamp, stripe + 1, checksum.value(), read_since_noted);
+                read_since_noted = 0;
             }
             if let Some(rebuilt) = rebuilt {
                 if !rebuilt.alternatives.is_empty() {
