@@ -22,6 +22,15 @@ fn scrub(store: &Store, repair: bool) -> ScrubReport {
     store.scrub(&options, &|_| {}).expect("scrub runs")
 }
 
+/// Resumes an interrupted scrub with `options`.
+fn resume(store: &Store, options: &ScrubOptions) -> ScrubReport {
+    let options = ScrubOptions {
+        resume: true,
+        ..options.clone()
+    };
+    store.scrub(&options, &|_| {}).unwrap()
+}
+
 fn deep(store: &Store, repair: bool) -> ScrubReport {
     let options = ScrubOptions {
         repair,
@@ -396,29 +405,13 @@ fn a_resumed_scrub_skips_what_was_verified_before_the_interruption() {
         store.scrub(&one_job, &|p| assert!(p.objects_done < 150, "interrupted"))
     }));
     assert!(interrupted.is_err());
-    let resumed = store
-        .scrub(
-            &ScrubOptions {
-                resume: true,
-                ..one_job.clone()
-            },
-            &|_| {},
-        )
-        .unwrap();
+    let resumed = resume(&store, &one_job);
     let skipped = resumed.skipped_by_resume;
     assert!((64..150).contains(&skipped), "{resumed:#?}");
     // The interrupted run's findings count: every object verified once, in one run or the other.
     assert_eq!(resumed.objects, 300, "{resumed:#?}");
     // Finished, so the next resume starts over.
-    let again = store
-        .scrub(
-            &ScrubOptions {
-                resume: true,
-                ..one_job
-            },
-            &|_| {},
-        )
-        .unwrap();
+    let again = resume(&store, &one_job);
     assert_eq!((again.skipped_by_resume, again.objects), (0, 300));
 }
 
@@ -579,15 +572,7 @@ fn a_killed_scrub_of_one_large_object_resumes_inside_it() {
         store.scrub(&one_job, &|p| assert!(p.bytes_done < killed_at, "interrupted"))
     }));
     assert!(interrupted.is_err());
-    let resumed = store
-        .scrub(
-            &ScrubOptions {
-                resume: true,
-                ..one_job
-            },
-            &|_| {},
-        )
-        .unwrap();
+    let resumed = resume(&store, &one_job);
     // The object's checksum, carried across the kill, still verifies it whole.
     assert_eq!(resumed.verdict(), ScrubVerdict::Clean, "{resumed:#?}");
     // At most the bound (1 GiB of reading) is read again.
