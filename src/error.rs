@@ -110,6 +110,10 @@ pub enum Error {
         /// The directory given as the store.
         path: PathBuf,
     },
+    /// A scrub stopped by its [`crate::ScrubCancel`]; a scrub with `resume` continues it.
+    #[error("scrub cancelled (a scrub with resume continues it)")]
+    Cancelled,
+
     /// A store already exists where `create` was asked to make one.
     #[error("a store already exists at {path}")]
     AlreadyExists {

@@ -48,8 +48,8 @@ pub use error::{Error, Result};
 pub use key::validate as validate_key;
 pub use location::{Durability, Location};
 pub use scrub::{
-    LocationSummary, ResumeOutcome, ScrubCounts, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict,
-    UnrecoverableObject, LAST_REPORT_FILE,
+    LocationSummary, ResumeOutcome, ScrubCancel, ScrubCounts, ScrubOptions, ScrubProgress, ScrubReport,
+    ScrubVerdict, UnrecoverableObject, LAST_REPORT_FILE,
 };
 pub use status::{LocationStatus, ScrubCoverage, StoreStatus};
 pub use store::{

@@ -582,3 +582,38 @@ fn a_killed_scrub_of_one_large_object_resumes_inside_it() {
         "{reread} bytes read on resume, of {total}"
     );
 }
+
+#[test]
+fn a_scrub_cancelled_from_its_callback_stops_and_resumes_where_it_stopped() {
+    let (_dir, store) = common::store(2, 1, 1024);
+    for i in 0..300 {
+        store.put(&format!("k{i}"), &data(i, 1500)[..]).unwrap();
+    }
+    let cancel = shardguard::ScrubCancel::new();
+    let options = ScrubOptions {
+        jobs: Some(1),
+        cancel: Some(cancel.clone()),
+        ..ScrubOptions::default()
+    };
+    let stopped = store.scrub(&options, &|p| {
+        if p.objects_done >= 150 {
+            cancel.cancel();
+        }
+    });
+    assert!(
+        matches!(stopped, Err(shardguard::Error::Cancelled)),
+        "{stopped:?}"
+    );
+    // The resumed scrub repeats nothing: the objects finished before the cancel, whole batches
+    // or not, are in the checkpoint.
+    let resumed = resume(
+        &store,
+        &ScrubOptions {
+            cancel: None,
+            ..options
+        },
+    );
+    assert_eq!(resumed.skipped_by_resume, 150, "{resumed:#?}");
+    assert_eq!(resumed.objects, 300);
+    assert_eq!(resumed.verdict(), ScrubVerdict::Clean);
+}

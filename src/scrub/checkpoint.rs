@@ -158,6 +158,12 @@ impl<'a> Checkpointer<'a> {
         self.save(&mut state);
     }
 
+    /// Saves where the scrub stands now (it is stopping).
+    pub(super) fn save_now(&self) {
+        let mut state = self.lock();
+        self.save(&mut state);
+    }
+
     /// The first save that failed since the last call (saves are advisory: the scrub goes on).
     pub(super) fn take_error(&self) -> Option<Error> {
         self.lock().error.take()

@@ -22,6 +22,8 @@ pub(crate) use state::HISTORY_DIR;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -62,6 +64,57 @@ pub struct ScrubOptions {
     /// Continue an interrupted scrub from its checkpoint, skipping what it already verified.
     /// Default false (an old checkpoint is discarded).
     pub resume: bool,
+    /// Stops the scrub when cancelled (from its progress callback, another thread, a signal
+    /// handler). Default: none.
+    pub cancel: Option<ScrubCancel>,
+}
+
+/// Stops a running scrub: it returns [`Error::Cancelled`] before its next stripe, leaving a
+/// checkpoint that a scrub with `resume` (and the same options) continues from.
+///
+/// ```
+/// let cancel = shardguard::ScrubCancel::new();
+/// let options = shardguard::ScrubOptions {
+///     cancel: Some(cancel.clone()),
+///     ..Default::default()
+/// };
+/// // In the progress callback: `if done_enough { cancel.cancel() }`.
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ScrubCancel(Arc<AtomicBool>);
+
+impl ScrubCancel {
+    /// A token not yet cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels every scrub given this token (or a clone of it).
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`ScrubCancel::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Two tokens are equal when they are clones of one another.
+impl PartialEq for ScrubCancel {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ScrubCancel {}
+
+impl ScrubOptions {
+    /// Whether the scrub was asked to stop.
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(ScrubCancel::is_cancelled)
+    }
 }
 
 /// Progress of a running scrub, reported after each object and, while objects are being read,
@@ -466,16 +519,26 @@ impl Store {
                     objects
                         .par_iter()
                         .map(|&object| {
+                            if options.cancelled() {
+                                return Err(Error::Cancelled);
+                            }
                             let temps = temp_files.get(&object).map_or(&[][..], Vec::as_slice);
-                            let outcome = self.scrub_object(object, temps, options, &run);
-                            let clean = outcome.as_ref().is_ok_and(|o| o.found_nothing());
-                            let read = outcome.as_ref().map_or(0, |o| o.counts.bytes_verified);
-                            run.checkpoint.object_done(object, clean, read);
+                            let outcome = self.scrub_object(object, temps, options, &run)?;
+                            run.checkpoint.object_done(
+                                object,
+                                outcome.found_nothing(),
+                                outcome.counts.bytes_verified,
+                            );
                             run.meter.object_done(0);
-                            outcome
+                            Ok(outcome)
                         })
                         .collect()
                 });
+                if options.cancelled() {
+                    // What finished clean, and how far large objects got, is kept for a resume.
+                    run.checkpoint.save_now();
+                    return Err(Error::Cancelled);
+                }
                 let mut needs_sync = false;
                 for (&object, outcome) in objects.iter().zip(outcomes) {
                     let outcome = outcome?;

@@ -540,6 +540,11 @@ impl Store {
         let mut used: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         let mut read_since_noted = 0u64;
         for stripe in from.next_stripe..stripes {
+            // Stopping is checked before a stripe is read: repairs are applied only after the
+            // loop, so a cancelled object has written nothing.
+            if options.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                return Err(Error::Cancelled);
+            }
             let progress = Progress {
                 next_stripe: stripe,
                 checksum,

@@ -486,6 +486,7 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
                 prefix,
                 percent,
                 resume,
+                cancel: None,
             };
             // Made at the first report, once the totals are known, so no frame shows empty fields.
             let show_progress = !json && io::stderr().is_terminal();
