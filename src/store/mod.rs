@@ -149,10 +149,24 @@ impl Slot {
 
 /// A block store: objects cut into Reed-Solomon-coded, CRC32C-checked shards over locations.
 ///
-/// A `Store` is `Send + Sync`; share it between threads by reference or `Arc`. Several processes
-/// may open one store: writers of one key are serialized by a lock file, readers take no lock.
+/// A `Store` is a cheap handle (an `Arc` inside): clone it to share it between threads or keep
+/// it in readers it hands out ([`Store::get`]'s reader owns a clone). Several processes may open
+/// one store: writers of one key are serialized by a lock file, readers take no lock.
+#[derive(Debug, Clone)]
+pub struct Store(Arc<StoreState>);
+
+impl std::ops::Deref for Store {
+    type Target = StoreState;
+
+    fn deref(&self) -> &StoreState {
+        &self.0
+    }
+}
+
+/// What a [`Store`] handle shares: the opened store.
 #[derive(Debug)]
-pub struct Store {
+#[doc(hidden)]
+pub struct StoreState {
     pub(crate) root: PathBuf,
     pub(crate) file: StoreFile,
     pub(crate) slots: Vec<Slot>,
@@ -616,7 +630,7 @@ impl Store {
                 }
             })
             .collect();
-        Ok(Store {
+        Ok(Store(Arc::new(StoreState {
             root: root.to_path_buf(),
             codec: Codec::new(usize::from(file.geometry.k), usize::from(file.geometry.m)),
             file,
@@ -626,7 +640,7 @@ impl Store {
             store_file_problem: RwLock::new(store_file_problem),
             locks: ObjectLocks::new(root),
             poisoned: AtomicBool::new(false),
-        })
+        })))
     }
 }
 

@@ -48,8 +48,8 @@ impl ReadStats {
 ///
 /// Every chunk is checked against its CRC32C before a byte of it is returned, and the whole
 /// object against its checksum at the end: a mismatch there is an error from the final `read`.
-pub struct ObjectReader<'a> {
-    store: &'a Store,
+pub struct ObjectReader {
+    store: Store,
     key: String,
     object: ObjectId,
     resolved: Resolved,
@@ -67,14 +67,14 @@ pub struct ObjectReader<'a> {
 
 impl Store {
     /// Opens `key` for a verified streaming read.
-    pub fn get(&self, key: &str) -> Result<ObjectReader<'_>> {
+    pub fn get(&self, key: &str) -> Result<ObjectReader> {
         key::validate(key)?;
         let resolved = self.resolve(key)?;
         let g = self.file.geometry;
         let stripes = g.stripe_count(resolved.header.object_len);
         let buffer_len = g.max_chunk_len(resolved.header.object_len) + CHUNK_CRC_LEN as usize;
         Ok(ObjectReader {
-            store: self,
+            store: self.clone(),
             key: key.to_owned(),
             object: ObjectId::of_key(key),
             stripes,
@@ -132,7 +132,7 @@ impl Store {
     }
 }
 
-impl ObjectReader<'_> {
+impl ObjectReader {
     /// The object's length in bytes.
     pub fn len(&self) -> u64 {
         self.resolved.header.object_len
@@ -237,7 +237,7 @@ impl ObjectReader<'_> {
         let mut round: Vec<usize> = (0..k).filter(|&s| has_file[s]).collect();
         round.extend((k..n).filter(|&s| has_file[s]).take(known_missing));
         let ctx = ChunkReader {
-            store: self.store,
+            store: &self.store,
             object: self.object,
             resolved: &self.resolved,
             shape,
@@ -407,7 +407,7 @@ impl ReadStats {
     }
 }
 
-impl Read for ObjectReader<'_> {
+impl Read for ObjectReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let data = self.available().map_err(io::Error::other)?;
         let n = data.len().min(out.len());

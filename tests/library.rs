@@ -1,0 +1,58 @@
+//! The library's handles as a Rust user expects them: a `Store` is a cheap `Clone` shared
+//! between threads, and `get` hands out an owned reader that outlives the handle it came from
+//! and moves into another thread.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+
+use shardguard::{ObjectReader, Store};
+
+/// Opens the store, reads from it, and returns the reader: the handle is dropped here.
+fn reader_of(dir: &Path, key: &str) -> ObjectReader {
+    let store = common::reopen(dir);
+    store.get(key).unwrap()
+}
+
+#[test]
+fn a_reader_outlives_its_store_handle_and_moves_into_a_thread() {
+    let (dir, store) = common::store(4, 2, 4096);
+    let bytes = common::data(1, 100_000);
+    store.put("k", &bytes[..]).unwrap();
+    drop(store);
+    let mut reader = reader_of(dir.path(), "k");
+    let read = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        out
+    })
+    .join()
+    .unwrap();
+    assert!(read == bytes);
+}
+
+#[test]
+fn clones_of_a_store_share_it_across_threads() {
+    let (_dir, store) = common::store(4, 2, 4096);
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    store
+                        .put(&format!("t{t}/{i}"), &common::data(t * 100 + i, 5000)[..])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(store.list().unwrap().len(), 40);
+    fn is_send_static<T: Send + 'static>(_: &T) {}
+    let reader = store.get("t0/0").unwrap();
+    is_send_static(&reader);
+    is_send_static(&store);
+}
