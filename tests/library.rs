@@ -7,7 +7,7 @@ mod common;
 use std::io::Read;
 use std::path::Path;
 
-use shardguard::{ObjectReader, Store};
+use shardguard::ObjectReader;
 
 /// Opens the store, reads from it, and returns the reader: the handle is dropped here.
 fn reader_of(dir: &Path, key: &str) -> ObjectReader {
