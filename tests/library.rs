@@ -56,3 +56,39 @@ fn clones_of_a_store_share_it_across_threads() {
     is_send_static(&reader);
     is_send_static(&store);
 }
+
+#[test]
+fn a_producer_puts_through_an_object_writer_and_a_dropped_writer_changes_nothing() {
+    use std::io::Write;
+    let (_dir, store) = common::store(4, 2, 4096);
+    let old = common::data(2, 10_000);
+    store.put("k", &old[..]).unwrap();
+    // A producer on another thread, writing in uneven pieces (more than one internal buffer).
+    let new = common::data(3, 3 << 20);
+    let mut writer = store.writer("k").unwrap();
+    let produced = new.clone();
+    let outcome = std::thread::spawn(move || {
+        for piece in produced.chunks(77_777) {
+            writer.write_all(piece).unwrap();
+        }
+        writer.finish()
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    assert_eq!(outcome.len, new.len() as u64);
+    assert!(store.get_bytes("k").unwrap() == new);
+    // Dropped without finish: the previous version stays current.
+    let mut writer = store.writer("k").unwrap();
+    writer.write_all(&common::data(4, 2 << 20)).unwrap();
+    drop(writer);
+    assert!(store.get_bytes("k").unwrap() == new);
+    // Likewise for a key that did not exist: it still does not.
+    let mut writer = store.writer("fresh").unwrap();
+    writer.write_all(b"partial").unwrap();
+    drop(writer);
+    assert!(matches!(
+        store.get_bytes("fresh"),
+        Err(shardguard::Error::NotFound { .. })
+    ));
+}

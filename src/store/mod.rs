@@ -1,5 +1,6 @@
 //! The store: create/open, put/get/delete/list/stat over `k + m` locations.
 
+mod object_writer;
 pub(crate) mod reader;
 pub(crate) mod rebuild;
 pub(crate) mod resolve;
@@ -19,6 +20,7 @@ use crate::key;
 use crate::location::{write_atomically, Durability, LocalDir, Location, MAX_STORE_FILE_LEN};
 use crate::lock::ObjectLocks;
 
+pub use object_writer::ObjectWriter;
 pub use reader::{ObjectReader, ReadStats};
 pub use writer::PutOutcome;
 
