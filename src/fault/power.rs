@@ -2,7 +2,7 @@
 //!
 //! A SIGKILL leaves the page cache intact, so crash tests built on it would pass with every
 //! fsync deleted. [`PowerLoss`] watches every call by which the store changes or syncs its files
-//! under a directory ([`crate::disk`]) and keeps, beside the real files, the state a disk would
+//! under a directory (the `disk` module) and keeps, beside the real files, the state a disk would
 //! have made durable, with the rules POSIX guarantees and no more:
 //!
 //! - a file's content is durable as of its last `fsync`/`fdatasync` (or a `syncfs`);
