@@ -110,6 +110,17 @@ pub enum Error {
         /// The directory given as the store.
         path: PathBuf,
     },
+    /// A conditional put ([`crate::PutMode`]) whose condition did not hold: nothing was written.
+    #[error("put of {key:?} refused: the current version is {current:?}, the put required {expected:?} (None: absent)")]
+    PreconditionFailed {
+        /// The key.
+        key: String,
+        /// The version the put required (`None`: absent).
+        expected: Option<u64>,
+        /// The version found (`None`: absent).
+        current: Option<u64>,
+    },
+
     /// A scrub stopped by its [`crate::ScrubCancel`]; a scrub with `resume` continues it.
     #[error("scrub cancelled (a scrub with resume continues it)")]
     Cancelled,

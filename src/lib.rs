@@ -53,6 +53,6 @@ pub use scrub::{
 };
 pub use status::{LocationStatus, ScrubCoverage, StoreStatus};
 pub use store::{
-    ListEntry, LocationWrapper, ObjectReader, ObjectStat, ObjectWriter, OpenOptions, PutOutcome, ReadStats,
-    ShardHealth, ShardState, Store, StoreConfig, STORE_FILE,
+    ListEntry, LocationWrapper, ObjectReader, ObjectStat, ObjectWriter, OpenOptions, PutMode, PutOutcome,
+    ReadStats, ShardHealth, ShardState, Store, StoreConfig, STORE_FILE,
 };

@@ -92,3 +92,43 @@ fn a_producer_puts_through_an_object_writer_and_a_dropped_writer_changes_nothing
         Err(shardguard::Error::NotFound { .. })
     ));
 }
+
+#[test]
+fn of_racing_create_puts_exactly_one_wins_and_updates_need_the_current_version() {
+    use shardguard::{Error, PutMode};
+    let (_dir, store) = common::store(4, 2, 4096);
+    let winners: Vec<bool> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                match store.put_with("k", &common::data(t, 5000)[..], PutMode::Create) {
+                    Ok(_) => true,
+                    Err(Error::PreconditionFailed { current: Some(_), .. }) => false,
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(winners.iter().filter(|w| **w).count(), 1, "{winners:?}");
+    let version = store.stat("k").unwrap().version;
+    // An update from a stale version is refused and changes nothing.
+    let before = store.get_bytes("k").unwrap();
+    let stale = store.put_with("k", &b"stale"[..], PutMode::Update { version: version + 7 });
+    assert!(
+        matches!(stale, Err(Error::PreconditionFailed { .. })),
+        "{stale:?}"
+    );
+    assert!(store.get_bytes("k").unwrap() == before);
+    // From the current one it goes through.
+    let done = store
+        .put_with("k", &b"fresh"[..], PutMode::Update { version })
+        .unwrap();
+    assert!(done.version > version);
+    assert_eq!(store.get_bytes("k").unwrap(), b"fresh");
+    // Create after a delete: absent again, so allowed.
+    store.delete("k").unwrap();
+    store.put_with("k", &b"again"[..], PutMode::Create).unwrap();
+}

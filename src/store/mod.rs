@@ -22,7 +22,7 @@ use crate::lock::ObjectLocks;
 
 pub use object_writer::ObjectWriter;
 pub use reader::{ObjectReader, ReadStats};
-pub use writer::PutOutcome;
+pub use writer::{PutMode, PutOutcome};
 
 /// Name of the store file at the store's root.
 pub const STORE_FILE: &str = "shardguard.store";

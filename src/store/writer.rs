@@ -26,6 +26,23 @@ pub struct PutOutcome {
     pub shards_written: usize,
 }
 
+/// When a put may happen, in the spirit of `object_store`'s `PutMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PutMode {
+    /// Always (the default): replaces whatever version is current.
+    #[default]
+    Overwrite,
+    /// Only if the key is absent (never written, or deleted).
+    Create,
+    /// Only if the key's current version is `version` (from [`PutOutcome::version`] or
+    /// [`Store::stat`]): an update that loses no concurrent write.
+    Update {
+        /// The version the caller last saw.
+        version: u64,
+    },
+}
+
 /// The shard files of one write, by shard index; `None` where a location is unusable or failed.
 type Writers = Vec<Option<Box<dyn ShardWriter>>>;
 
@@ -39,12 +56,40 @@ impl Store {
     ///
     /// Runs on the calling thread (and, for the final fsyncs, threads of its own), never on
     /// rayon's pool: it may be called from any thread pool without risk of deadlock.
-    pub fn put(&self, key: &str, mut data: impl Read) -> Result<PutOutcome> {
+    pub fn put(&self, key: &str, data: impl Read) -> Result<PutOutcome> {
+        self.put_with(key, data, PutMode::Overwrite)
+    }
+
+    /// Stores `data` as `key` if `mode`'s condition holds when the put takes the object's lock
+    /// (so of several racing `PutMode::Create` puts of one key, exactly one succeeds).
+    ///
+    /// # Errors
+    /// [`Error::PreconditionFailed`] when the condition does not hold (nothing is written);
+    /// otherwise as [`Store::put`].
+    pub fn put_with(&self, key: &str, mut data: impl Read, mode: PutMode) -> Result<PutOutcome> {
         key::validate(key)?;
         self.check_poisoned()?;
         let object = ObjectId::of_key(key);
         // Held for the whole put: no rayon waits below (see the `lock` module).
         let _lock = self.locks.lock(object)?;
+        if mode != PutMode::Overwrite {
+            let current = match self.resolve_locked(key) {
+                Ok(resolved) => Some(resolved.header.stamp.version),
+                Err(Error::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let expected = match mode {
+                PutMode::Update { version } => Some(version),
+                _ => None,
+            };
+            if current != expected {
+                return Err(Error::PreconditionFailed {
+                    key: key.to_owned(),
+                    expected,
+                    current,
+                });
+            }
+        }
         let stamp = self.next_stamp(key, object)?;
         let g = self.file.geometry;
         let mut header = ShardHeader {
