@@ -63,22 +63,38 @@ pub struct ObjectReader {
     /// Built from each data chunk's CRC as stripes are fetched, checked at the end.
     checksum: ObjectChecksum,
     stats: ReadStats,
+    /// The object bytes `[start, end)` this reader hands out: the whole object, or a range.
+    start: u64,
+    end: u64,
 }
 
 impl Store {
     /// Opens `key` for a verified streaming read.
     pub fn get(&self, key: &str) -> Result<ObjectReader> {
+        self.get_range(key, 0..u64::MAX)
+    }
+
+    /// Opens bytes `range` of `key` for a verified read: only the stripes holding them are
+    /// read, each chunk checked against its CRC32C and rebuilt from parity when it fails, as
+    /// for [`Store::get`]. The whole-object checksum is checked only when the range covers the
+    /// whole object. A range past the end is cut at the end (one starting past it is empty).
+    pub fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<ObjectReader> {
         key::validate(key)?;
         let resolved = self.resolve(key)?;
         let g = self.file.geometry;
-        let stripes = g.stripe_count(resolved.header.object_len);
-        let buffer_len = g.max_chunk_len(resolved.header.object_len) + CHUNK_CRC_LEN as usize;
+        let len = resolved.header.object_len;
+        let stripes = g.stripe_count(len);
+        let buffer_len = g.max_chunk_len(len) + CHUNK_CRC_LEN as usize;
+        let end = range.end.min(len);
+        let start = range.start.min(end);
         Ok(ObjectReader {
             store: self.clone(),
             key: key.to_owned(),
             object: ObjectId::of_key(key),
             stripes,
-            next_stripe: 0,
+            next_stripe: start / g.stripe_capacity(),
+            start,
+            end,
             buffers: vec![vec![0u8; buffer_len]; g.shards()],
             current: None,
             served: 0,
@@ -178,12 +194,22 @@ impl ObjectReader {
     fn available(&mut self) -> Result<&[u8]> {
         loop {
             if let Some(shape) = self.current {
-                if self.served < shape.data_len {
+                // What the range still wants of this stripe.
+                let wanted = (self.end.saturating_sub(shape.data_start) as usize).min(shape.data_len);
+                if self.served < wanted {
                     let chunk = self.served / shape.chunk_len;
                     let start = self.served % shape.chunk_len;
-                    let end = shape.chunk_len.min(shape.data_len - chunk * shape.chunk_len);
+                    let end = shape.chunk_len.min(wanted - chunk * shape.chunk_len);
                     return Ok(&self.buffers[chunk][start..end]);
                 }
+            }
+            let past_range = self
+                .current
+                .is_some_and(|s| s.data_start + s.data_len as u64 >= self.end);
+            if self.is_range() && (past_range || self.start == self.end) {
+                self.current = None;
+                self.stripes = u64::MAX;
+                return Ok(&[]);
             }
             if self.next_stripe == self.stripes {
                 if self.current.take().is_some() || self.stripes == 0 {
@@ -199,8 +225,14 @@ impl ObjectReader {
             self.fetch_stripe(shape)?;
             self.next_stripe += 1;
             self.current = Some(shape);
-            self.served = 0;
+            // A range may start inside its first stripe.
+            self.served = self.start.saturating_sub(shape.data_start) as usize;
         }
+    }
+
+    /// Whether only part of the object is read (then its whole-object checksum cannot be).
+    fn is_range(&self) -> bool {
+        self.start > 0 || self.end < self.len()
     }
 
     fn consume(&mut self, n: usize) {
