@@ -53,6 +53,6 @@ pub use scrub::{
 };
 pub use status::{LocationStatus, ScrubCoverage, StoreStatus};
 pub use store::{
-    ListEntry, LocationWrapper, ObjectReader, ObjectStat, ObjectWriter, OpenOptions, PutMode, PutOutcome,
-    ReadStats, ShardHealth, ShardState, Store, StoreConfig, STORE_FILE,
+    ListEntry, ListIter, LocationWrapper, ObjectReader, ObjectStat, ObjectWriter, OpenOptions, PutMode,
+    PutOutcome, ReadStats, ShardHealth, ShardState, Store, StoreConfig, STORE_FILE,
 };

@@ -190,3 +190,25 @@ fn range_reads_are_exact_at_stripe_and_chunk_boundaries_and_past_the_end() {
         plan.bytes_read()
     );
 }
+
+#[test]
+fn listing_by_prefix_streams_only_the_matching_keys() {
+    let (_dir, store) = common::store(2, 1, 1024);
+    for i in 0..40 {
+        let key = if i % 4 == 0 {
+            format!("photos/{i}")
+        } else {
+            format!("docs/{i}")
+        };
+        store.put(&key, &common::data(i, 100 + i as usize)[..]).unwrap();
+    }
+    let mut photos: Vec<String> = store.list_prefix("photos/").unwrap().map(|e| e.key).collect();
+    photos.sort();
+    let mut expected: Vec<String> = (0..40).step_by(4).map(|i| format!("photos/{i}")).collect();
+    expected.sort();
+    assert_eq!(photos, expected);
+    // Lazily: the first entry comes without listing the rest.
+    let first = store.list_prefix("").unwrap().next().unwrap();
+    assert!(first.key.starts_with("photos/") || first.key.starts_with("docs/"));
+    assert_eq!(store.list().unwrap().len(), 40);
+}

@@ -181,6 +181,32 @@ pub struct StoreState {
     poisoned: AtomicBool,
 }
 
+/// The objects of a store, streamed by [`Store::list_prefix`].
+pub struct ListIter {
+    store: Store,
+    prefix: String,
+    /// Buckets still to list, in order.
+    buckets: std::collections::VecDeque<u8>,
+    /// The current bucket's objects still to look at.
+    objects: std::collections::VecDeque<ObjectId>,
+}
+
+impl Iterator for ListIter {
+    type Item = ListEntry;
+
+    fn next(&mut self) -> Option<ListEntry> {
+        loop {
+            while let Some(object) = self.objects.pop_front() {
+                if let Some(entry) = self.store.list_entry(object, &self.prefix) {
+                    return Some(entry);
+                }
+            }
+            let bucket = self.buckets.pop_front()?;
+            self.objects = self.store.bucket_objects(bucket).into_iter().collect();
+        }
+    }
+}
+
 /// The health of one shard of an object, as its header says (`stat` reads no chunks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardHealth {
@@ -383,8 +409,22 @@ impl Store {
     /// (`stat` or a scrub names them). Fails with [`Error::TooFewLocations`] when too few
     /// locations can be listed to know every object's newest version.
     ///
-    /// Cost: the headers of every object on every location are read.
+    /// Cost: the headers of every object on every location are read, and the whole listing
+    /// is held (to sort it); [`Store::list_prefix`] streams instead.
     pub fn list(&self) -> Result<Vec<ListEntry>> {
+        let mut out: Vec<ListEntry> = self.list_prefix("")?.collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// The readable objects whose key starts with `prefix`, streamed in object-id order (keys
+    /// are hashed into ids, so not in key order), one bucket (a 256th of the objects) in
+    /// memory at a time. Fails at once with [`Error::TooFewLocations`] when too few locations
+    /// can be listed to know every object's newest version.
+    ///
+    /// Cost: the shard headers of each object at every location are read, whatever the prefix
+    /// (a key is known only from its headers): about `k + m` small reads per object.
+    pub fn list_prefix(&self, prefix: &str) -> Result<ListIter> {
         let usable = self.slots.iter().filter(|s| s.usable().is_ok()).count();
         if usable < self.read_quorum() {
             return Err(Error::TooFewLocations {
@@ -393,30 +433,30 @@ impl Store {
                 total: self.slots.len(),
             });
         }
-        let mut out = Vec::new();
-        for bucket in self.occupied_buckets() {
-            for object in self.bucket_objects(bucket) {
-                let gathered = self.gather(object, true);
-                let Some(key) = Store::key_of(&gathered) else {
-                    continue;
-                };
-                // A look that raced a writer is taken again (with the reader's retries) before
-                // an object is left out.
-                let decided = match self.decide(&key, gathered, false) {
-                    Err(_) => self.resolve(&key),
-                    decided => decided,
-                };
-                if let Ok(resolved) = decided {
-                    out.push(ListEntry {
-                        key,
-                        len: resolved.header.object_len,
-                        version: resolved.header.stamp.version,
-                    });
-                }
-            }
+        Ok(ListIter {
+            store: self.clone(),
+            prefix: prefix.to_owned(),
+            buckets: self.occupied_buckets().into_iter().collect(),
+            objects: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// The current version of `object`, if readable, as a listing entry.
+    fn list_entry(&self, object: ObjectId, prefix: &str) -> Option<ListEntry> {
+        let gathered = self.gather(object, true);
+        let key = Store::key_of(&gathered).filter(|k| k.starts_with(prefix))?;
+        // A look that raced a writer is taken again (with the reader's retries) before an
+        // object is left out.
+        let resolved = match self.decide(&key, gathered, false) {
+            Err(_) => self.resolve(&key),
+            decided => decided,
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        .ok()?;
+        Some(ListEntry {
+            key,
+            len: resolved.header.object_len,
+            version: resolved.header.stamp.version,
+        })
     }
 
     /// The buckets with a directory at some usable location, in order. A location that cannot
