@@ -179,6 +179,17 @@ impl Error {
         }
     }
 
+    /// Whether the same call may succeed if tried again later without anyone fixing the
+    /// store: an I/O error, or too few locations (disks may come back). Not for verdicts on
+    /// the data (unrecoverable, not found), bad input, a failed condition, or a poisoned store
+    /// (which needs reopening after the disks are checked).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. } | Error::TooFewLocations { .. } | Error::WriteQuorum { .. }
+        )
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -212,3 +212,19 @@ fn listing_by_prefix_streams_only_the_matching_keys() {
     assert!(first.key.starts_with("photos/") || first.key.starts_with("docs/"));
     assert_eq!(store.list().unwrap().len(), 40);
 }
+
+#[test]
+fn errors_say_whether_retrying_can_help() {
+    let (dir, store) = common::store(4, 2, 1024);
+    let missing = store.get_bytes("absent").unwrap_err();
+    assert!(!missing.is_retryable(), "{missing}");
+    let bad_key = store.put("", &b"x"[..]).unwrap_err();
+    assert!(!bad_key.is_retryable(), "{bad_key}");
+    // Three of six locations gone: puts cannot reach their quorum until they are back.
+    for slot in 0..3 {
+        std::fs::rename(&store.locations()[slot], dir.path().join(format!("away-{slot}"))).unwrap();
+    }
+    let store = common::reopen(dir.path());
+    let no_quorum = store.put("k", &b"x"[..]).unwrap_err();
+    assert!(no_quorum.is_retryable(), "{no_quorum}");
+}
