@@ -18,6 +18,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod arq;
 pub mod checksum;
 pub mod codec;

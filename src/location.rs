@@ -108,6 +108,35 @@ pub trait ShardWriter: Send {
 }
 
 /// One place where shard files are stored.
+///
+/// # Contract
+///
+/// The store's guarantees (no acknowledged write or delete lost, no wrong bytes returned) hold
+/// only over locations that keep this contract; [`LocalDir`] is the reference, and
+/// `tests/power_loss.rs` checks it against simulated power cuts.
+///
+/// - **Durability.** When a method that writes returns `Ok` under [`Durability::Fsync`], what
+///   it wrote survives a power loss: [`ShardWriter::commit`] and [`ShardWriter::stage`] (the
+///   file's bytes and its name in place), [`Location::promote`], [`Location::remove_shard`],
+///   [`Location::remove_pending`], [`Location::patch_shard`], the identity and store-copy
+///   writes. [`ShardWriter::commit_deferred`] may wait for the next [`Location::sync`].
+/// - **Failed syncs.** An error from an fsync (or anything that may have lost written pages)
+///   must be returned wrapped with [`FsyncFailed::wrap`]: the store then refuses further
+///   writes ([`crate::Error::Poisoned`]) instead of retrying over lost data.
+/// - **Atomic names.** A shard file appears under its final name whole or not at all (written
+///   elsewhere, then renamed); `promote` turns a pending file into a committed one so that
+///   after a crash it is one or the other, never neither.
+/// - **Listings.** `list_shards` and `list_pending` return what is there now; a name is never
+///   reported for a file that was not written whole. A file listed but gone when opened is a
+///   `NotFound` error, which readers treat as a race and look again.
+/// - **Reads.** A [`ShardFile`] keeps serving the bytes of the file it opened even if the name
+///   is removed or replaced meanwhile; a short file is an `UnexpectedEof` error, never a crash
+///   (no `mmap`: a truncated file must be an erasure, not a SIGBUS). Errors of kind
+///   `InvalidData` mean "not one of ours" (a link, a directory): an erasure, not retried.
+/// - **Confinement.** Nothing is read or written outside the location: names come from the
+///   store (hex ids, stamps), never from keys, and links are not followed.
+/// - **Threads.** Every method may be called from several threads at once; the store
+///   serializes writers of one object itself (lock file), not the location.
 pub trait Location: Send + Sync + fmt::Debug {
     /// The location's directory, for messages.
     fn path(&self) -> &Path;
