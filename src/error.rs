@@ -168,17 +168,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code the CLI uses for this error: 1 not found, 2 usage (bad key or
-    /// configuration), 4 data unrecoverable, 8 any other operational error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::NotFound { .. } => 1,
-            Error::InvalidKey { .. } | Error::InvalidConfig { .. } | Error::AlreadyExists { .. } => 2,
-            Error::Unrecoverable { .. } | Error::NoQuorum { .. } | Error::ObjectChecksum { .. } => 4,
-            _ => 8,
-        }
-    }
-
     /// Whether the same call may succeed if tried again later without anyone fixing the
     /// store: an I/O error, or too few locations (disks may come back). Not for verdicts on
     /// the data (unrecoverable, not found), bad input, a failed condition, or a poisoned store

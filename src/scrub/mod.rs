@@ -318,8 +318,9 @@ impl Findings {
     }
 }
 
-/// The outcome of a scrub in one word; [`ScrubVerdict::exit_code`] is the CLI's exit status.
+/// The outcome of a scrub in one word (more may be added).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ScrubVerdict {
     /// Everything verified; nothing to do.
     Clean,
@@ -329,19 +330,6 @@ pub enum ScrubVerdict {
     NeedsRepair,
     /// Some data is beyond repair.
     Unrecoverable,
-}
-
-impl ScrubVerdict {
-    /// 0 clean, 1 damage found and all repaired, 3 damage found and not (all) repaired,
-    /// 4 some data unrecoverable.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            ScrubVerdict::Clean => 0,
-            ScrubVerdict::Repaired => 1,
-            ScrubVerdict::NeedsRepair => 3,
-            ScrubVerdict::Unrecoverable => 4,
-        }
-    }
 }
 
 impl ScrubReport {

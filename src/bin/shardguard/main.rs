@@ -209,7 +209,7 @@ fn main() -> ExitCode {
         }
         Err(Failure::Store(e)) => {
             eprintln!("shardguard: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            ExitCode::from(exit_code(&e))
         }
         Err(Failure::Usage(message)) => {
             eprintln!("shardguard: {message}");
@@ -508,7 +508,7 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             } else {
                 print_scrub_report(&report);
             }
-            return Ok(report.verdict().exit_code() as u8);
+            return Ok(verdict_exit_code(report.verdict()));
         }
         Command::Status { store } => {
             let status = open_store(&store, hints)?.status()?;
@@ -607,6 +607,30 @@ fn rough(secs: u64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
+/// The exit code for an error (README, "exit codes"): 1 not found, 2 usage (bad key or
+/// configuration, a store already there), 4 data unrecoverable, 8 any other operational error.
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::NotFound { .. } => 1,
+        Error::InvalidKey { .. } | Error::InvalidConfig { .. } | Error::AlreadyExists { .. } => 2,
+        Error::Unrecoverable { .. } | Error::NoQuorum { .. } | Error::ObjectChecksum { .. } => 4,
+        _ => 8,
+    }
+}
+
+/// The exit code for a scrub's verdict: 0 clean, 1 damage found and all repaired, 3 damage
+/// found and not (all) repaired, 4 some data unrecoverable.
+fn verdict_exit_code(verdict: ScrubVerdict) -> u8 {
+    match verdict {
+        ScrubVerdict::Clean => 0,
+        ScrubVerdict::Repaired => 1,
+        ScrubVerdict::NeedsRepair => 3,
+        ScrubVerdict::Unrecoverable => 4,
+        // A verdict added to the library and not mapped here is operational.
+        _ => 8,
+    }
+}
+
 /// The verdict in words; what to do next is never the command that just ran.
 fn verdict_text(r: &ScrubReport) -> &'static str {
     match r.verdict() {
@@ -617,6 +641,7 @@ fn verdict_text(r: &ScrubReport) -> &'static str {
         }
         ScrubVerdict::NeedsRepair => "DAMAGE FOUND, not repaired (run scrub --repair)",
         ScrubVerdict::Unrecoverable => "SOME DATA UNRECOVERABLE",
+        _ => "unknown verdict (a newer library?)",
     }
 }
 
