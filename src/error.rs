@@ -6,8 +6,8 @@ use std::path::PathBuf;
 /// Everything that can go wrong in a store operation.
 ///
 /// Variants carry the key, location, shard, stripe or path involved, so the message alone tells
-/// an operator what failed and where. The CLI maps variants to exit codes with
-/// [`Error::exit_code`].
+/// an operator what failed and where; [`Error::is_retryable`] says whether trying again later
+/// may help. (The CLI maps variants to its exit codes itself.)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

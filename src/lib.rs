@@ -20,8 +20,13 @@
 
 #![deny(missing_docs)]
 
+// Internals, public for the fuzz targets, benches and tests: not part of the API a library
+// user should build on (hidden from the docs; they may change in any release).
+#[doc(hidden)]
 pub mod arq;
+#[doc(hidden)]
 pub mod checksum;
+#[doc(hidden)]
 pub mod codec;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -35,6 +40,7 @@ mod key;
 pub mod location;
 mod lock;
 mod own_files;
+#[doc(hidden)]
 pub mod placement;
 mod scrub;
 mod status;
