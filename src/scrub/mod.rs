@@ -493,6 +493,8 @@ impl Store {
             checkpoint: Checkpointer::new(self, checkpoint.clone(), resume_at),
         };
         run.meter.report();
+        // An object a resume skips counts as the sampled average: no I/O per skipped object.
+        let skipped_bytes = selection.bytes / selection.objects.max(1);
         // Batches bound what a kill makes the resumed scrub verify again.
         let batch = (pool.current_num_threads() * 8).max(64);
         let mut taken_at_threshold = 0;
@@ -579,7 +581,7 @@ impl Store {
                 }
                 if resuming && object <= checkpoint.done_through {
                     report.skipped_by_resume += 1;
-                    run.meter.object_done(self.shard_bytes(object));
+                    run.meter.object_done(skipped_bytes);
                     continue;
                 }
                 if resuming && run.checkpoint.resumed_done(object) {
@@ -587,7 +589,7 @@ impl Store {
                     // the batch's findings would have counted it.
                     report.skipped_by_resume += 1;
                     report.objects += 1;
-                    run.meter.object_done(self.shard_bytes(object));
+                    run.meter.object_done(skipped_bytes);
                     continue;
                 }
                 pending.push(object);

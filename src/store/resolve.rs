@@ -169,17 +169,15 @@ impl Store {
         // A write with only pending files had not begun its second commit step, so it was never
         // acknowledged: it does not exist for readers. Once one of its files is committed, every
         // pending one is as good (FORMAT.md, "Committing a write").
-        let committed: BTreeSet<WriteStamp> = gathered
-            .slots
-            .iter()
-            .flatten()
-            .flatten()
-            .filter(|c| !c.pending)
-            .map(|c| c.stamp)
-            .collect();
+        // (Nearly every object has no pending file: nothing to sort out then.)
         let mut gathered = gathered;
-        for found in gathered.slots.iter_mut().flatten() {
-            found.retain(|c| committed.contains(&c.stamp));
+        let candidates = || gathered.slots.iter().flatten().flatten();
+        if candidates().any(|c| c.pending) {
+            let committed: BTreeSet<WriteStamp> =
+                candidates().filter(|c| !c.pending).map(|c| c.stamp).collect();
+            for found in gathered.slots.iter_mut().flatten() {
+                found.retain(|c| committed.contains(&c.stamp));
+            }
         }
         let listed = gathered.slots.iter().filter(|s| s.is_ok()).count();
         if listed < self.read_quorum() {
