@@ -9,6 +9,17 @@ use std::path::Path;
 
 use shardguard::ObjectReader;
 
+/// The store opened through a fault plan with no faults: it counts the bytes read.
+fn counting_reads(dir: &Path) -> (std::sync::Arc<shardguard::fault::FaultPlan>, shardguard::Store) {
+    let plan = shardguard::fault::FaultPlan::new(1);
+    let store = shardguard::Store::options()
+        .durability(shardguard::Durability::PageCache)
+        .location_wrapper(plan.wrapper())
+        .open(dir)
+        .unwrap();
+    (plan, store)
+}
+
 /// Opens the store, reads from it, and returns the reader: the handle is dropped here.
 fn reader_of(dir: &Path, key: &str) -> ObjectReader {
     let store = common::reopen(dir);
@@ -170,12 +181,7 @@ fn range_reads_are_exact_at_stripe_and_chunk_boundaries_and_past_the_end() {
         assert!(read(range.clone()) == expected, "{range:?}");
     }
     // Only the stripes a range needs are read: against the whole object, read the same way.
-    let plan = shardguard::fault::FaultPlan::new(1);
-    let counted = shardguard::Store::options()
-        .durability(shardguard::Durability::PageCache)
-        .location_wrapper(plan.wrapper())
-        .open(dir.path())
-        .unwrap();
+    let (plan, counted) = counting_reads(dir.path());
     let bytes_read_by = |range: std::ops::Range<u64>| {
         let before = plan.bytes_read();
         let mut out = Vec::new();
@@ -214,12 +220,7 @@ fn listing_by_prefix_streams_only_the_matching_keys() {
     assert_eq!(photos, expected);
     assert_eq!(store.list().unwrap().len(), 40);
     // Lazily: the first entry costs the headers of its bucket's objects, not of all 40.
-    let plan = shardguard::fault::FaultPlan::new(1);
-    let counted = shardguard::Store::options()
-        .durability(shardguard::Durability::PageCache)
-        .location_wrapper(plan.wrapper())
-        .open(dir.path())
-        .unwrap();
+    let (plan, counted) = counting_reads(dir.path());
     let all = counted.list_prefix("").unwrap().count();
     let for_all = plan.bytes_read();
     assert_eq!(all, 40);
