@@ -18,7 +18,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{RngCore, SeedableRng};
 use rayon::prelude::*;
-use shardguard::{Durability, ScrubOptions, Store, StoreConfig};
+use shardguard::{Durability, ScrubOptions, Store};
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -50,9 +50,9 @@ fn bench_dir() -> tempfile::TempDir {
 
 /// A store of `keys`, each `per_object` bytes (seeded, each object different).
 fn filled_store(dir: &Path, keys: &[String], per_object: usize) -> Store {
-    let store = Store::options()
+    let store = Store::builder()
         .durability(Durability::PageCache)
-        .create(dir, &StoreConfig::default())
+        .create(dir)
         .unwrap();
     let mut block = vec![0u8; per_object];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -83,7 +83,7 @@ fn scrub_benches(c: &mut Criterion) {
     let dir = bench_dir();
     let keys: Vec<String> = (0u64..)
         .map(|i| format!("one-bucket/{i}"))
-        .filter(|k| shardguard::format::ObjectId::of_key(k).0[0] == 0)
+        .filter(|k| shardguard::location::ObjectId::of_key(k).0[0] == 0)
         .take(2000)
         .collect();
     let store = filled_store(dir.path(), &keys, kib << 10);
@@ -115,11 +115,7 @@ fn repair_cost(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(15));
     for repair in [false, true] {
-        let options = ScrubOptions {
-            repair,
-            jobs: Some(2),
-            ..ScrubOptions::default()
-        };
+        let options = ScrubOptions::default().repair(repair).jobs(2);
         let name = if repair {
             "scrub_repair"
         } else {
@@ -168,10 +164,7 @@ fn compare(c: &mut Criterion, name: &str, store: &Store) {
         })
     });
     for jobs in [1, 2] {
-        let options = ScrubOptions {
-            jobs: Some(jobs),
-            ..ScrubOptions::default()
-        };
+        let options = ScrubOptions::default().jobs(jobs);
         group.bench_function(format!("scrub_verify_{jobs}_jobs"), |b| {
             b.iter(|| {
                 let report = store.scrub(&options, &|_| {}).unwrap();

@@ -18,8 +18,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{RngCore, SeedableRng};
 use shardguard::fault::{Fault, FaultPlan, Rule};
-use shardguard::format::ObjectId;
-use shardguard::{placement, Store, StoreConfig};
+use shardguard::location::ObjectId;
+use shardguard::{placement, Store};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -90,13 +90,7 @@ impl Write for Sink {
 
 fn store_benches(c: &mut Criterion) {
     let len = env_u64("SHARDGUARD_BENCH_MIB", 1024) << 20;
-    let mut config = StoreConfig::default();
-    config.chunk_size =
-        env_u64("SHARDGUARD_BENCH_CHUNK_KIB", u64::from(config.chunk_size) >> 10) as u32 * 1024;
-    let (k, n) = (
-        usize::from(config.data_shards),
-        usize::from(config.data_shards + config.parity_shards),
-    );
+    let chunk_size = env_u64("SHARDGUARD_BENCH_CHUNK_KIB", 1024) as u32 * 1024;
     let dir = tempfile::tempdir_in(std::env::var("SHARDGUARD_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .expect("bench directory");
     let mut block = vec![0u8; 16 << 20];
@@ -106,15 +100,16 @@ fn store_benches(c: &mut Criterion) {
         left: len,
         pos: 0,
     };
-    let store = Store::create(dir.path().join("store"), &config).unwrap();
+    let store = Store::builder()
+        .chunk_size(chunk_size)
+        .create(dir.path().join("store"))
+        .unwrap();
+    let geometry = store.geometry();
+    let (k, n) = (usize::from(geometry.k), geometry.shards());
     let plain_dir = dir.path().join("plain");
     fs::create_dir(&plain_dir).unwrap();
 
-    let mut group = c.benchmark_group(format!(
-        "put_{}MiB_chunk_{}KiB",
-        len >> 20,
-        config.chunk_size >> 10
-    ));
+    let mut group = c.benchmark_group(format!("put_{}MiB_chunk_{}KiB", len >> 20, chunk_size >> 10));
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
@@ -122,15 +117,16 @@ fn store_benches(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(len));
     let per_file = len.div_ceil(k as u64);
     group.bench_function("baseline_plain_files_fsync", |b| {
-        b.iter(|| plain_write(&plain_dir, n, per_file, config.chunk_size as usize, &block).unwrap())
+        b.iter(|| plain_write(&plain_dir, n, per_file, chunk_size as usize, &block).unwrap())
     });
     group.bench_function("store_put_fsync", |b| {
         b.iter(|| store.put("bench", source()).unwrap())
     });
     // Without fsyncs the put's own work shows: reading, coding, checksumming, writing.
-    let page_cache = Store::options()
+    let page_cache = Store::builder()
+        .chunk_size(chunk_size)
         .durability(shardguard::Durability::PageCache)
-        .create(dir.path().join("store-page-cache"), &config)
+        .create(dir.path().join("store-page-cache"))
         .unwrap();
     group.bench_function("store_put_page_cache", |b| {
         b.iter(|| page_cache.put("bench", source()).unwrap())
@@ -144,10 +140,10 @@ fn store_benches(c: &mut Criterion) {
     store.put("bench", source()).unwrap();
     let object = ObjectId::of_key("bench");
     let data_paths: Vec<_> = (0..k).map(|s| store.shard_path("bench", s).unwrap()).collect();
-    let mut buf = vec![0u8; config.chunk_size as usize];
+    let mut buf = vec![0u8; chunk_size as usize];
     let plan = FaultPlan::new(1);
     plan.inject(Rule::at(placement::slot_of_shard(object, 0, n), Fault::Hide));
-    let degraded = Store::options()
+    let degraded = Store::builder()
         .location_wrapper(plan.wrapper())
         .open(dir.path().join("store"))
         .unwrap();
@@ -155,11 +151,7 @@ fn store_benches(c: &mut Criterion) {
     degraded.get("bench").unwrap().copy_to(&mut Sink).unwrap();
     store.get("bench").unwrap().copy_to(&mut Sink).unwrap();
 
-    let mut group = c.benchmark_group(format!(
-        "get_{}MiB_chunk_{}KiB",
-        len >> 20,
-        config.chunk_size >> 10
-    ));
+    let mut group = c.benchmark_group(format!("get_{}MiB_chunk_{}KiB", len >> 20, chunk_size >> 10));
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))

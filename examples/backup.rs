@@ -10,7 +10,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use shardguard::{Error, PutMode, ScrubOptions, ScrubVerdict, Store, StoreConfig};
+use shardguard::{Error, PutMode, ScrubOptions, ScrubVerdict, Store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let store = match Store::open(&store_dir) {
         Ok(store) => store,
-        Err(Error::NotAStore { .. }) => Store::create(&store_dir, &StoreConfig::default())?,
+        Err(Error::NotAStore { .. }) => Store::create(&store_dir)?,
         Err(e) => return Err(e.into()),
     };
 

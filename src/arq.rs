@@ -8,18 +8,23 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-/// How hard to retry a chunk read that failed verification or returned an error.
+/// How hard to retry a chunk read that failed verification or returned an error; every
+/// setter's doc gives its default.
+///
+/// ```
+/// use std::time::Duration;
+/// let patient = shardguard::RetryPolicy::default()
+///     .attempts(5)
+///     .deadline(Duration::from_secs(10));
+/// # let _ = patient;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
-    /// Total tries per chunk, the first included. Default 3; at least 1 is always made.
-    pub attempts: u32,
-    /// Pause before the first retry; doubles for each further one. Default 1 ms.
-    pub initial_backoff: Duration,
-    /// Cap on a single pause. Default 50 ms.
-    pub max_backoff: Duration,
-    /// No retry starts, and no pause extends, past this time since the first try. Default 2 s.
-    /// A single blocked read is not interrupted (local reads cannot be cancelled).
-    pub deadline: Duration,
+    pub(crate) attempts: u32,
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) deadline: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -36,10 +41,32 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// One try, no retransmission: every fault is an erasure at once.
     pub fn no_retry() -> Self {
-        RetryPolicy {
-            attempts: 1,
-            ..Self::default()
-        }
+        Self::default().attempts(1)
+    }
+
+    /// Total tries per chunk, the first included. Default 3; at least 1 is always made.
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// Pause before the first retry; doubles for each further one. Default 1 ms.
+    pub fn initial_backoff(mut self, pause: Duration) -> Self {
+        self.initial_backoff = pause;
+        self
+    }
+
+    /// Cap on a single pause. Default 50 ms.
+    pub fn max_backoff(mut self, pause: Duration) -> Self {
+        self.max_backoff = pause;
+        self
+    }
+
+    /// No retry starts, and no pause extends, past this time since the first try. Default 2 s.
+    /// A single blocked read is not interrupted (local reads cannot be cancelled).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 }
 

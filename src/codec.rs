@@ -85,15 +85,13 @@ impl Codec {
         self.k
     }
 
-    /// Parity chunks per stripe.
-    pub fn parity_shards(&self) -> usize {
-        self.m
-    }
-
     /// Fills the `m` parity chunks from the `k` data chunks; all chunks have one length.
     ///
     /// Long chunks are cut into segments coded on all cores: Reed-Solomon works byte position by
-    /// byte position, so segments are independent (see `benches/codec.rs` for the gain).
+    /// byte position, so segments are independent (see `benches/codec.rs` for the gain). The
+    /// store itself codes on one thread per stripe ([`Codec::encode_on_this_thread`]); this is
+    /// for the benches, tests and fuzz targets.
+    #[cfg_attr(not(feature = "unstable"), allow(dead_code))]
     pub fn encode(&self, chunks: &mut [&mut [u8]]) {
         self.encode_with(chunks, true)
     }

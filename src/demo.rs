@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::scrub::{ScrubOptions, ScrubReport};
-use crate::store::{ReadStats, Store, StoreConfig};
+use crate::store::{ReadStats, Store};
 
 /// How much sample data the demo generates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub enum DemoEvent {
         /// The location's directory.
         location: PathBuf,
         /// Why it is unusable.
-        reason: String,
+        problem: crate::LocationProblem,
     },
     /// Every object was read back and compared with what was written.
     Verified {
@@ -92,13 +92,20 @@ pub enum DemoEvent {
 
 /// Runs the demo in `dir` (created if missing; it must not already hold a store). Returns the
 /// report of the final scrub, which must be clean.
+///
+/// # Errors
+/// Any error of the store operations it runs (create, put, read back, scrub), and
+/// [`Error::Io`] when damaging its own files fails. The scrubs' verdicts are in the reports.
+///
+/// # Panics
+/// Not for any input: it always stores at least one object, over the default six locations.
 pub fn run(dir: &Path, options: &DemoOptions, mut on_event: impl FnMut(DemoEvent)) -> Result<ScrubReport> {
-    let config = StoreConfig::default();
-    let store = Store::create(dir, &config)?;
+    let store = Store::create(dir)?;
+    let geometry = store.geometry();
     on_event(DemoEvent::Created {
         root: dir.to_path_buf(),
-        k: config.data_shards,
-        m: config.parity_shards,
+        k: geometry.k,
+        m: geometry.m,
     });
 
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
@@ -120,7 +127,7 @@ pub fn run(dir: &Path, options: &DemoOptions, mut on_event: impl FnMut(DemoEvent
     // Damage within tolerance (m = 2): one lost location everywhere, plus one more bad shard in
     // a few objects, each on a different shard than the lost location's.
     let lost_slot = 3;
-    let n = config.data_shards as usize + config.parity_shards as usize;
+    let n = geometry.k as usize + geometry.m as usize;
     let pick = |i: usize| {
         let key = object_key(i);
         let shard = (0..n)
@@ -166,8 +173,8 @@ pub fn run(dir: &Path, options: &DemoOptions, mut on_event: impl FnMut(DemoEvent
 
     let store = Store::open(dir)?;
     for (location, problem) in store.locations().into_iter().zip(store.location_problems()) {
-        if let Some(reason) = problem {
-            on_event(DemoEvent::LocationLost { location, reason });
+        if let Some(problem) = problem {
+            on_event(DemoEvent::LocationLost { location, problem });
         }
     }
     let started = Instant::now();
@@ -195,10 +202,7 @@ pub fn run(dir: &Path, options: &DemoOptions, mut on_event: impl FnMut(DemoEvent
 
     // Repair everything, then check that a second, verify-only scrub finds nothing.
     let mut scrub = |repair| -> Result<ScrubReport> {
-        let options = ScrubOptions {
-            repair,
-            ..ScrubOptions::default()
-        };
+        let options = ScrubOptions::default().repair(repair);
         let report = store.scrub(&options, &|_| {})?;
         on_event(DemoEvent::Scrubbed {
             repair,

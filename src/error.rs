@@ -94,11 +94,11 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The store configuration given to `create` is not usable.
-    #[error("invalid store configuration: {reason}")]
+    /// A setting given to `create` or `scrub` cannot work; nothing was written.
+    #[error("invalid configuration: {problem}")]
     InvalidConfig {
         /// What is wrong with it.
-        reason: String,
+        problem: ConfigProblem,
     },
 
     /// No store where one was to be opened: no store file, and no copy of it found.
@@ -155,9 +155,26 @@ pub enum Error {
     #[error("store is poisoned by an earlier failed fsync; reopen it after checking the disks")]
     Poisoned,
 
-    /// This CPU cannot run the codec as it was built (see [`crate::codec::check_cpu`]).
+    /// This CPU cannot run the codec as it was built (an older CPU than the Haswell the C
+    /// kernels target by default; the message says how to build for it).
     #[error(transparent)]
     UnsupportedCpu(#[from] crate::codec::UnsupportedCpu),
+
+    /// Writing to the caller's output (the object being read) failed.
+    #[error("writing the object's output failed: {source}")]
+    Output {
+        /// The writer's error.
+        source: io::Error,
+    },
+
+    /// The scrub's worker threads could not be started.
+    #[error("cannot start {jobs} scrub threads: {source}")]
+    Threads {
+        /// How many were asked for (0: one per core).
+        jobs: usize,
+        /// Why not.
+        source: rayon::ThreadPoolBuildError,
+    },
 
     /// Reading the caller's input (the object being put) failed.
     #[error("reading the object's input failed: {source}")]
@@ -179,12 +196,69 @@ impl Error {
         )
     }
 
+    pub(crate) fn invalid_config(problem: ConfigProblem) -> Self {
+        Error::InvalidConfig { problem }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,
         }
     }
+}
+
+/// What is wrong with a setting ([`Error::InvalidConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigProblem {
+    /// The erasure-coding geometry cannot be used.
+    #[error(
+        "k = {k}, m = {m}, chunk size = {chunk_size}: {reason} (need 1 <= k, k + m <= 255, \
+         1 <= chunk size <= 64 MiB)"
+    )]
+    Geometry {
+        /// Data shards asked for.
+        k: u8,
+        /// Parity shards asked for.
+        m: u8,
+        /// Chunk size asked for.
+        chunk_size: u32,
+        /// Which rule it breaks.
+        reason: crate::format::FormatError,
+    },
+    /// The store's root exists and is not a directory.
+    #[error("{0}: exists and is not a directory")]
+    RootNotADirectory(PathBuf),
+    /// The number of locations given is not `k + m`.
+    #[error("{given} locations given, k + m = {needed} needed")]
+    LocationCount {
+        /// Locations given.
+        given: usize,
+        /// `k + m`.
+        needed: usize,
+    },
+    /// A location given already belongs to a store.
+    #[error("{0} already belongs to a store")]
+    LocationTaken(PathBuf),
+    /// A location's path is longer than the store file can record (4096 bytes).
+    #[error("a location path is longer than 4096 bytes: {0}")]
+    LocationPathTooLong(PathBuf),
+    /// A location is the store's own root directory.
+    #[error("location {0}: is the store's own directory")]
+    LocationIsRoot(PathBuf),
+    /// A location is inside the store's own files (locks, scrub state).
+    #[error("location {0}: is inside the store's own files")]
+    LocationInOwnFiles(PathBuf),
+    /// Two locations are one directory.
+    #[error("location {0}: is the same directory as {1}")]
+    LocationsSame(PathBuf, PathBuf),
+    /// One location is inside another.
+    #[error("location {0}: and {1} are nested")]
+    LocationsNested(PathBuf, PathBuf),
+    /// A scrub percentage outside 1-100.
+    #[error("the scrub percentage must be 1 to 100, not {0}")]
+    ScrubPercent(u8),
 }
 
 /// The library's result type.

@@ -165,6 +165,7 @@ pub struct Geometry {
 
 impl Geometry {
     /// Checks the documented ranges: `k >= 1`, `k + m <= 255`, `1 <= chunk_size <= 64 MiB`.
+    #[doc(hidden)] // For the store's internals.
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.k == 0 {
             return Err(FormatError::InvalidField { field: "k", value: 0 });
@@ -203,6 +204,7 @@ impl Geometry {
     ///
     /// Full stripes use `chunk_size`; the last one shrinks its chunks to `ceil(rest / k)` so a
     /// small object costs `k + m` small chunks, not `k + m` full ones.
+    #[doc(hidden)] // For the store's internals.
     pub fn stripe(&self, len: u64, stripe: u64) -> StripeShape {
         let capacity = self.stripe_capacity();
         let start = stripe * capacity;
@@ -224,6 +226,7 @@ impl Geometry {
 
     /// The longest chunk of an object of `len` bytes (its first stripe's): what a buffer for
     /// one chunk must hold. Small objects need small buffers.
+    #[doc(hidden)] // For the store's internals.
     pub fn max_chunk_len(&self, len: u64) -> usize {
         if len == 0 {
             0
@@ -234,6 +237,7 @@ impl Geometry {
 
     /// Like [`Geometry::shard_body_len`], or `None` when a shard file of an object this long
     /// would not fit in 2^63 bytes (only a hostile header claims such a length).
+    #[doc(hidden)] // For the store's internals.
     pub fn checked_shard_body_len(&self, len: u64) -> Option<u64> {
         let stripes = self.stripe_count(len);
         if stripes == 0 {
@@ -245,6 +249,7 @@ impl Geometry {
     }
 
     /// Bytes of chunk data and CRCs in one shard file of an object of `len` bytes.
+    #[doc(hidden)] // For the store's internals.
     pub fn shard_body_len(&self, len: u64) -> u64 {
         let stripes = self.stripe_count(len);
         if stripes == 0 {

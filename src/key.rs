@@ -4,7 +4,10 @@
 use crate::error::Error;
 use crate::format::MAX_KEY_LEN;
 
-/// Accepts UTF-8 keys of 1 to 1024 bytes without NUL; anything else is `InvalidKey`.
+/// Accepts UTF-8 keys of 1 to 1024 bytes without NUL.
+///
+/// # Errors
+/// [`Error::InvalidKey`] with the rule the key breaks.
 pub fn validate(key: &str) -> Result<(), Error> {
     let reason = if key.is_empty() {
         "a key must not be empty"

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::disk;
-use crate::format::{bucket_from_hex, ObjectId, WriteStamp};
+use crate::format::bucket_from_hex;
+pub use crate::format::{ObjectId, WriteStamp};
 
 /// Name of the identity file at the top of a location.
 pub const IDENTITY_FILE: &str = "SHARDGUARD-LOCATION";
@@ -76,6 +77,7 @@ pub struct OpenedShard {
 }
 
 /// A readable shard file. Reads are positional so several threads can share one handle.
+#[allow(clippy::missing_errors_doc)] // The contract on `Location` gives the error rules.
 pub trait ShardFile: Send + Sync {
     /// The file's length when it was opened.
     fn len(&self) -> u64;
@@ -89,6 +91,7 @@ pub trait ShardFile: Send + Sync {
 
 /// A shard file being written. It becomes visible only through [`ShardWriter::commit`]; dropped
 /// uncommitted, it is removed.
+#[allow(clippy::missing_errors_doc)] // The contract on `Location` gives the error rules.
 pub trait ShardWriter: Send {
     /// Appends bytes.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
@@ -137,6 +140,7 @@ pub trait ShardWriter: Send {
 ///   store (hex ids, stamps), never from keys, and links are not followed.
 /// - **Threads.** Every method may be called from several threads at once; the store
 ///   serializes writers of one object itself (lock file), not the location.
+#[allow(clippy::missing_errors_doc)] // The contract on `Location` gives the error rules.
 pub trait Location: Send + Sync + fmt::Debug {
     /// The location's directory, for messages.
     fn path(&self) -> &Path;
@@ -253,7 +257,7 @@ fn parsed_names<T>(dir: &Path, parse: impl Fn(&str) -> Option<T>) -> io::Result<
 }
 
 /// The object a temporary shard file belongs to (its name starts with the object id), if any.
-pub fn temp_file_object(name: &str) -> Option<ObjectId> {
+pub(crate) fn temp_file_object(name: &str) -> Option<ObjectId> {
     let (hex, rest) = name.split_once('-')?;
     rest.ends_with(".tmp").then(|| ObjectId::from_hex(hex)).flatten()
 }

@@ -5,24 +5,27 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::format::{Geometry, ObjectId};
+use crate::health::LocationProblem;
 use crate::scrub::ScrubReport;
 use crate::store::Store;
 
 /// One location's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LocationStatus {
     /// Slot number.
     pub slot: usize,
     /// Directory.
     pub path: PathBuf,
     /// Why it is unusable, or `None` when healthy.
-    pub problem: Option<String>,
+    pub problem: Option<LocationProblem>,
     /// Bytes free on its filesystem, when it can be read.
     pub free_bytes: Option<u64>,
 }
 
 /// What `status` reports.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct StoreStatus {
     /// Erasure-coding parameters.
     pub geometry: Geometry,
@@ -40,6 +43,7 @@ pub struct StoreStatus {
 
 /// How long the objects of a store have gone unscrubbed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScrubCoverage {
     /// Objects no scrub has verified yet.
     pub never_scrubbed: u64,
@@ -50,6 +54,10 @@ pub struct ScrubCoverage {
 
 impl Store {
     /// Locations with health and free space, object count and bytes, and the last scrub.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when listing the objects fails for a reason other than too few readable
+    /// locations (which gives `objects: None`).
     pub fn status(&self) -> Result<StoreStatus> {
         let listing = match self.list() {
             Ok(listing) => Some(listing),

@@ -14,7 +14,12 @@ fn concurrent_writers_and_readers_of_one_key_see_whole_versions() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("s");
     let root_s = root.to_str().unwrap();
-    let store = Store::create(&root, &common::config(3, 2, 64 << 10)).unwrap();
+    let store = Store::builder()
+        .data_shards(3)
+        .parity_shards(2)
+        .chunk_size(64 << 10)
+        .create(&root)
+        .unwrap();
     let versions: Vec<Vec<u8>> = (0..4)
         .map(|i| data(100 + i, (1 << 20) + i as usize * 1000))
         .collect();
@@ -101,12 +106,12 @@ fn readers_beside_a_writer_with_a_slow_location_never_fail() {
     let plan = FaultPlan::new(20);
     // The slow location holds a parity shard of the key: a healthy get reads no chunk there, so
     // the delay falls on the header reads, where the race with the writer is.
-    let object = shardguard::format::ObjectId::of_key("key");
+    let object = shardguard::location::ObjectId::of_key("key");
     let slow_slot = shardguard::placement::slot_of_shard(object, 4, 6);
     let mut slow = Rule::at(slow_slot, Fault::Delay(Duration::from_millis(20)));
     slow.include_headers = true;
     plan.inject(slow);
-    let readers_store = Store::options()
+    let readers_store = Store::builder()
         .durability(shardguard::Durability::PageCache)
         .location_wrapper(plan.wrapper())
         .open(dir.path())
@@ -166,7 +171,12 @@ fn readers_of_a_key_during_its_first_put_see_not_found_or_the_whole_object() {
 
     let dir = tempfile::tempdir().unwrap();
     // fsynced puts, so each commit spans a while; the readers open the store on their own.
-    let writer = Store::create(dir.path(), &common::config(4, 2, 4096)).unwrap();
+    let writer = Store::builder()
+        .data_shards(4)
+        .parity_shards(2)
+        .chunk_size(4096)
+        .create(dir.path())
+        .unwrap();
     let reader = common::reopen(dir.path());
     let value = |i: usize| data(7_000 + i as u64, 20_000);
     let next = AtomicUsize::new(0);

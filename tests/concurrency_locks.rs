@@ -28,10 +28,7 @@ fn scrub_with_many_jobs_over_one_bucket_never_deadlocks() {
                 Duration::from_secs(60),
                 &format!("scrub, {jobs} jobs, round {round}"),
                 move || {
-                    let options = ScrubOptions {
-                        jobs: Some(jobs),
-                        ..ScrubOptions::default()
-                    };
+                    let options = ScrubOptions::default().jobs(jobs);
                     store.scrub(&options, &|_| {}).unwrap()
                 },
             );
@@ -49,7 +46,14 @@ fn scrub_with_many_jobs_over_one_bucket_never_deadlocks() {
 fn puts_over_one_bucket_from_a_callers_rayon_pool_never_deadlock() {
     // fsynced puts: the longer a put holds its lock, the likelier a stolen job needs it.
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::create(dir.path(), &common::config(4, 2, 4096)).unwrap());
+    let store = Arc::new(
+        Store::builder()
+            .data_shards(4)
+            .parity_shards(2)
+            .chunk_size(4096)
+            .create(dir.path())
+            .unwrap(),
+    );
     let keys = common::keys_in_bucket(0, 400);
     for round in 0..3u64 {
         let (pool_store, pool_keys) = (Arc::clone(&store), keys.clone());

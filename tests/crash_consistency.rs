@@ -26,7 +26,12 @@ fn a_put_killed_at_any_point_leaves_old_or_new() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("s");
     let root_s = root.to_str().unwrap();
-    Store::create(&root, &common::config(4, 2, 256 << 10)).unwrap();
+    Store::builder()
+        .data_shards(4)
+        .parity_shards(2)
+        .chunk_size(256 << 10)
+        .create(&root)
+        .unwrap();
     let versions: Vec<Vec<u8>> = (0..2).map(|i| data(i, 6 << 20)).collect();
     let files: Vec<String> = (0..2)
         .map(|i| {
@@ -71,7 +76,12 @@ fn a_delete_killed_at_any_point_leaves_old_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("s");
     let root_s = root.to_str().unwrap();
-    let store = Store::create(&root, &common::config(4, 2, 64 << 10)).unwrap();
+    let store = Store::builder()
+        .data_shards(4)
+        .parity_shards(2)
+        .chunk_size(64 << 10)
+        .create(&root)
+        .unwrap();
     let bytes = data(3, 1 << 20);
     store.put("key", &bytes[..]).unwrap();
     let full = duration_of(&["rm", root_s, "key"]);

@@ -11,7 +11,7 @@ use shardguard::fault::{Fault, FaultPlan, Rule};
 use shardguard::{Durability, Error, ScrubOptions, ScrubVerdict, Store};
 
 fn open_with(dir: &Path, plan: &Arc<FaultPlan>) -> Store {
-    Store::options()
+    Store::builder()
         .durability(Durability::PageCache)
         .location_wrapper(plan.wrapper())
         .open(dir)
@@ -19,10 +19,7 @@ fn open_with(dir: &Path, plan: &Arc<FaultPlan>) -> Store {
 }
 
 fn repair() -> ScrubOptions {
-    ScrubOptions {
-        repair: true,
-        ..ScrubOptions::default()
-    }
+    ScrubOptions::default().repair(true)
 }
 
 fn assert_deleted(store: &Store, key: &str, ctx: &str) {
@@ -66,7 +63,10 @@ fn a_repair_while_a_location_is_read_only_keeps_the_key_deleted() {
         let report = store.scrub(&repair(), &|_| {}).unwrap();
         assert_deleted(&store, "key", &ctx);
         assert!(
-            report.locations[3].state.contains("not writable"),
+            matches!(
+                report.locations[3].state,
+                shardguard::LocationState::NotWritable { .. }
+            ),
             "{ctx}: the read-only location is named: {report:#?}"
         );
         assert_eq!(report.verdict(), ScrubVerdict::NeedsRepair, "{ctx}");

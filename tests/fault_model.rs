@@ -6,10 +6,10 @@ mod common;
 use std::fs;
 use std::sync::Arc;
 
-use common::{chunk_offset, config, data, reopen, rot, shard_paths, store};
+use common::{chunk_offset, data, reopen, rot, shard_paths, store};
 use shardguard::fault::{Fault, FaultPlan, Persistence, Rule};
 use shardguard::location::IDENTITY_FILE;
-use shardguard::{Durability, Error, ShardState, Store};
+use shardguard::{Durability, Error, LocationProblem, ScrubOptions, ShardState, Store};
 
 const CHUNK: u32 = 4096;
 
@@ -28,10 +28,13 @@ fn state_of(store: &Store, key: &str, shard: usize) -> ShardState {
 fn faulty_store(seed: u64) -> (tempfile::TempDir, Store, Arc<FaultPlan>) {
     let dir = tempfile::tempdir().unwrap();
     let plan = FaultPlan::new(seed);
-    let store = Store::options()
+    let store = Store::builder()
         .durability(Durability::PageCache)
         .location_wrapper(plan.wrapper())
-        .create(dir.path(), &config(4, 2, CHUNK))
+        .data_shards(4)
+        .parity_shards(2)
+        .chunk_size(CHUNK)
+        .create(dir.path())
         .unwrap();
     (dir, store, plan)
 }
@@ -161,14 +164,8 @@ fn a_wiped_or_foreign_location_is_recognised_and_read_around() {
     .unwrap();
     let store = reopen(dir.path());
     let problems = store.location_problems();
-    assert!(
-        problems[1].as_deref().unwrap().contains("no identity file"),
-        "{problems:?}"
-    );
-    assert!(
-        problems[4].as_deref().unwrap().contains("another store"),
-        "{problems:?}"
-    );
+    assert_eq!(problems[1], Some(LocationProblem::IdentityMissing));
+    assert_eq!(problems[4], Some(LocationProblem::ForeignStore));
     assert_eq!(store.get_bytes("a").unwrap(), a);
     assert_eq!(store.get_bytes("b").unwrap(), b);
 }
@@ -256,9 +253,12 @@ fn a_full_disk_fails_the_put_cleanly_and_keeps_the_old_version() {
 fn keys_are_names_that_never_escape_the_store() {
     let outer = tempfile::tempdir().unwrap();
     let root = outer.path().join("store");
-    let store = Store::options()
+    let store = Store::builder()
         .durability(Durability::PageCache)
-        .create(&root, &config(2, 1, CHUNK))
+        .data_shards(2)
+        .parity_shards(1)
+        .chunk_size(CHUNK)
+        .create(&root)
         .unwrap();
     let keys = [
         "../../x",
@@ -327,10 +327,7 @@ fn scrub_repairs_persistent_read_faults_and_names_what_it_cannot_fix() {
     // A slot whose reads always flip a bit: every chunk there is damaged, and rewriting it does
     // not help (the fault is in the read path), so repair reports it unrepaired.
     plan.inject(Rule::at(2, Fault::FlipBit(Persistence::Persistent)));
-    let options = shardguard::ScrubOptions {
-        repair: true,
-        ..Default::default()
-    };
+    let options = ScrubOptions::default().repair(true);
     let report = store.scrub(&options, &|_| {}).unwrap();
     assert_eq!(report.counts.damaged_chunks, 6, "{report:#?}");
     assert_eq!(report.counts.unrepaired, 6);
@@ -353,10 +350,7 @@ fn repairing_a_few_rotten_chunks_reads_only_their_stripes_again() {
     }
     let verify = |repair| {
         let before = plan.bytes_read();
-        let options = shardguard::ScrubOptions {
-            repair,
-            ..Default::default()
-        };
+        let options = ScrubOptions::default().repair(repair);
         let report = store.scrub(&options, &|_| {}).unwrap();
         (plan.bytes_read() - before, report)
     };

@@ -12,7 +12,7 @@ use shardguard::ObjectReader;
 /// The store opened through a fault plan with no faults: it counts the bytes read.
 fn counting_reads(dir: &Path) -> (std::sync::Arc<shardguard::fault::FaultPlan>, shardguard::Store) {
     let plan = shardguard::fault::FaultPlan::new(1);
-    let store = shardguard::Store::options()
+    let store = shardguard::Store::builder()
         .durability(shardguard::Durability::PageCache)
         .location_wrapper(plan.wrapper())
         .open(dir)
@@ -246,4 +246,99 @@ fn errors_say_whether_retrying_can_help() {
     let store = common::reopen(dir.path());
     let no_quorum = store.put("k", &b"x"[..]).unwrap_err();
     assert!(no_quorum.is_retryable(), "{no_quorum}");
+}
+
+#[test]
+fn one_builder_creates_with_a_geometry_and_opens_with_the_stores_own() {
+    use shardguard::{ConfigProblem, Error, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = Store::builder()
+        .data_shards(3)
+        .parity_shards(3)
+        .chunk_size(8192)
+        .durability(shardguard::Durability::PageCache)
+        .retry_policy(shardguard::RetryPolicy::no_retry())
+        .create(&root)
+        .unwrap();
+    store.put("k", &b"bytes"[..]).unwrap();
+    drop(store);
+    // Geometry setters are for `create`: `open` takes the store's own, whatever they say.
+    let store = Store::builder().data_shards(9).open(&root).unwrap();
+    let geometry = store.geometry();
+    assert_eq!((geometry.k, geometry.m, geometry.chunk_size), (3, 3, 8192));
+    assert_eq!(store.get_bytes("k").unwrap(), b"bytes");
+
+    // A geometry that cannot work is a typed refusal, and nothing is written.
+    let refused = dir.path().join("refused");
+    match Store::builder().data_shards(0).create(&refused) {
+        Err(Error::InvalidConfig {
+            problem: ConfigProblem::Geometry { k: 0, m: 2, .. },
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(!refused.join(shardguard::STORE_FILE).exists());
+    match Store::builder().locations(["a", "b"]).create(&refused) {
+        Err(Error::InvalidConfig {
+            problem: ConfigProblem::LocationCount { given: 2, needed: 6 },
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    match Store::builder()
+        .locations(["a", "b", "c", "d", "e", "a"])
+        .create(&refused)
+    {
+        Err(Error::InvalidConfig {
+            problem: ConfigProblem::LocationsSame(..),
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(!refused.join(shardguard::STORE_FILE).exists());
+}
+
+#[test]
+fn location_and_shard_states_are_enums_a_caller_can_match() {
+    use shardguard::{HeaderProblem, LocationProblem, ShardState};
+    let (dir, store) = common::store(4, 2, 4096);
+    store.put("k", &common::data(2, 20_000)[..]).unwrap();
+    // One shard's header made invalid, one location's identity removed.
+    let damaged = store.shard_path("k", 0).unwrap();
+    common::rot(&damaged, 0, 4);
+    let locations = store.locations();
+    let wiped_slot = (0..locations.len())
+        .find(|&s| !damaged.starts_with(&locations[s]))
+        .unwrap();
+    std::fs::remove_file(locations[wiped_slot].join(shardguard::location::IDENTITY_FILE)).unwrap();
+    let store = common::reopen(dir.path());
+    assert_eq!(
+        store.location_problems()[wiped_slot],
+        Some(LocationProblem::IdentityMissing)
+    );
+    let stat = store.stat("k").unwrap();
+    let states: Vec<&ShardState> = stat.shards.iter().map(|h| &h.state).collect();
+    assert!(
+        states.iter().any(|s| matches!(
+            s,
+            ShardState::HeaderDamaged {
+                problem: HeaderProblem::Invalid(_)
+            }
+        )),
+        "{states:?}"
+    );
+    assert!(
+        states.iter().any(|s| matches!(
+            s,
+            ShardState::Unavailable {
+                problem: LocationProblem::IdentityMissing
+            }
+        )),
+        "{states:?}"
+    );
+    // The states serialize for `scrub --json` with a machine-readable kind.
+    let report = store
+        .scrub(&shardguard::ScrubOptions::default(), &|_| {})
+        .unwrap();
+    let json = serde_json::to_value(&report.locations[wiped_slot].state).unwrap();
+    assert_eq!(json["kind"], "unusable");
+    assert_eq!(json["problem"]["kind"], "identity_missing");
 }

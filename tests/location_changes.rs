@@ -67,10 +67,7 @@ fn another_stores_disk_swapped_in_under_an_open_store_is_left_alone() {
     let before = tree(&location);
     store.put("k", &data(6, 5000)[..]).unwrap();
     store.put("new", &data(7, 5000)[..]).unwrap();
-    let repair = ScrubOptions {
-        repair: true,
-        ..ScrubOptions::default()
-    };
+    let repair = ScrubOptions::default().repair(true);
     store.scrub(&repair, &|_| {}).unwrap();
     assert_eq!(tree(&location), before, "another store's disk was written to");
     assert_eq!(store.get_bytes("k").unwrap(), data(6, 5000));

@@ -74,7 +74,7 @@ fn hostile_files_in_place_of_the_stores_own_neither_hang_nor_get_written_through
             replace(&target(&root, &shard), with, &other_shard);
             let ctx = format!("target {t}, {with:?}");
             let outcome = within(Duration::from_secs(20), &ctx, move || {
-                let store = match Store::options()
+                let store = match Store::builder()
                     .durability(shardguard::Durability::PageCache)
                     .open(&root)
                 {
@@ -84,11 +84,7 @@ fn hostile_files_in_place_of_the_stores_own_neither_hang_nor_get_written_through
                     Err(e) => return Err(e.to_string()),
                 };
                 let got = store.get_bytes("k").map_err(|e| e.to_string());
-                let options = ScrubOptions {
-                    repair: true,
-                    resume: true,
-                    ..ScrubOptions::default()
-                };
+                let options = ScrubOptions::default().repair(true).resume(true);
                 let _ = store.scrub(&options, &|_| {});
                 Ok(got)
             });
@@ -121,10 +117,7 @@ fn a_directory_in_place_of_a_shard_is_read_around_then_moved_aside_and_rebuilt()
     reader.copy_to(&mut got).unwrap();
     assert!(got == bytes);
     assert_eq!(reader.stats().retransmissions, 0, "{:?}", reader.stats());
-    let options = ScrubOptions {
-        repair: true,
-        ..ScrubOptions::default()
-    };
+    let options = ScrubOptions::default().repair(true);
     let report = store.scrub(&options, &|_| {}).unwrap();
     assert_eq!(
         report.verdict(),
@@ -171,10 +164,7 @@ fn hostile_advisory_files_are_reported_then_moved_aside_by_repair() {
     });
     assert_eq!(report.own_files.len(), 4, "{report:#?}");
     assert_eq!(report.verdict(), shardguard::ScrubVerdict::NeedsRepair);
-    let repair = ScrubOptions {
-        repair: true,
-        ..ScrubOptions::default()
-    };
+    let repair = ScrubOptions::default().repair(true);
     let report = store.scrub(&repair, &|_| {}).unwrap();
     assert_eq!(
         report.verdict(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::{chunk_offset, data, rot, shard_paths};
 use shardguard::fault::{Fault, FaultPlan, Rule};
-use shardguard::format::ObjectId;
+use shardguard::location::ObjectId;
 use shardguard::{placement, Durability, Error, ScrubOptions, Store};
 
 const CHUNK: u32 = 1024;
@@ -18,7 +18,7 @@ const CHUNK: u32 = 1024;
 fn faulty(dir: &Path, slot: usize) -> (Arc<FaultPlan>, Store) {
     let plan = FaultPlan::new(slot as u64);
     plan.inject(Rule::at(slot, Fault::FsyncError));
-    let store = Store::options()
+    let store = Store::builder()
         .durability(Durability::PageCache)
         .location_wrapper(plan.wrapper())
         .open(dir)
@@ -27,10 +27,7 @@ fn faulty(dir: &Path, slot: usize) -> (Arc<FaultPlan>, Store) {
 }
 
 fn repair() -> ScrubOptions {
-    ScrubOptions {
-        repair: true,
-        ..ScrubOptions::default()
-    }
+    ScrubOptions::default().repair(true)
 }
 
 /// The store refuses every kind of write, and a reopened one accepts them again.

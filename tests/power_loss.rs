@@ -59,9 +59,12 @@ const STORED: [(&str, u64, usize); 4] = [
 /// A store holding `STORED`, with some damage for the workload's scrub to repair (a rotten
 /// chunk, a lost shard file).
 fn baseline(root: &Path) {
-    let store = Store::options()
+    let store = Store::builder()
         .durability(Durability::Fsync)
-        .create(root, &common::config(3, 2, CHUNK))
+        .data_shards(3)
+        .parity_shards(2)
+        .chunk_size(CHUNK)
+        .create(root)
         .unwrap();
     for (key, seed, len) in STORED {
         store.put(key, &common::data(seed, len)[..]).unwrap();
@@ -97,11 +100,7 @@ fn workload() -> Vec<Step> {
 const KEYS: [&str; 6] = ["keep", "old", "gone", "big", "new", "late"];
 
 fn repair_options() -> ScrubOptions {
-    ScrubOptions {
-        repair: true,
-        jobs: Some(1),
-        ..ScrubOptions::default()
-    }
+    ScrubOptions::default().repair(true).jobs(1)
 }
 
 /// What `key` reads as: its bytes, or `None` if absent. `Err` for the one error an interrupted
@@ -128,7 +127,7 @@ fn run_case(
     let ctx = format!("power cut after call {cut_after:?}, {aftermath:?}");
     copy_tree(base, dir);
     let watch = PowerLoss::watch(dir, cut_after, aftermath).unwrap();
-    match Store::options().durability(Durability::Fsync).open(dir) {
+    match Store::builder().durability(Durability::Fsync).open(dir) {
         Ok(store) => {
             for step in workload() {
                 let result = match step {
@@ -171,7 +170,7 @@ fn run_case(
 }
 
 fn check_after_reboot(dir: &Path, expected: &Expected, ctx: &str) {
-    let store = Store::options()
+    let store = Store::builder()
         .durability(Durability::PageCache)
         .open(dir)
         .unwrap_or_else(|e| panic!("{ctx}: the store does not open after the reboot: {e}"));

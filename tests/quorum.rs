@@ -61,10 +61,7 @@ fn disjoint_outages_keep_the_newest_acknowledged_write(k: u8, m: u8, seed: u64) 
                     Err(e) => panic!("{ctx}: put: {e}"),
                 }
             } else {
-                let options = ScrubOptions {
-                    repair: true,
-                    ..ScrubOptions::default()
-                };
+                let options = ScrubOptions::default().repair(true);
                 store.scrub(&options, &|_| {}).unwrap();
             }
         });
@@ -82,10 +79,7 @@ fn disjoint_outages_keep_the_newest_acknowledged_write(k: u8, m: u8, seed: u64) 
         }
     }
     let store = common::reopen(dir.path());
-    let repair = ScrubOptions {
-        repair: true,
-        ..ScrubOptions::default()
-    };
+    let repair = ScrubOptions::default().repair(true);
     store.scrub(&repair, &|_| {}).unwrap();
     if let Some(want) = &newest {
         assert!(
@@ -149,10 +143,7 @@ fn a_conflicting_write_with_the_same_version_is_reported_and_kept() {
     drop(store);
 
     let store = common::reopen(dir.path());
-    let repair = ScrubOptions {
-        repair: true,
-        ..ScrubOptions::default()
-    };
+    let repair = ScrubOptions::default().repair(true);
     let report = store.scrub(&repair, &|_| {}).unwrap();
     assert_eq!(report.counts.conflicting_writes, 1, "{report:#?}");
     assert_eq!(

@@ -9,34 +9,26 @@ use std::path::{Path, PathBuf};
 
 use common::{chunk_offset, data, reopen, rot, shard_paths, store};
 use shardguard::checksum::ChunkId;
-use shardguard::format::{ObjectId, WriteStamp};
-use shardguard::{ScrubOptions, ScrubReport, ScrubVerdict, ShardState, Store};
+use shardguard::location::{ObjectId, WriteStamp};
+use shardguard::{
+    LocationProblem, LocationState, ScrubOptions, ScrubReport, ScrubVerdict, ShardState, Store,
+};
 
 const CHUNK: u32 = 4096;
 
 fn scrub(store: &Store, repair: bool) -> ScrubReport {
-    let options = ScrubOptions {
-        repair,
-        ..ScrubOptions::default()
-    };
+    let options = ScrubOptions::default().repair(repair);
     store.scrub(&options, &|_| {}).expect("scrub runs")
 }
 
 /// Resumes an interrupted scrub with `options`.
 fn resume(store: &Store, options: &ScrubOptions) -> ScrubReport {
-    let options = ScrubOptions {
-        resume: true,
-        ..options.clone()
-    };
+    let options = options.clone().resume(true);
     store.scrub(&options, &|_| {}).unwrap()
 }
 
 fn deep(store: &Store, repair: bool) -> ScrubReport {
-    let options = ScrubOptions {
-        repair,
-        deep: true,
-        ..ScrubOptions::default()
-    };
+    let options = ScrubOptions::default().repair(repair).deep(true);
     store.scrub(&options, &|_| {}).expect("scrub runs")
 }
 
@@ -195,13 +187,19 @@ fn a_wiped_location_is_rebuilt_in_full() {
     fs::remove_dir_all(&wiped).unwrap();
     fs::create_dir(&wiped).unwrap();
     let (found, repaired) = find_repair_clean(dir.path(), &objects);
-    assert!(
-        found.locations[2].state.contains("no identity file"),
-        "{:?}",
-        found.locations[2]
+    assert_eq!(
+        found.locations[2].state,
+        LocationState::Unusable {
+            problem: LocationProblem::IdentityMissing
+        },
     );
     assert_eq!(repaired.locations[2].rebuilt_shards, 4);
-    assert!(repaired.locations[2].state.starts_with("rebuilt"));
+    assert_eq!(
+        repaired.locations[2].state,
+        LocationState::Rebuilt {
+            was: LocationProblem::IdentityMissing
+        }
+    );
 }
 
 #[test]
@@ -335,7 +333,12 @@ fn a_foreign_location_is_reported_and_never_written() {
     let store = reopen(dir.path());
     let report = scrub(&store, true);
     assert_eq!(report.verdict(), ScrubVerdict::NeedsRepair, "{report:#?}");
-    assert!(report.locations[1].state.contains("another store"));
+    assert_eq!(
+        report.locations[1].state,
+        LocationState::Unusable {
+            problem: LocationProblem::ForeignStore
+        }
+    );
     assert_eq!(fs::read(&id_file).unwrap(), foreign_identity);
     assert_all_read_back(&store, &objects);
 }
@@ -344,10 +347,7 @@ fn a_foreign_location_is_reported_and_never_written() {
 fn percent_picks_the_least_recently_scrubbed() {
     let (_dir, store) = store(2, 1, CHUNK);
     fill(&store, 4);
-    let half = ScrubOptions {
-        percent: Some(50),
-        ..ScrubOptions::default()
-    };
+    let half = ScrubOptions::default().percent(50);
     let first = store.scrub(&half, &|_| {}).unwrap();
     assert_eq!(first.objects, 2);
     // The other half has never been scrubbed, so it comes next. (Both runs may share a second,
@@ -366,20 +366,14 @@ fn percent_takes_the_objects_the_history_says_were_not_scrubbed() {
         let (_dir, store) = store(2, 1, CHUNK);
         fill(&store, 4);
         for i in scrubbed {
-            let only = ScrubOptions {
-                prefix: Some(format!("obj/{i}")),
-                ..ScrubOptions::default()
-            };
+            let only = ScrubOptions::default().prefix(format!("obj/{i}"));
             assert_eq!(store.scrub(&only, &|_| {}).unwrap().objects, 1);
         }
         for i in rotten {
             let key = format!("obj/{i}");
             rot(&shard_paths(&store, &key)[0], chunk_offset(&key, CHUNK, 0) + 3, 1);
         }
-        let half = ScrubOptions {
-            percent: Some(50),
-            ..ScrubOptions::default()
-        };
+        let half = ScrubOptions::default().percent(50);
         let report = store.scrub(&half, &|_| {}).unwrap();
         assert_eq!(report.objects, 2);
         assert_eq!(
@@ -395,10 +389,7 @@ fn a_resumed_scrub_skips_what_was_verified_before_the_interruption() {
     for i in 0..300 {
         store.put(&format!("k{i}"), &data(i, 1500)[..]).unwrap();
     }
-    let one_job = ScrubOptions {
-        jobs: Some(1),
-        ..ScrubOptions::default()
-    };
+    let one_job = ScrubOptions::default().jobs(1);
     // Interrupt at the 150th object: what finished before it was checkpointed, in batches.
     let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         store.scrub(&one_job, &|p| assert!(p.objects_done < 150, "interrupted"))
@@ -446,17 +437,14 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// The key scrubbed first (scrubs walk objects in id order).
 fn first_in_id_order(keys: &[String]) -> String {
     keys.iter()
-        .min_by_key(|k| shardguard::format::ObjectId::of_key(k))
+        .min_by_key(|k| shardguard::location::ObjectId::of_key(k))
         .unwrap()
         .clone()
 }
 
 /// Starts a 1-job scrub with `options` and interrupts it at the 150th of 300 objects.
 fn interrupted_scrub(store: &Store, options: &ScrubOptions) {
-    let one_job = ScrubOptions {
-        jobs: Some(1),
-        ..options.clone()
-    };
+    let one_job = options.clone().jobs(1);
     let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         store.scrub(&one_job, &|p| assert!(p.objects_done < 150, "interrupted"))
     }));
@@ -478,12 +466,7 @@ fn resuming_with_other_options_starts_afresh_and_says_so() {
     );
     // A verify-only scrub saw the damage, then was interrupted.
     interrupted_scrub(&store, &ScrubOptions::default());
-    let repair = ScrubOptions {
-        repair: true,
-        resume: true,
-        jobs: Some(1),
-        ..ScrubOptions::default()
-    };
+    let repair = ScrubOptions::default().repair(true).resume(true).jobs(1);
     let report = store.scrub(&repair, &|_| {}).unwrap();
     assert_eq!(
         report.resume,
@@ -514,11 +497,7 @@ fn what_an_interrupted_scrub_found_counts_in_the_resumed_verdict() {
     rot(&paths[0], chunk_offset(&lost, 1024, 0) + 3, 2);
     rot(&paths[1], chunk_offset(&lost, 1024, 0) + 3, 2);
     interrupted_scrub(&store, &ScrubOptions::default());
-    let resume = ScrubOptions {
-        resume: true,
-        jobs: Some(1),
-        ..ScrubOptions::default()
-    };
+    let resume = ScrubOptions::default().resume(true).jobs(1);
     let report = store.scrub(&resume, &|_| {}).unwrap();
     assert_eq!(report.resume, shardguard::ResumeOutcome::Resumed);
     assert!(report.skipped_by_resume >= 64, "{report:#?}");
@@ -561,10 +540,7 @@ fn a_killed_scrub_of_one_large_object_resumes_inside_it() {
         )
         .unwrap();
     let total = len / 4 * 6;
-    let one_job = ScrubOptions {
-        jobs: Some(1),
-        ..ScrubOptions::default()
-    };
+    let one_job = ScrubOptions::default().jobs(1);
     // Killed once 3 GiB of shard files were read (the checkpoint saves every 1 GiB of reading).
     let killed_at = 3 * GIB;
     let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -589,11 +565,7 @@ fn a_scrub_cancelled_from_its_callback_stops_and_resumes_where_it_stopped() {
         store.put(&format!("k{i}"), &data(i, 1500)[..]).unwrap();
     }
     let cancel = shardguard::ScrubCancel::new();
-    let options = ScrubOptions {
-        jobs: Some(1),
-        cancel: Some(cancel.clone()),
-        ..ScrubOptions::default()
-    };
+    let options = ScrubOptions::default().jobs(1).cancel(cancel.clone());
     let stopped = store.scrub(&options, &|p| {
         if p.objects_done >= 150 {
             cancel.cancel();
@@ -605,13 +577,7 @@ fn a_scrub_cancelled_from_its_callback_stops_and_resumes_where_it_stopped() {
     );
     // The resumed scrub repeats nothing: the objects finished before the cancel, whole batches
     // or not, are in the checkpoint.
-    let resumed = resume(
-        &store,
-        &ScrubOptions {
-            cancel: None,
-            ..options
-        },
-    );
+    let resumed = resume(&store, &ScrubOptions::default().jobs(1));
     assert_eq!(resumed.skipped_by_resume, 150, "{resumed:#?}");
     assert_eq!(resumed.objects, 300);
     assert_eq!(resumed.verdict(), ScrubVerdict::Clean);

@@ -23,7 +23,12 @@ fn json_report(out: &Output) -> ScrubReport {
 
 /// A store with several objects, then bit rot in one and a wiped location.
 fn damaged_store(root: &std::path::Path, objects: usize, len: usize) -> Vec<Vec<u8>> {
-    let store = Store::create(root, &common::config(4, 2, 64 << 10)).unwrap();
+    let store = Store::builder()
+        .data_shards(4)
+        .parity_shards(2)
+        .chunk_size(64 << 10)
+        .create(root)
+        .unwrap();
     let contents: Vec<Vec<u8>> = (0..objects).map(|i| data(i as u64, len + i)).collect();
     for (i, bytes) in contents.iter().enumerate() {
         store.put(&format!("o{i}"), &bytes[..]).unwrap();
@@ -123,7 +128,12 @@ fn scrub_beside_writers_reports_no_false_damage_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("s");
     let r = root.to_str().unwrap().to_owned();
-    let store = Store::create(&root, &common::config(3, 2, 16 << 10)).unwrap();
+    let store = Store::builder()
+        .data_shards(3)
+        .parity_shards(2)
+        .chunk_size(16 << 10)
+        .create(&root)
+        .unwrap();
     let stable: Vec<Vec<u8>> = (0..5).map(|i| data(100 + i, 200_000)).collect();
     for (i, bytes) in stable.iter().enumerate() {
         store.put(&format!("stable/{i}"), &bytes[..]).unwrap();
@@ -144,10 +154,7 @@ fn scrub_beside_writers_reports_no_false_damage_and_loses_nothing() {
     let mut scrubs = 0;
     while !writer.is_finished() || scrubs < 3 {
         for repair in [false, true] {
-            let options = shardguard::ScrubOptions {
-                repair,
-                ..Default::default()
-            };
+            let options = shardguard::ScrubOptions::default().repair(repair);
             let report = store.scrub(&options, &|_| {}).unwrap();
             assert!(!report.damage_found(), "false damage: {report:#?}");
             scrubs += 1;
@@ -176,7 +183,12 @@ fn resume_after_a_kill_does_not_verify_again_what_was_done() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("s");
     let r = root.to_str().unwrap();
-    let store = Store::create(&root, &common::config(2, 1, 4096)).unwrap();
+    let store = Store::builder()
+        .data_shards(2)
+        .parity_shards(1)
+        .chunk_size(4096)
+        .create(&root)
+        .unwrap();
     for i in 0..200 {
         store.put(&format!("k{i:03}"), &data(i, 20_000)[..]).unwrap();
     }

@@ -116,9 +116,12 @@ fn copy_tree(from: &Path, to: &Path) {
 fn any_single_fault_in_any_file_costs_nothing() {
     let sample = tempfile::tempdir().unwrap();
     let root = sample.path().join("store");
-    let store = Store::options()
+    let store = Store::builder()
         .durability(shardguard::Durability::PageCache)
-        .create(&root, &common::config(4, 2, 1024))
+        .data_shards(4)
+        .parity_shards(2)
+        .chunk_size(1024)
+        .create(&root)
         .unwrap();
     for (i, (key, len)) in KEYS.iter().enumerate() {
         store.put(key, &common::data(i as u64, *len)[..]).unwrap();
@@ -176,7 +179,7 @@ fn any_single_fault_in_any_file_costs_nothing() {
 
 /// Gets, repairs, checks: `Err` says what went wrong.
 fn check(root: &Path) -> Result<(), String> {
-    let store = Store::options()
+    let store = Store::builder()
         .durability(shardguard::Durability::PageCache)
         .open(root)
         .map_err(|e| format!("open: {e}"))?;
@@ -188,17 +191,14 @@ fn check(root: &Path) -> Result<(), String> {
             return Err(format!("get {key}: WRONG BYTES"));
         }
     }
-    let repair = ScrubOptions {
-        repair: true,
-        ..ScrubOptions::default()
-    };
+    let repair = ScrubOptions::default().repair(true);
     let report = store
         .scrub(&repair, &|_| {})
         .map_err(|e| format!("scrub --repair: {e}"))?;
     if !matches!(report.verdict(), ScrubVerdict::Repaired | ScrubVerdict::Clean) {
         return Err(format!("scrub --repair: {:?}: {report:?}", report.verdict()));
     }
-    let store = Store::options()
+    let store = Store::builder()
         .durability(shardguard::Durability::PageCache)
         .open(root)
         .map_err(|e| format!("reopen: {e}"))?;

@@ -11,10 +11,7 @@ use common::{data, sg, within};
 use shardguard::{Durability, ScrubOptions, ScrubVerdict, Store, STORE_FILE};
 
 fn repair() -> ScrubOptions {
-    ScrubOptions {
-        repair: true,
-        ..ScrubOptions::default()
-    }
+    ScrubOptions::default().repair(true)
 }
 
 #[test]
@@ -114,14 +111,14 @@ fn a_store_whose_locations_are_elsewhere_reopens_from_one_named_location() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let disks: Vec<std::path::PathBuf> = (0..6).map(|i| dir.path().join(format!("disk{i}"))).collect();
-    let config = shardguard::StoreConfig {
-        locations: Some(disks.clone()),
-        ..common::config(4, 2, 1024)
-    };
     let bytes = data(5, 9000);
-    Store::options()
+    Store::builder()
+        .data_shards(4)
+        .parity_shards(2)
+        .chunk_size(1024)
+        .locations(disks.clone())
         .durability(Durability::PageCache)
-        .create(&root, &config)
+        .create(&root)
         .unwrap()
         .put("k", &bytes[..])
         .unwrap();
@@ -131,7 +128,7 @@ fn a_store_whose_locations_are_elsewhere_reopens_from_one_named_location() {
     let (root_s, hint) = (root.to_str().unwrap(), disks[3].to_str().unwrap());
     assert_eq!(sg(&["get", root_s, "k"]).status.code(), Some(8));
     // ...and one location named leads to all of them.
-    let store = Store::options()
+    let store = Store::builder()
         .durability(Durability::PageCache)
         .location_hint(&disks[3])
         .open(&root)

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 
 use common::{chunk_offset, data, rot};
 use shardguard::checksum::ChunkId;
-use shardguard::format::{ObjectId, WriteStamp};
+use shardguard::location::{ObjectId, WriteStamp};
 use shardguard::{ScrubOptions, ScrubVerdict, Store};
 
 const CHUNK: u32 = 1024;
@@ -41,11 +41,7 @@ fn write_wrong_but_valid(store: &Store, key: &str, shard: usize, stripe: u64) {
 }
 
 fn options(repair: bool, deep: bool) -> ScrubOptions {
-    ScrubOptions {
-        repair,
-        deep,
-        ..ScrubOptions::default()
-    }
+    ScrubOptions::default().repair(repair).deep(deep)
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! fails reads and writes, delays, truncates or hides shard files.
 //!
 //! Enabled by the `fault-injection` feature; tests, benches and fuzz targets use it through
-//! [`crate::OpenOptions::location_wrapper`]. Every choice comes from the plan's seed, so a failing
+//! [`crate::StoreBuilder::location_wrapper`]. Every choice comes from the plan's seed, so a failing
 //! run replays exactly.
 
 pub mod power;
@@ -213,7 +213,7 @@ impl FaultPlan {
         self.bytes_read.load(Ordering::Relaxed)
     }
 
-    /// A wrapper for [`crate::OpenOptions::location_wrapper`].
+    /// A wrapper for [`crate::StoreBuilder::location_wrapper`].
     pub fn wrapper(self: &Arc<Self>) -> impl Fn(usize, Arc<dyn Location>) -> Arc<dyn Location> + Send + Sync {
         let plan = Arc::clone(self);
         move |slot, inner| {

@@ -108,6 +108,9 @@ impl PowerLoss {
     /// Starts watching the store files under `root` (everything there now counts as durable).
     /// The power goes just before call number `cut_after + 1`, or at [`PowerLoss::reboot`] if
     /// fewer calls are made or `cut_after` is `None`.
+    ///
+    /// # Errors
+    /// The I/O error of reading the tree under `root`.
     pub fn watch(root: &Path, cut_after: Option<u64>, aftermath: Aftermath) -> io::Result<PowerLoss> {
         let root_inode = fs::metadata(root)?.ino();
         let mut sim = Simulation {
@@ -155,6 +158,9 @@ impl PowerLoss {
     /// Ends the watch, cutting the power now if it has not gone yet, and replaces everything
     /// under the root by what the disk holds after the reboot. Whoever used the store must have
     /// let go of it first.
+    ///
+    /// # Errors
+    /// The I/O error of rewriting the tree.
     pub fn reboot(self) -> io::Result<()> {
         {
             let mut watches = lock(&WATCHES);

@@ -25,10 +25,13 @@ use crate::format::{
 use crate::location::Durability;
 use crate::placement;
 use crate::scrub::ScrubOptions;
-use crate::store::{Store, StoreConfig};
+use crate::store::Store;
 
 /// Every parser of the on-disk format either rejects `bytes` or accepts exactly what its encoder
 /// produces (and never panics or allocates beyond the input).
+///
+/// # Errors
+/// The broken property, in words (the fuzz target panics with it).
 pub fn check_format_decode(bytes: &[u8]) -> Result<(), String> {
     if let Ok((header, len)) = ShardHeader::decode_prefix(bytes) {
         same("shard header", &header.encode(), &bytes[..len])?;
@@ -142,6 +145,9 @@ pub struct CodecCase {
 
 /// Checksums find every corrupted chunk; with at most `m` bad chunks the exact stripe comes
 /// back, with more an error: never wrong bytes.
+///
+/// # Errors
+/// The broken property, in words (the fuzz target panics with it).
 pub fn check_codec_recover(case: &CodecCase) -> Result<(), String> {
     let k = 1 + usize::from(case.k) % 16;
     let m = usize::from(case.m) % 9;
@@ -309,6 +315,9 @@ impl Clock for SimulatedClock {
 
 /// Transient faults within the attempt budget and the deadline are always cured; no retry starts
 /// after the deadline; a persistent fault ends the retries at once, as an erasure.
+///
+/// # Errors
+/// The broken property, in words (the fuzz target panics with it).
 pub fn check_arq_retransmit(case: &ArqCase) -> Result<(), String> {
     let policy = RetryPolicy {
         attempts: u32::from(case.attempts % 10),
@@ -567,30 +576,28 @@ impl Model {
 /// Runs `case` on a real store in a temporary directory and checks every step against the
 /// model: a get returns the model's bytes, or an error only when the key's damage exceeds `m`;
 /// a scrub reports as unrecoverable only keys beyond `m`, and with repair heals the rest.
+///
+/// # Errors
+/// The broken property, in words (the fuzz target panics with it).
 pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
     let k = 1 + case.k % 4;
     let m = case.m % 3;
     let n = usize::from(k + m);
-    let config = StoreConfig {
-        data_shards: k,
-        parity_shards: m,
-        chunk_size: 16 + u32::from(case.chunk % 64),
-        locations: None,
-    };
+    let chunk_size = 16 + u32::from(case.chunk % 64);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let plan = FaultPlan::new(u64::from(case.k) << 16 | u64::from(case.m) << 8 | u64::from(case.chunk));
     let open = |plan: &Arc<FaultPlan>| {
-        Store::options()
+        Store::builder()
             .durability(Durability::PageCache)
             // Retransmission without pauses keeps the fuzzer fast; the policy is the same.
-            .retry_policy(RetryPolicy {
-                initial_backoff: Duration::ZERO,
-                ..RetryPolicy::default()
-            })
+            .retry_policy(RetryPolicy::default().initial_backoff(Duration::ZERO))
             .location_wrapper(plan.wrapper())
     };
     let mut store = open(&plan)
-        .create(dir.path(), &config)
+        .data_shards(k)
+        .parity_shards(m)
+        .chunk_size(chunk_size)
+        .create(dir.path())
         .map_err(|e| e.to_string())?;
     let quorum = store.write_quorum();
     // Fewer usable locations than this, and no read can be sure of the newest version.
@@ -713,13 +720,7 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
                 }
             }
             StoreOp::Scrub { repair, deep } => {
-                let options = ScrubOptions {
-                    repair,
-                    deep,
-                    // One worker keeps each input cheap and its interleavings deterministic.
-                    jobs: Some(1),
-                    ..ScrubOptions::default()
-                };
+                let options = ScrubOptions::default().repair(repair).deep(deep).jobs(1);
                 let report = match store.scrub(&options, &|_| {}) {
                     Ok(r) => r,
                     Err(e) => return fail(format!("scrub: {e}")),

@@ -29,8 +29,9 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigProblem, Error, Result};
 use crate::format::{LocationIdentity, ObjectId, ScrubCheckpoint, ScrubHistory};
+use crate::health::LocationState;
 use crate::location::temp_file_object;
 use crate::store::{check_identity, Store};
 
@@ -43,30 +44,79 @@ impl ScrubCheckpoint {
     }
 }
 
-/// What a scrub does; every field's doc gives its default.
+/// What a scrub does: `ScrubOptions::default()` verifies every object with all cores and
+/// repairs nothing; every setter's doc gives its default.
+///
+/// ```
+/// let options = shardguard::ScrubOptions::default().repair(true).jobs(2);
+/// # let _ = options;
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScrubOptions {
+    pub(crate) repair: bool,
+    pub(crate) deep: bool,
+    pub(crate) jobs: Option<usize>,
+    pub(crate) max_rate: Option<u64>,
+    pub(crate) prefix: Option<String>,
+    pub(crate) percent: Option<u8>,
+    pub(crate) resume: bool,
+    pub(crate) cancel: Option<ScrubCancel>,
+}
+
+impl ScrubOptions {
     /// Repair what is damaged (rewrite chunks, rebuild shard files and lost locations, remove
     /// leftovers of crashed writes). Default false: verify and report only.
-    pub repair: bool,
-    /// Also recompute parity from the data chunks and compare, catching parity written wrong with
-    /// a valid checksum. Default false.
-    pub deep: bool,
+    pub fn repair(mut self, repair: bool) -> Self {
+        self.repair = repair;
+        self
+    }
+
+    /// Also recompute parity from the data chunks and compare, catching parity written wrong
+    /// with a valid checksum. Default false.
+    pub fn deep(mut self, deep: bool) -> Self {
+        self.deep = deep;
+        self
+    }
+
     /// Worker threads. Default: all cores.
-    pub jobs: Option<usize>,
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = Some(jobs);
+        self
+    }
+
     /// Cap on bytes read per second. Default: none.
-    pub max_rate: Option<u64>,
-    /// Only objects whose key starts with this. Default: all.
-    pub prefix: Option<String>,
+    pub fn max_rate(mut self, bytes_per_second: u64) -> Self {
+        self.max_rate = Some(bytes_per_second);
+        self
+    }
+
+    /// Only objects whose key starts with `prefix`. Default: all.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
     /// Only this percentage (1-100) of the objects, the least recently scrubbed first (like
     /// SnapRAID's plan). Default: all.
-    pub percent: Option<u8>,
+    pub fn percent(mut self, percent: u8) -> Self {
+        self.percent = Some(percent);
+        self
+    }
+
     /// Continue an interrupted scrub from its checkpoint, skipping what it already verified.
     /// Default false (an old checkpoint is discarded).
-    pub resume: bool,
-    /// Stops the scrub when cancelled (from its progress callback, another thread, a signal
-    /// handler). Default: none.
-    pub cancel: Option<ScrubCancel>,
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Stops the scrub when `cancel` is cancelled (from the progress callback, another thread,
+    /// a signal handler). Default: none.
+    pub fn cancel(mut self, cancel: ScrubCancel) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
 }
 
 /// Stops a running scrub: it returns [`Error::Cancelled`] before its next stripe, leaving a
@@ -74,10 +124,7 @@ pub struct ScrubOptions {
 ///
 /// ```
 /// let cancel = shardguard::ScrubCancel::new();
-/// let options = shardguard::ScrubOptions {
-///     cancel: Some(cancel.clone()),
-///     ..Default::default()
-/// };
+/// let options = shardguard::ScrubOptions::default().cancel(cancel.clone());
 /// // In the progress callback: `if done_enough { cancel.cancel() }`.
 /// # let _ = options;
 /// ```
@@ -120,6 +167,7 @@ impl ScrubOptions {
 /// Progress of a running scrub, reported after each object and, while objects are being read,
 /// at least every quarter second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScrubProgress {
     /// Objects finished.
     pub objects_done: u64,
@@ -135,6 +183,7 @@ pub struct ScrubProgress {
 
 /// One object that could not be fully recovered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct UnrecoverableObject {
     /// The key (or `<object HEX>` when no header names it).
     pub key: String,
@@ -146,13 +195,14 @@ pub struct UnrecoverableObject {
 
 /// What a scrub found at one location.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LocationSummary {
     /// Slot number.
     pub slot: usize,
     /// Directory.
     pub path: PathBuf,
-    /// "healthy", "rebuilt (…)", or why it is unusable.
-    pub state: String,
+    /// Healthy, rebuilt, or why it is unusable.
+    pub state: LocationState,
     /// Chunks found damaged here.
     pub damaged_chunks: u64,
     /// Chunks rewritten here.
@@ -168,6 +218,7 @@ pub struct LocationSummary {
 
 /// The counters of a scrub, for the whole store or one object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ScrubCounts {
     /// Bytes of chunks read and verified.
     pub bytes_verified: u64,
@@ -220,6 +271,7 @@ impl ScrubCounts {
 
 /// The result of a scrub.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ScrubReport {
     /// Whether repair was requested.
     pub repair: bool,
@@ -256,6 +308,7 @@ pub struct ScrubReport {
 
 /// What a scrub made of [`ScrubOptions::resume`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ResumeOutcome {
     /// Not asked to resume (any old checkpoint was discarded).
     #[default]
@@ -339,7 +392,7 @@ impl ScrubReport {
         self.counts.damaged_chunks + self.counts.damaged_shards + self.counts.conflicting_writes > 0
             || !self.own_files.is_empty()
             || !self.unrecoverable.is_empty()
-            || self.locations.iter().any(|l| l.state != "healthy")
+            || self.locations.iter().any(|l| l.state != LocationState::Healthy)
     }
 
     /// The outcome in one word.
@@ -411,6 +464,13 @@ impl Store {
     /// objects are read, at least every quarter second (from the scrub's worker threads).
     ///
     /// Safe while the store is in use by other threads and processes.
+    ///
+    /// # Errors
+    /// [`Error::Cancelled`] when stopped by `options`' cancel token (a checkpoint is left),
+    /// [`Error::Poisoned`] for a repair in a store a failed fsync poisoned,
+    /// [`Error::InvalidConfig`] for a percentage outside 1-100, [`Error::Threads`], [`Error::Io`]
+    /// when the store's own files cannot be written. Damage found is not an error: it is in the
+    /// report.
     pub fn scrub(
         &self,
         options: &ScrubOptions,
@@ -420,10 +480,8 @@ impl Store {
         if options.repair {
             self.check_poisoned()?;
         }
-        if options.percent.is_some_and(|p| p == 0 || p > 100) {
-            return Err(Error::InvalidConfig {
-                reason: "the scrub percentage must be 1 to 100".into(),
-            });
+        if let Some(percent) = options.percent.filter(|p| *p == 0 || *p > 100) {
+            return Err(Error::invalid_config(ConfigProblem::ScrubPercent(percent)));
         }
         let mut report = ScrubReport {
             repair: options.repair,
@@ -485,8 +543,9 @@ impl Store {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.jobs.unwrap_or(0))
             .build()
-            .map_err(|e| Error::InvalidConfig {
-                reason: format!("cannot start {:?} scrub threads: {e}", options.jobs),
+            .map_err(|source| Error::Threads {
+                jobs: options.jobs.unwrap_or(0),
+                source,
             })?;
         let run = Run {
             meter: Meter::new(options.max_rate, selection.objects, selection.bytes, progress),
@@ -607,11 +666,10 @@ impl Store {
         }
         self.remove_checkpoint();
         for summary in &mut report.locations {
-            if summary.write_failures > 0 && summary.state == "healthy" {
-                summary.state = format!(
-                    "readable but not writable ({} writes refused)",
-                    summary.write_failures
-                );
+            if summary.write_failures > 0 && summary.state == LocationState::Healthy {
+                summary.state = LocationState::NotWritable {
+                    refused: summary.write_failures,
+                };
             }
         }
         report.duration_secs = started.elapsed().as_secs_f64();
@@ -632,7 +690,7 @@ impl Store {
             .map(|(slot, s)| {
                 // The identity is read once; the slot's problem follows from what was done.
                 let (state, problem) = match check_identity(&*s.location, &self.file, slot) {
-                    None => ("healthy".to_owned(), None),
+                    None => (LocationState::Healthy, None),
                     // A missing directory may be an unmounted disk: never create it.
                     Some(p) if repair && p.rebuildable() && s.dir.is_dir() => {
                         let identity = LocationIdentity {
@@ -641,17 +699,18 @@ impl Store {
                             location_count: self.slots.len() as u16,
                         };
                         match s.location.write_identity(&identity.encode()) {
-                            Ok(()) => (format!("rebuilt ({p})"), None),
+                            Ok(()) => (LocationState::Rebuilt { was: p }, None),
                             Err(e) => {
                                 self.note_write_error(&e);
-                                (
-                                    format!("{p}; rewriting the identity failed: {e}"),
-                                    Some(p.to_string()),
-                                )
+                                let state = LocationState::RebuildFailed {
+                                    problem: p.clone(),
+                                    detail: e.to_string(),
+                                };
+                                (state, Some(p))
                             }
                         }
                     }
-                    Some(p) => (p.to_string(), Some(p.to_string())),
+                    Some(p) => (LocationState::Unusable { problem: p.clone() }, Some(p)),
                 };
                 s.set_problem(problem);
                 LocationSummary {

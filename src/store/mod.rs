@@ -1,5 +1,6 @@
 //! The store: create/open, put/get/delete/list/stat over `k + m` locations.
 
+mod builder;
 mod object_writer;
 pub(crate) mod reader;
 pub(crate) mod rebuild;
@@ -14,12 +15,14 @@ use std::sync::{Arc, RwLock};
 
 use crate::arq::RetryPolicy;
 use crate::codec::Codec;
-use crate::error::{Error, Result};
+use crate::error::{ConfigProblem, Error, Result};
 use crate::format::{Geometry, LocationIdentity, ObjectId, StoreFile, WriteStamp};
+use crate::health::{HeaderProblem, LocationProblem};
 use crate::key;
 use crate::location::{write_atomically, Durability, LocalDir, Location, MAX_STORE_FILE_LEN};
 use crate::lock::ObjectLocks;
 
+pub use builder::{LocationWrapper, StoreBuilder};
 pub use object_writer::ObjectWriter;
 pub use reader::{ObjectReader, ReadStats};
 pub use writer::{PutMode, PutOutcome};
@@ -27,121 +30,30 @@ pub use writer::{PutMode, PutOutcome};
 /// Name of the store file at the store's root.
 pub const STORE_FILE: &str = "shardguard.store";
 
-/// Parameters of a new store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// Data shards per stripe, `k`. Default 4.
-    pub data_shards: u8,
-    /// Parity shards per stripe, `m`: how many lost chunks per stripe are survived. Default 2.
-    pub parity_shards: u8,
-    /// Bytes per chunk. Default 1 MiB: of 256 KiB, 1 MiB and 4 MiB, measured with
-    /// `benches/store.rs`, 1 MiB gave the fastest put and get (README, Performance), with 6 MiB
-    /// of stripe buffers for 4 + 2.
-    pub chunk_size: u32,
-    /// Location directories, one per shard (`k + m`). Default: `loc-00` … under the root.
-    pub locations: Option<Vec<PathBuf>>,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            data_shards: 4,
-            parity_shards: 2,
-            chunk_size: 1 << 20,
-            locations: None,
-        }
-    }
-}
-
-/// Knobs for opening a store; every setter's doc gives its default.
-pub struct OpenOptions {
-    retry: RetryPolicy,
-    durability: Durability,
-    wrapper: Option<LocationWrapper>,
-    location_hints: Vec<PathBuf>,
-}
-
-/// Wraps each location as the store opens it (slot, location) — fault injection uses this.
-pub type LocationWrapper = Box<dyn Fn(usize, Arc<dyn Location>) -> Arc<dyn Location> + Send + Sync>;
-
-impl Default for OpenOptions {
-    fn default() -> Self {
-        OpenOptions {
-            retry: RetryPolicy::default(),
-            durability: Durability::Fsync,
-            wrapper: None,
-            location_hints: Vec::new(),
-        }
-    }
-}
-
-impl OpenOptions {
-    /// Retransmission policy for chunk reads. Default: [`RetryPolicy::default`].
-    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// What a completed write survives. Default: [`Durability::Fsync`].
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
-        self
-    }
-
-    /// Wraps every location (for fault injection or instrumentation). Default: none.
-    pub fn location_wrapper(
-        mut self,
-        wrapper: impl Fn(usize, Arc<dyn Location>) -> Arc<dyn Location> + Send + Sync + 'static,
-    ) -> Self {
-        self.wrapper = Some(Box::new(wrapper));
-        self
-    }
-
-    /// A location of the store, where a copy of the store file is looked for should the
-    /// store file be lost or damaged. Only needed for stores whose locations are not under
-    /// the root (the copy found there lists the others, which are read too). Default: none.
-    pub fn location_hint(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.location_hints.push(dir.into());
-        self
-    }
-
-    /// Creates a new store at `root` and opens it with these options.
-    pub fn create(self, root: impl AsRef<Path>, config: &StoreConfig) -> Result<Store> {
-        crate::codec::check_cpu()?;
-        Store::create_files(root.as_ref(), config, self.durability)?;
-        self.open(root)
-    }
-
-    /// Opens the store at `root` with these options.
-    pub fn open(self, root: impl AsRef<Path>) -> Result<Store> {
-        Store::open_with(root.as_ref(), self)
-    }
-}
-
 /// The state of one location, as found when the store was opened (or a scrub rebuilt it).
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub dir: PathBuf,
     pub location: Arc<dyn Location>,
     /// `None` when usable, else why not.
-    pub unusable: RwLock<Option<String>>,
+    pub unusable: RwLock<Option<LocationProblem>>,
     /// What the location lived on when it was found usable ([`Location::instance`]).
     pub instance: RwLock<Option<u64>>,
 }
 
 impl Slot {
-    pub fn usable(&self) -> std::result::Result<&Arc<dyn Location>, String> {
+    pub fn usable(&self) -> std::result::Result<&Arc<dyn Location>, LocationProblem> {
         match &*self.unusable.read().unwrap_or_else(|e| e.into_inner()) {
             None => Ok(&self.location),
             Some(reason) => Err(reason.clone()),
         }
     }
 
-    pub fn problem(&self) -> Option<String> {
+    pub fn problem(&self) -> Option<LocationProblem> {
         self.unusable.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn set_problem(&self, problem: Option<String>) {
+    pub fn set_problem(&self, problem: Option<LocationProblem>) {
         if problem.is_none() {
             *self.instance.write().unwrap_or_else(|e| e.into_inner()) = self.location.instance().ok();
         }
@@ -209,6 +121,7 @@ impl Iterator for ListIter {
 
 /// The health of one shard of an object, as its header says (`stat` reads no chunks).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShardHealth {
     /// Shard index (`0..k` data, `k..k+m` parity).
     pub shard: usize,
@@ -236,7 +149,7 @@ pub enum ShardState {
     /// The current version's file, but its header fails verification (chunks still used).
     HeaderDamaged {
         /// Why the header was rejected.
-        reason: String,
+        problem: HeaderProblem,
     },
     /// The current version's file, shorter than its header says.
     Truncated {
@@ -250,12 +163,13 @@ pub enum ShardState {
     /// The location itself is unusable (missing, foreign, unreadable).
     Unavailable {
         /// Why.
-        reason: String,
+        problem: LocationProblem,
     },
 }
 
 /// What `stat` reports of an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ObjectStat {
     /// The object's key.
     pub key: String,
@@ -271,6 +185,7 @@ pub struct ObjectStat {
 
 /// One object in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListEntry {
     /// The object's key.
     pub key: String,
@@ -281,19 +196,26 @@ pub struct ListEntry {
 }
 
 impl Store {
-    /// Creates a store at `root` with `config` and opens it with default options.
-    pub fn create(root: impl AsRef<Path>, config: &StoreConfig) -> Result<Store> {
-        OpenOptions::default().create(root, config)
+    /// Creates a store at `root` with the default geometry (4 + 2, 1 MiB chunks, locations
+    /// `loc-00` … under the root) and opens it; [`Store::builder`] sets the rest.
+    ///
+    /// # Errors
+    /// As [`StoreBuilder::create`].
+    pub fn create(root: impl AsRef<Path>) -> Result<Store> {
+        StoreBuilder::default().create(root)
     }
 
     /// Opens the store at `root` with default options.
+    ///
+    /// # Errors
+    /// As [`StoreBuilder::open`].
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
-        OpenOptions::default().open(root)
+        StoreBuilder::default().open(root)
     }
 
-    /// Options for opening (or creating) a store.
-    pub fn options() -> OpenOptions {
-        OpenOptions::default()
+    /// A builder for creating or opening a store with other settings.
+    pub fn builder() -> StoreBuilder {
+        StoreBuilder::default()
     }
 
     /// The store's erasure-coding parameters.
@@ -355,7 +277,7 @@ impl Store {
     }
 
     /// Why each unusable location cannot be used, by slot (`None` for usable ones).
-    pub fn location_problems(&self) -> Vec<Option<String>> {
+    pub fn location_problems(&self) -> Vec<Option<LocationProblem>> {
         self.slots.iter().map(Slot::problem).collect()
     }
 
@@ -381,6 +303,12 @@ impl Store {
 
     /// The path of the shard file holding `shard` of `key`'s current version, for tools and tests
     /// that need to point at one file.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such object, [`Error::Unrecoverable`],
+    /// [`Error::NoQuorum`] or [`Error::ObjectChecksum`] when its bytes cannot be given back exactly
+    /// (never wrong bytes), [`Error::TooFewLocations`] when too few locations can be listed to be
+    /// sure of the newest version, [`Error::InvalidKey`].
     pub fn shard_path(&self, key: &str, shard: usize) -> Result<PathBuf> {
         key::validate(key)?;
         let resolved = self.resolve(key)?;
@@ -392,6 +320,12 @@ impl Store {
     }
 
     /// Size, version and per-shard health of `key`, from the shard headers (no chunks are read).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such object, [`Error::Unrecoverable`],
+    /// [`Error::NoQuorum`] or [`Error::ObjectChecksum`] when its bytes cannot be given back exactly
+    /// (never wrong bytes), [`Error::TooFewLocations`] when too few locations can be listed to be
+    /// sure of the newest version, [`Error::InvalidKey`].
     pub fn stat(&self, key: &str) -> Result<ObjectStat> {
         key::validate(key)?;
         let resolved = self.resolve(key)?;
@@ -411,6 +345,9 @@ impl Store {
     ///
     /// Cost: the headers of every object on every location are read, and the whole listing
     /// is held (to sort it); [`Store::list_prefix`] streams instead.
+    ///
+    /// # Errors
+    /// [`Error::TooFewLocations`] as said.
     pub fn list(&self) -> Result<Vec<ListEntry>> {
         let mut out: Vec<ListEntry> = self.list_prefix("")?.collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -424,6 +361,10 @@ impl Store {
     ///
     /// Cost: the shard headers of each object at every location are read, whatever the prefix
     /// (a key is known only from its headers): about `k + m` small reads per object.
+    ///
+    /// # Errors
+    /// [`Error::TooFewLocations`] as said; the iterator itself does not fail (an object unreadable
+    /// meanwhile is left out).
     pub fn list_prefix(&self, prefix: &str) -> Result<ListIter> {
         let usable = self.slots.iter().filter(|s| s.usable().is_ok()).count();
         if usable < self.read_quorum() {
@@ -504,12 +445,12 @@ impl Store {
         let location = s.usable().ok()?;
         let recorded = *s.instance.read().unwrap_or_else(|e| e.into_inner());
         let problem = match (recorded, location.instance()) {
-            (_, Err(e)) => Some(format!("location vanished while in use: {e}")),
-            (Some(then), Ok(now)) if then != now => Some(
-                "location now lives on another filesystem (unmounted or swapped while in use?)".to_owned(),
-            ),
+            (_, Err(e)) => Some(LocationProblem::Vanished {
+                detail: e.to_string(),
+            }),
+            (Some(then), Ok(now)) if then != now => Some(LocationProblem::Remounted),
             _ => check_identity(&**location, &self.file, slot)
-                .map(|p| format!("location changed while in use: {p}")),
+                .map(|now| LocationProblem::ChangedInUse { now: Box::new(now) }),
         };
         match problem {
             None => Some(location),
@@ -536,22 +477,25 @@ impl Store {
         Ok(())
     }
 
-    fn create_files(root: &Path, config: &StoreConfig, durability: Durability) -> Result<()> {
+    fn create_files(root: &Path, config: &StoreBuilder) -> Result<()> {
+        let durability = config.durability;
         let geometry = Geometry {
             k: config.data_shards,
             m: config.parity_shards,
             chunk_size: config.chunk_size,
         };
-        geometry.validate().map_err(|e| Error::InvalidConfig {
-            reason: format!(
-                "k = {}, m = {}, chunk size = {}: {e} (need 1 <= k, k + m <= 255, 1 <= chunk size <= 64 MiB)",
-                config.data_shards, config.parity_shards, config.chunk_size
-            ),
+        geometry.validate().map_err(|reason| {
+            Error::invalid_config(ConfigProblem::Geometry {
+                k: config.data_shards,
+                m: config.parity_shards,
+                chunk_size: config.chunk_size,
+                reason,
+            })
         })?;
         if root.exists() && !root.is_dir() {
-            return Err(Error::InvalidConfig {
-                reason: format!("{}: exists and is not a directory", root.display()),
-            });
+            return Err(Error::invalid_config(ConfigProblem::RootNotADirectory(
+                root.to_path_buf(),
+            )));
         }
         fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         let store_path = root.join(STORE_FILE);
@@ -563,9 +507,10 @@ impl Store {
             None => (0..n).map(|i| PathBuf::from(format!("loc-{i:02}"))).collect(),
             Some(dirs) if dirs.len() == n => dirs.clone(),
             Some(dirs) => {
-                return Err(Error::InvalidConfig {
-                    reason: format!("{} locations given, k + m = {n} needed", dirs.len()),
-                })
+                return Err(Error::invalid_config(ConfigProblem::LocationCount {
+                    given: dirs.len(),
+                    needed: n,
+                }))
             }
         };
         // Check every location before writing any identity, so a refused create claims nothing.
@@ -575,9 +520,7 @@ impl Store {
             fs::create_dir_all(&full).map_err(|e| Error::io(&full, e))?;
             let location = LocalDir::new(&full, durability);
             if location.read_identity().is_ok() {
-                return Err(Error::InvalidConfig {
-                    reason: format!("{} already belongs to a store", full.display()),
-                });
+                return Err(Error::invalid_config(ConfigProblem::LocationTaken(full)));
             }
             // Absolute paths for locations outside the root, so the store opens from anywhere;
             // relative ones for the default layout, so the whole store can be moved.
@@ -605,10 +548,10 @@ impl Store {
             recorded.push(stored.as_os_str().as_bytes().to_vec());
             written.push((full, location));
         }
-        if recorded.iter().any(|p| p.len() > crate::format::MAX_PATH_LEN) {
-            return Err(Error::InvalidConfig {
-                reason: "a location path is longer than 4096 bytes".into(),
-            });
+        if let Some(long) = recorded.iter().find(|p| p.len() > crate::format::MAX_PATH_LEN) {
+            use std::os::unix::ffi::OsStrExt;
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(long));
+            return Err(Error::invalid_config(ConfigProblem::LocationPathTooLong(path)));
         }
         let bytes = StoreFile {
             store_id,
@@ -623,7 +566,7 @@ impl Store {
         write_atomically(root, STORE_FILE, &bytes, durability).map_err(|e| Error::io(&store_path, e))
     }
 
-    fn open_with(root: &Path, options: OpenOptions) -> Result<Store> {
+    fn open_with(root: &Path, options: StoreBuilder) -> Result<Store> {
         crate::codec::check_cpu()?;
         let store_path = root.join(STORE_FILE);
         let read = crate::own_files::read_bounded(&store_path, MAX_STORE_FILE_LEN)
@@ -662,7 +605,7 @@ impl Store {
                     Some(wrap) => wrap(slot, local),
                     None => local,
                 };
-                let unusable = check_identity(&*location, &file, slot).map(|p| p.to_string());
+                let unusable = check_identity(&*location, &file, slot);
                 let instance = location.instance().ok().filter(|_| unusable.is_none());
                 Slot {
                     dir,
@@ -696,23 +639,26 @@ fn check_locations_apart<'a>(root: &Path, locations: impl Iterator<Item = &'a Pa
     let mut seen: Vec<(PathBuf, &Path)> = Vec::new();
     for given in locations {
         let path = canonical(given)?;
-        let refuse = |why: String| {
-            Err(Error::InvalidConfig {
-                reason: format!("location {}: {why}", given.display()),
-            })
-        };
+        let refuse = |problem| Err(Error::invalid_config(problem));
+        let given_path = given.to_path_buf();
         if path == root {
-            return refuse("is the store's own directory".into());
+            return refuse(ConfigProblem::LocationIsRoot(given_path));
         }
-        if let Some(dir) = own.iter().find(|d| path.starts_with(d)) {
-            return refuse(format!("is inside the store's own files ({})", dir.display()));
+        if own.iter().any(|d| path.starts_with(d)) {
+            return refuse(ConfigProblem::LocationInOwnFiles(given_path));
         }
         for (other, other_given) in &seen {
             if *other == path {
-                return refuse(format!("is the same directory as {}", other_given.display()));
+                return refuse(ConfigProblem::LocationsSame(
+                    given_path,
+                    other_given.to_path_buf(),
+                ));
             }
             if path.starts_with(other) || other.starts_with(&path) {
-                return refuse(format!("and {} are nested", other_given.display()));
+                return refuse(ConfigProblem::LocationsNested(
+                    given_path,
+                    other_given.to_path_buf(),
+                ));
             }
         }
         seen.push((path, given));
@@ -762,82 +708,39 @@ fn store_file_from_copies(root: &Path, hints: &[PathBuf]) -> Option<StoreFile> {
     votes.into_iter().max_by_key(|(_, n)| *n).map(|(file, _)| file)
 }
 
-/// Why a location cannot serve its slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum IdentityProblem {
-    /// The location's directory does not exist: a disk not mounted (never created by a scrub,
-    /// which would write onto the filesystem below the mount point).
-    DirectoryMissing,
-    /// The directory exists but holds no identity file: a wiped, replaced or new disk. A scrub
-    /// with repair rebuilds it.
-    Missing,
-    /// The identity file fails its checksum. A scrub with repair rewrites it.
-    Damaged(String),
-    /// The identity file cannot be read.
-    Unreadable(String),
-    /// Another store's disk, or another slot's: never written to.
-    Foreign(String),
-}
-
-impl IdentityProblem {
-    /// Whether a scrub may claim the location again (it is ours by path, and holds no other
-    /// store's or slot's identity).
-    pub fn rebuildable(&self) -> bool {
-        matches!(self, IdentityProblem::Missing | IdentityProblem::Damaged(_))
-    }
-}
-
-impl std::fmt::Display for IdentityProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IdentityProblem::DirectoryMissing => write!(
-                f,
-                "directory does not exist (disk not mounted?): mount it; for a new disk, create the \
-                 directory and a repairing scrub rebuilds it"
-            ),
-            IdentityProblem::Missing => write!(
-                f,
-                "no identity file (a wiped, replaced or new disk?): a repairing scrub rebuilds it"
-            ),
-            IdentityProblem::Damaged(e) => write!(f, "identity file damaged: {e}"),
-            IdentityProblem::Unreadable(e) => write!(f, "identity file unreadable: {e}"),
-            IdentityProblem::Foreign(why) => {
-                write!(f, "{why}: never written to (check which disk is mounted here)")
-            }
-        }
-    }
-}
-
 /// Checks that a location's identity file names this store and slot. A missing identity means a
 /// wiped or replaced disk; a foreign one, a swapped disk.
 pub(crate) fn check_identity(
     location: &dyn Location,
     file: &StoreFile,
     slot: usize,
-) -> Option<IdentityProblem> {
+) -> Option<LocationProblem> {
     let bytes = match location.read_identity() {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Some(match location.path().is_dir() {
-                true => IdentityProblem::Missing,
-                false => IdentityProblem::DirectoryMissing,
+                true => LocationProblem::IdentityMissing,
+                false => LocationProblem::DirectoryMissing,
             })
         }
         // A link, directory or FIFO in its place: damaged, so claimable like a missing one.
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            return Some(IdentityProblem::Damaged(e.to_string()))
+            return Some(LocationProblem::IdentityDamaged {
+                detail: e.to_string(),
+            })
         }
-        Err(e) => return Some(IdentityProblem::Unreadable(e.to_string())),
+        Err(e) => {
+            return Some(LocationProblem::IdentityUnreadable {
+                detail: e.to_string(),
+            })
+        }
     };
     match LocationIdentity::decode(&bytes) {
-        Err(e) => Some(IdentityProblem::Damaged(e.to_string())),
-        Ok(id) if id.store_id != file.store_id => {
-            Some(IdentityProblem::Foreign("belongs to another store".into()))
-        }
-        Ok(id) if usize::from(id.slot) != slot => Some(IdentityProblem::Foreign(format!(
-            "holds slot {} of this store, not slot {slot}",
-            id.slot
-        ))),
+        Err(e) => Some(LocationProblem::IdentityDamaged {
+            detail: e.to_string(),
+        }),
+        Ok(id) if id.store_id != file.store_id => Some(LocationProblem::ForeignStore),
+        Ok(id) if usize::from(id.slot) != slot => Some(LocationProblem::WrongSlot { holds: id.slot }),
         Ok(_) => None,
     }
 }

@@ -33,6 +33,9 @@ enum Message {
 impl Store {
     /// A sink that stores what is written to it as `key` once [`ObjectWriter::finish`] is
     /// called (the same put as [`Store::put`]: verified, quorum-committed).
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`]; [`ObjectWriter::finish`] reports the put's own errors.
     pub fn writer(&self, key: &str) -> Result<ObjectWriter> {
         crate::key::validate(key)?;
         let (to_put, from_writer) = mpsc::sync_channel(BUFFERS_IN_FLIGHT);

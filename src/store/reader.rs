@@ -20,6 +20,7 @@ use super::Store;
 
 /// What a read had to do to return correct bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReadStats {
     /// Chunks read and verified on some try.
     pub chunks_verified: u64,
@@ -70,6 +71,13 @@ pub struct ObjectReader {
 
 impl Store {
     /// Opens `key` for a verified streaming read.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such object, [`Error::Unrecoverable`],
+    /// [`Error::NoQuorum`] or [`Error::ObjectChecksum`] when its bytes cannot be given back exactly
+    /// (never wrong bytes), [`Error::TooFewLocations`] when too few locations can be listed to be
+    /// sure of the newest version, [`Error::InvalidKey`]. Reads through the reader fail as
+    /// `io::Error`s wrapping these.
     pub fn get(&self, key: &str) -> Result<ObjectReader> {
         self.get_range(key, 0..u64::MAX)
     }
@@ -78,6 +86,12 @@ impl Store {
     /// read, each chunk checked against its CRC32C and rebuilt from parity when it fails, as
     /// for [`Store::get`]. The whole-object checksum is checked only when the range covers the
     /// whole object. A range past the end is cut at the end (one starting past it is empty).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such object, [`Error::Unrecoverable`],
+    /// [`Error::NoQuorum`] or [`Error::ObjectChecksum`] when its bytes cannot be given back exactly
+    /// (never wrong bytes), [`Error::TooFewLocations`] when too few locations can be listed to be
+    /// sure of the newest version, [`Error::InvalidKey`].
     pub fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<ObjectReader> {
         key::validate(key)?;
         let resolved = self.resolve(key)?;
@@ -107,6 +121,13 @@ impl Store {
     /// Reads the object into the file at `path`, verified, atomically: the bytes go to a
     /// temporary file beside it, which is fsynced and renamed into place only once every byte
     /// verified. A failed read leaves no partial file. Returns the bytes written.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such object, [`Error::Unrecoverable`],
+    /// [`Error::NoQuorum`] or [`Error::ObjectChecksum`] when its bytes cannot be given back exactly
+    /// (never wrong bytes), [`Error::TooFewLocations`] when too few locations can be listed to be
+    /// sure of the newest version, [`Error::InvalidKey`]. [`Error::Io`] when the file cannot be
+    /// written (nothing is left at `path`).
     pub fn get_to_path(&self, key: &str, path: &Path) -> Result<u64> {
         let mut reader = self.get(key)?;
         let dir = match path.parent() {
@@ -140,6 +161,12 @@ impl Store {
     }
 
     /// Reads the whole object into memory, verified.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such object, [`Error::Unrecoverable`],
+    /// [`Error::NoQuorum`] or [`Error::ObjectChecksum`] when its bytes cannot be given back exactly
+    /// (never wrong bytes), [`Error::TooFewLocations`] when too few locations can be listed to be
+    /// sure of the newest version, [`Error::InvalidKey`].
     pub fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
         let mut reader = self.get(key)?;
         let mut out = Vec::with_capacity(reader.len().min(1 << 30) as usize);
@@ -175,6 +202,10 @@ impl ObjectReader {
     }
 
     /// Writes the rest of the object to `out`, with typed errors (unlike `io::copy`).
+    ///
+    /// # Errors
+    /// The read errors of [`Store::get`] for the chunks still to read, and [`Error::Output`] when
+    /// `out` fails.
     pub fn copy_to(&mut self, out: &mut impl Write) -> Result<u64> {
         let mut written = 0;
         loop {
@@ -183,7 +214,7 @@ impl ObjectReader {
                 return Ok(written);
             }
             let len = data.len();
-            out.write_all(data).map_err(|e| Error::io("<output>", e))?;
+            out.write_all(data).map_err(|source| Error::Output { source })?;
             self.consume(len);
             written += len as u64;
         }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{ObjectId, ShardHeader, WriteStamp, MAX_KEY_LEN, SHARD_HEADER_FIXED_LEN};
+use crate::health::{HeaderProblem, LocationProblem};
 use crate::location::{OpenedShard, ShardFile};
 use crate::placement;
 
@@ -34,14 +35,14 @@ pub(crate) struct Candidate {
     pub pending: bool,
     pub file: Arc<dyn ShardFile>,
     /// The decoded header, or why it could not be used.
-    pub header: std::result::Result<ShardHeader, String>,
+    pub header: std::result::Result<ShardHeader, HeaderProblem>,
 }
 
 /// Everything the locations hold of an object.
 pub(crate) struct Gathered {
     pub object: ObjectId,
     /// Per slot: the writes found there, or why the slot could not be read.
-    pub slots: Vec<std::result::Result<Vec<Candidate>, String>>,
+    pub slots: Vec<std::result::Result<Vec<Candidate>, LocationProblem>>,
     /// A listing changed while the files were opened (a concurrent put, delete or repair moved
     /// on), so the gather is not a snapshot of one moment.
     pub raced: bool,
@@ -74,7 +75,11 @@ impl Store {
         let mut opened = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             let listed = slot.usable().and_then(|location| {
-                let mut files = location.open_shards(object).map_err(|e| e.to_string())?;
+                let mut files = location
+                    .open_shards(object)
+                    .map_err(|e| LocationProblem::ListingFailed {
+                        detail: e.to_string(),
+                    })?;
                 files.retain(|opened| {
                     let gone = matches!(&opened.file, Err(e) if e.kind() == io::ErrorKind::NotFound);
                     raced |= gone;
@@ -117,7 +122,9 @@ impl Store {
                             stamp,
                             pending,
                             file: Arc::new(Unreadable),
-                            header: Err(e.to_string()),
+                            header: Err(HeaderProblem::Unreadable {
+                                detail: e.to_string(),
+                            }),
                         },
                     })
                     .collect())
@@ -130,19 +137,22 @@ impl Store {
         &self,
         file: &dyn ShardFile,
         stamp: WriteStamp,
-    ) -> std::result::Result<ShardHeader, String> {
+    ) -> std::result::Result<ShardHeader, HeaderProblem> {
         let len = (file.len() as usize).min(MAX_HEADER_LEN);
         let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, 0).map_err(|e| e.to_string())?;
-        let (header, _) = ShardHeader::decode_prefix(&buf).map_err(|e| e.to_string())?;
+        file.read_exact_at(&mut buf, 0)
+            .map_err(|e| HeaderProblem::Unreadable {
+                detail: e.to_string(),
+            })?;
+        let (header, _) = ShardHeader::decode_prefix(&buf)?;
         if header.store_id != self.file.store_id {
-            return Err("belongs to another store".into());
+            return Err(HeaderProblem::ForeignStore);
         }
         if header.stamp != stamp {
-            return Err("header names another write than its file name".into());
+            return Err(HeaderProblem::WrongWrite);
         }
         if header.geometry != self.file.geometry {
-            return Err("header's k, m or chunk size differ from the store's".into());
+            return Err(HeaderProblem::WrongGeometry);
         }
         Ok(header)
     }
@@ -268,7 +278,7 @@ impl Store {
             let shard = placement::shard_of_slot(object, slot, n);
             let location = self.slots[slot].dir.clone();
             let state = match found {
-                Err(reason) => ShardState::Unavailable { reason },
+                Err(problem) => ShardState::Unavailable { problem },
                 Ok(found) => {
                     let stale = found
                         .iter()
@@ -282,8 +292,8 @@ impl Store {
                         },
                         Some(c) => {
                             let state = match &c.header {
-                                Err(reason) => ShardState::HeaderDamaged {
-                                    reason: reason.clone(),
+                                Err(problem) => ShardState::HeaderDamaged {
+                                    problem: problem.clone(),
                                 },
                                 Ok(h) if usize::from(h.shard_index) != shard || h.key != key => {
                                     ShardState::Misplaced

@@ -17,6 +17,7 @@ use super::Store;
 
 /// What a successful put wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PutOutcome {
     /// The new version.
     pub version: u64,
@@ -56,6 +57,12 @@ impl Store {
     ///
     /// Runs on the calling thread (and, for the final fsyncs, threads of its own), never on
     /// rayon's pool: it may be called from any thread pool without risk of deadlock.
+    ///
+    /// # Errors
+    /// [`Error::WriteQuorum`] when fewer than [`Store::write_quorum`] shards could be made durable,
+    /// [`Error::Input`] when `data` fails, [`Error::Poisoned`] after a failed fsync,
+    /// [`Error::TooFewLocations`], [`Error::InvalidKey`]. On every error the previous version stays
+    /// current.
     pub fn put(&self, key: &str, data: impl Read) -> Result<PutOutcome> {
         self.put_with(key, data, PutMode::Overwrite)
     }
@@ -184,6 +191,11 @@ impl Store {
 
     /// Deletes `key`: writes a tombstone version to every location, removes the older writes,
     /// then the tombstones once every location has dropped the object.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such object, [`Error::WriteQuorum`] when the tombstones
+    /// could not be made durable on a write quorum (the object stays), [`Error::Poisoned`],
+    /// [`Error::TooFewLocations`], [`Error::InvalidKey`].
     pub fn delete(&self, key: &str) -> Result<()> {
         key::validate(key)?;
         self.check_poisoned()?;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shardguard::{Durability, Store, StoreConfig};
+use shardguard::{Durability, Store};
 
 /// Seeded pseudo-random bytes, so a failure replays.
 pub fn data(seed: u64, len: usize) -> Vec<u8> {
@@ -17,28 +17,22 @@ pub fn data(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-pub fn config(k: u8, m: u8, chunk_size: u32) -> StoreConfig {
-    StoreConfig {
-        data_shards: k,
-        parity_shards: m,
-        chunk_size,
-        locations: None,
-    }
-}
-
 /// A store in a fresh temporary directory; page-cache durability keeps the tests fast (fsync
 /// paths are covered by the crash tests and the CLI tests).
 pub fn store(k: u8, m: u8, chunk_size: u32) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::options()
+    let store = Store::builder()
         .durability(Durability::PageCache)
-        .create(dir.path(), &config(k, m, chunk_size))
+        .data_shards(k)
+        .parity_shards(m)
+        .chunk_size(chunk_size)
+        .create(dir.path())
         .expect("create");
     (dir, store)
 }
 
 pub fn reopen(dir: &Path) -> Store {
-    Store::options()
+    Store::builder()
         .durability(Durability::PageCache)
         .open(dir)
         .expect("open")
@@ -96,7 +90,7 @@ pub fn spawn(args: &[&str]) -> Child {
 pub fn keys_in_bucket(bucket: u8, count: usize) -> Vec<String> {
     (0u64..)
         .map(|i| format!("same-bucket/{i}"))
-        .filter(|k| shardguard::format::ObjectId::of_key(k).0[0] == bucket)
+        .filter(|k| shardguard::location::ObjectId::of_key(k).0[0] == bucket)
         .take(count)
         .collect()
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use shardguard::demo::{self, DemoEvent, DemoOptions};
 use shardguard::{
-    Error, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict, ShardState, Store, StoreConfig,
+    Error, LocationState, ScrubOptions, ScrubProgress, ScrubReport, ScrubVerdict, ShardState, Store,
 };
 
 /// `println!` that ends the program quietly when stdout is closed (`shardguard ls | head`)
@@ -185,7 +185,7 @@ fn parse_rate(s: &str) -> Result<u64, String> {
 fn open_store(path: &std::path::Path, hints: &[PathBuf]) -> Result<Store, shardguard::Error> {
     let store = hints
         .iter()
-        .fold(Store::options(), |options, hint| options.location_hint(hint))
+        .fold(Store::builder(), |options, hint| options.location_hint(hint))
         .open(path)?;
     if let Some(problem) = store.store_file_problem() {
         let _ = writeln!(
@@ -204,7 +204,7 @@ fn main() -> ExitCode {
     match run(cli.command, &cli.location_hints) {
         Ok(code) => ExitCode::from(code),
         // The reader went away (`get … | head`): nothing to report.
-        Err(Failure::Store(Error::Io { source, .. })) if source.kind() == io::ErrorKind::BrokenPipe => {
+        Err(Failure::Store(Error::Output { source })) if source.kind() == io::ErrorKind::BrokenPipe => {
             ExitCode::SUCCESS
         }
         Err(Failure::Store(e)) => {
@@ -299,13 +299,14 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
                 .iter()
                 .map(|l| std::path::absolute(l).map_err(io_context(l.display())))
                 .collect::<Result<Vec<_>, _>>()?;
-            let config = StoreConfig {
-                data_shards: data,
-                parity_shards: parity,
-                chunk_size,
-                locations: (!locations.is_empty()).then_some(locations),
-            };
-            let s = Store::create(&store, &config)?;
+            let mut builder = Store::builder()
+                .data_shards(data)
+                .parity_shards(parity)
+                .chunk_size(chunk_size);
+            if !locations.is_empty() {
+                builder = builder.locations(locations);
+            }
+            let s = builder.create(&store)?;
             say!(
                 "created store {} ({data} data + {parity} parity shards, {} locations, chunk {chunk_size} bytes)",
                 store.display(),
@@ -478,16 +479,19 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             json,
         } => {
             let store = open_store(&store, hints)?;
-            let options = ScrubOptions {
-                repair,
-                deep,
-                jobs: jobs.map(usize::from),
-                max_rate,
-                prefix,
-                percent,
-                resume,
-                cancel: None,
-            };
+            let mut options = ScrubOptions::default().repair(repair).deep(deep).resume(resume);
+            if let Some(jobs) = jobs {
+                options = options.jobs(jobs.into());
+            }
+            if let Some(rate) = max_rate {
+                options = options.max_rate(rate);
+            }
+            if let Some(prefix) = prefix {
+                options = options.prefix(prefix);
+            }
+            if let Some(percent) = percent {
+                options = options.percent(percent);
+            }
             // Made at the first report, once the totals are known, so no frame shows empty fields.
             let show_progress = !json && io::stderr().is_terminal();
             let bar = std::sync::OnceLock::new();
@@ -528,7 +532,7 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
                 let free = l
                     .free_bytes
                     .map_or("?".into(), |b| indicatif::HumanBytes(b).to_string());
-                let health = l.problem.as_deref().unwrap_or("healthy");
+                let health = l.problem.as_ref().map_or("healthy".into(), ToString::to_string);
                 say!(
                     "  slot {:>3}  {:<10} free  {}  {}",
                     l.slot,
@@ -691,7 +695,7 @@ fn print_scrub_report(r: &ScrubReport) {
         );
     }
     for l in &r.locations {
-        if l.state != "healthy" || l.damaged_chunks + l.damaged_shards > 0 {
+        if l.state != LocationState::Healthy || l.damaged_chunks + l.damaged_shards > 0 {
             say!(
                 "  location {} ({}): {}; {} damaged chunks, {} repaired; {} damaged shards, {} rebuilt",
                 l.slot,
@@ -720,10 +724,10 @@ fn state(state: &ShardState) -> String {
         ShardState::Healthy => "healthy".into(),
         ShardState::Missing => "MISSING".into(),
         ShardState::Stale { version } => format!("STALE (version {version})"),
-        ShardState::HeaderDamaged { reason } => format!("HEADER DAMAGED ({reason})"),
+        ShardState::HeaderDamaged { problem } => format!("HEADER DAMAGED ({problem})"),
         ShardState::Truncated { len, expected } => format!("TRUNCATED ({len} of {expected} bytes)"),
         ShardState::Misplaced => "MISPLACED".into(),
-        ShardState::Unavailable { reason } => format!("UNAVAILABLE ({reason})"),
+        ShardState::Unavailable { problem } => format!("UNAVAILABLE ({problem})"),
         other => format!("{other:?}"),
     }
 }
@@ -743,8 +747,8 @@ fn print_demo_event(event: DemoEvent) {
             bytes as f64 / MIB / secs
         ),
         DemoEvent::Damaged { what } => say!("damage: {what}"),
-        DemoEvent::LocationLost { location, reason } => {
-            say!("reopened: location {} is unusable: {reason}", location.display())
+        DemoEvent::LocationLost { location, problem } => {
+            say!("reopened: location {} is unusable: {problem}", location.display())
         }
         DemoEvent::Verified {
             objects,
