@@ -79,6 +79,20 @@ pub(crate) fn sync_file(file: &File, path: &Path, data_only: bool) -> io::Result
     }
 }
 
+/// Starts writing bytes `[offset, offset + len)` of `file` back to the disk without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). A hint that durability is coming: it makes
+/// nothing durable (the file's fsync still does), so it is no cut point for power loss, and
+/// its errors are left for that fsync to report.
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor belongs to `file`, open for the whole call; the call only reads
+    // its arguments and touches no memory of ours.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
 /// Makes a directory's entries (files created, renamed in or removed) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     match watch(Call::SyncDir(dir)) {

@@ -114,6 +114,35 @@ pub enum LocationState {
     },
 }
 
+/// What was wrong with the store file (`shardguard.store`) when the store opened from the
+/// copies its locations keep; a repairing scrub rewrites it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreFileProblem {
+    /// No store file.
+    #[error("{path}: missing; opened from the copies in the locations")]
+    Missing {
+        /// Where it should be.
+        path: std::path::PathBuf,
+    },
+    /// The store file could not be read (or is not a regular file).
+    #[error("{path}: {detail}; opened from the copies in the locations")]
+    Unreadable {
+        /// The store file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        detail: String,
+    },
+    /// The store file's bytes are not a valid store file.
+    #[error("{path}: {reason}; opened from the copies in the locations")]
+    Damaged {
+        /// The store file.
+        path: std::path::PathBuf,
+        /// What is wrong with its bytes.
+        reason: FormatError,
+    },
+}
+
 /// Why a shard file's header was rejected (its chunks are still used, each verified by its own
 /// checksum).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

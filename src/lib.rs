@@ -110,7 +110,7 @@ pub use arq::RetryPolicy;
 pub use codec::UnsupportedCpu;
 pub use error::{ConfigProblem, Error, Result};
 pub use format::{FormatError, Geometry};
-pub use health::{HeaderProblem, LocationProblem, LocationState};
+pub use health::{HeaderProblem, LocationProblem, LocationState, StoreFileProblem};
 pub use key::validate as validate_key;
 pub use location::{Durability, Location};
 pub use scrub::{

@@ -32,6 +32,10 @@ pub const STORE_COPY_FILE: &str = "SHARDGUARD-STORE";
 pub(crate) const MAX_STORE_FILE_LEN: usize = 2 << 20;
 const OBJECTS_DIR: &str = "objects";
 const TMP_DIR: &str = "tmp";
+/// A shard file being written to a `Fsync` location has its writeback started every this many
+/// bytes, so the commit's fsync finds little left to write and the kernel's dirty-page
+/// throttling never stalls a large put (RocksDB's `bytes_per_sync`, same reason).
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// What survives a power loss once a write has returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -462,6 +466,8 @@ impl Location for LocalDir {
         let file = disk::open_for_writing(OpenOptions::new().write(true).create_new(true), &tmp)?;
         Ok(Box::new(LocalShardWriter {
             file: Some(BufWriter::with_capacity(256 << 10, file)),
+            written: 0,
+            writeback_from: 0,
             tmp,
             target_dir: self.object_dir(object),
             stamp,
@@ -567,6 +573,10 @@ impl ShardFile for LocalShardFile {
 
 struct LocalShardWriter {
     file: Option<BufWriter<File>>,
+    /// Bytes written so far (appended; patches at offsets do not count).
+    written: u64,
+    /// Where the next early writeback starts ([`WRITEBACK_STEP`]).
+    writeback_from: u64,
     tmp: PathBuf,
     target_dir: PathBuf,
     stamp: WriteStamp,
@@ -613,7 +623,18 @@ impl LocalShardWriter {
 
 impl ShardWriter for LocalShardWriter {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file()?.write_all(buf)
+        self.file()?.write_all(buf)?;
+        self.written += buf.len() as u64;
+        if self.location.durability == Durability::Fsync
+            && self.written - self.writeback_from >= WRITEBACK_STEP
+        {
+            let (from, len) = (self.writeback_from, self.written - self.writeback_from);
+            let file = self.file()?;
+            file.flush()?;
+            disk::start_writeback(file.get_ref(), from, len);
+            self.writeback_from = self.written;
+        }
+        Ok(())
     }
 
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {

@@ -128,3 +128,30 @@ fn a_256_mib_object_streams_with_stripe_bounded_buffers() {
     assert_eq!(reader.copy_to(&mut check).unwrap(), len);
     assert_eq!(check.checked, len);
 }
+
+/// Shard files over 8 MiB have their writeback started early while being written (an fsynced
+/// store only); the bytes and the file lengths are exactly those of a page-cache put.
+#[test]
+fn an_fsynced_put_with_early_writeback_reads_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let fsynced = shardguard::Store::builder()
+        .data_shards(2)
+        .parity_shards(1)
+        .chunk_size(1 << 20)
+        .create(dir.path())
+        .unwrap();
+    // 2 data shards of ~20.5 MiB each: early writeback starts twice per shard file, mid-chunk.
+    let bytes = data(41, (41 << 20) + 12_345);
+    fsynced.put("big", &bytes[..]).unwrap();
+    assert_eq!(fsynced.get_bytes("big").unwrap(), bytes);
+    let (_page_dir, page_cache) = store(2, 1, 1 << 20);
+    page_cache.put("big", &bytes[..]).unwrap();
+    for shard in 0..3 {
+        let len = |s: &shardguard::Store| {
+            std::fs::metadata(s.shard_path("big", shard).unwrap())
+                .unwrap()
+                .len()
+        };
+        assert_eq!(len(&fsynced), len(&page_cache), "shard {shard}");
+    }
+}

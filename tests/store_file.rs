@@ -71,7 +71,12 @@ fn a_lost_or_damaged_store_file_is_read_from_the_locations_and_rewritten() {
             let report = store.scrub(&repair(), &|_| {}).unwrap();
             (problem, got, report)
         });
-        assert!(problem.is_some(), "{what}: the problem is said");
+        match (what, &problem) {
+            ("deleted", Some(shardguard::StoreFileProblem::Missing { .. })) => {}
+            ("a flipped byte", Some(shardguard::StoreFileProblem::Damaged { .. })) => {}
+            ("deleted" | "a flipped byte", _) => panic!("{what}: {problem:?}"),
+            _ => assert!(problem.is_some(), "{what}: the problem is said"),
+        }
         assert!(got == bytes, "{what}");
         assert_eq!(report.verdict(), ScrubVerdict::Repaired, "{what}: {report:#?}");
         let store = common::reopen(dir.path());

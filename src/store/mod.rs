@@ -17,7 +17,7 @@ use crate::arq::RetryPolicy;
 use crate::codec::Codec;
 use crate::error::{ConfigProblem, Error, Result};
 use crate::format::{Geometry, LocationIdentity, ObjectId, StoreFile, WriteStamp};
-use crate::health::{HeaderProblem, LocationProblem};
+use crate::health::{HeaderProblem, LocationProblem, StoreFileProblem};
 use crate::key;
 use crate::location::{write_atomically, Durability, LocalDir, Location, MAX_STORE_FILE_LEN};
 use crate::lock::ObjectLocks;
@@ -88,7 +88,7 @@ pub struct StoreState {
     retry: RetryPolicy,
     durability: Durability,
     /// What was wrong with the store file when the store opened from its copies.
-    store_file_problem: RwLock<Option<String>>,
+    store_file_problem: RwLock<Option<StoreFileProblem>>,
     pub(crate) locks: ObjectLocks,
     poisoned: AtomicBool,
 }
@@ -230,7 +230,7 @@ impl Store {
 
     /// What was wrong with the store file, if the store opened from the copies every
     /// location keeps (`scrub --repair` rewrites it); `None` when it was fine.
-    pub fn store_file_problem(&self) -> Option<String> {
+    pub fn store_file_problem(&self) -> Option<StoreFileProblem> {
         self.store_file_problem
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -581,10 +581,23 @@ impl Store {
             Ok(file) => (file, None),
             // Lost or damaged: the copies in the locations say the same.
             Err(e) => match store_file_from_copies(root, &options.location_hints) {
-                Some(file) => (
-                    file,
-                    Some(format!("{e}; opened from the copies in the locations")),
-                ),
+                Some(file) => {
+                    let path = store_path.clone();
+                    let problem = match e {
+                        Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                            StoreFileProblem::Missing { path }
+                        }
+                        Error::Format { source, .. } => StoreFileProblem::Damaged { path, reason: source },
+                        other => StoreFileProblem::Unreadable {
+                            path,
+                            detail: match other {
+                                Error::Io { source, .. } => source.to_string(),
+                                other => other.to_string(),
+                            },
+                        },
+                    };
+                    (file, Some(problem))
+                }
                 None if matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound) => {
                     return Err(Error::NotAStore {
                         path: root.to_path_buf(),
