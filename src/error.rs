@@ -141,6 +141,16 @@ pub enum Error {
         source: crate::format::FormatError,
     },
 
+    /// A pack (shared by small objects) verified chunk by chunk but its table does not
+    /// decode: written wrong. Its objects cannot be found until a repair.
+    #[error("pack {pack}: its table is damaged: {source}")]
+    PackDamaged {
+        /// The pack's id (32 hex digits).
+        pack: String,
+        /// What is wrong with the table.
+        source: crate::format::FormatError,
+    },
+
     /// An I/O operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -256,6 +266,19 @@ pub enum ConfigProblem {
     /// One location is inside another.
     #[error("location {0}: and {1} are nested")]
     LocationsNested(PathBuf, PathBuf),
+    /// A pack threshold that leaves no room in a chunk for the pack's table (an object in a pack
+    /// lies in one chunk beside a copy of the table: at most the chunk size less 1095 bytes), or
+    /// above 16 MiB (packed objects are held in memory while written).
+    #[error(
+        "a pack threshold of {threshold} bytes does not fit chunks of {chunk_size} bytes (at most the \
+         chunk size less 1095 bytes, and at most 16 MiB)"
+    )]
+    PackThreshold {
+        /// The threshold asked for.
+        threshold: u32,
+        /// The chunk size asked for.
+        chunk_size: u32,
+    },
     /// A scrub percentage outside 1-100.
     #[error("the scrub percentage must be 1 to 100, not {0}")]
     ScrubPercent(u8),

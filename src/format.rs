@@ -22,7 +22,10 @@ const IDENTITY_MAGIC: [u8; 8] = *b"SGLOCID\0";
 const STORE_MAGIC: [u8; 8] = *b"SGSTORE\0";
 const CHECKPOINT_MAGIC: [u8; 8] = *b"SGSCRUB\0";
 const HISTORY_MAGIC: [u8; 8] = *b"SGHIST\0\0";
+const PACK_MAGIC: [u8; 8] = *b"SGPACK\0\0";
 const FORMAT_VERSION: u16 = 1;
+/// The store file's version when the store packs small objects (FORMAT.md, "Packs").
+const STORE_VERSION_PACKS: u16 = 2;
 
 /// Size of the shard header without the key and its trailing CRC.
 pub const SHARD_HEADER_FIXED_LEN: usize = 82;
@@ -80,13 +83,63 @@ pub enum FormatError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId(pub [u8; 16]);
 
+/// Keys of pack objects start with this. A user's key never holds NUL, so none is taken for one.
+pub const PACK_KEY_PREFIX: &str = "\0pack/";
+/// The first bytes of every pack's id (bucket `ff`): a listing of that one bucket finds every
+/// pack. (A user's key hashes to such an id once in 2^32 keys; its header's key tells them apart.)
+const PACK_ID_PREFIX: [u8; 4] = [0xff, 0xff, b'P', b'K'];
+
+/// The pack a key names, if it is a pack's key (the prefix, then a pack id in hex).
+fn pack_of_key(key: &str) -> Option<ObjectId> {
+    key.strip_prefix(PACK_KEY_PREFIX)
+        .and_then(ObjectId::from_hex)
+        .filter(ObjectId::is_pack)
+}
+
+/// Whether `key` is a pack's key: the only keys with a NUL that a shard header may hold.
+pub fn is_pack_key(key: &str) -> bool {
+    pack_of_key(key).is_some()
+}
+
 impl ObjectId {
-    /// The id of a key.
+    /// The id of a key: BLAKE3 of the key, or for a pack's key the pack's id.
     pub fn of_key(key: &str) -> Self {
+        if let Some(id) = pack_of_key(key) {
+            return id;
+        }
         let hash = blake3::hash(key.as_bytes());
         let mut id = [0u8; 16];
         id.copy_from_slice(&hash.as_bytes()[..16]);
         ObjectId(id)
+    }
+
+    /// The id of a pack holding `entries`: the pack prefix and 12 bytes of BLAKE3 over what
+    /// the entries are (key, version, length, CRC). Unique as the writes are; derived, not
+    /// drawn, so that a seeded test replays with the same placements.
+    pub fn of_pack(entries: &[PackEntry]) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        for e in entries {
+            hasher.update(&(e.key.len() as u64).to_le_bytes());
+            hasher.update(e.key.as_bytes());
+            hasher.update(&e.stamp.version.to_le_bytes());
+            hasher.update(&[u8::from(e.tombstone)]);
+            hasher.update(&e.len.to_le_bytes());
+            hasher.update(&e.crc.to_le_bytes());
+        }
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&PACK_ID_PREFIX);
+        id[4..].copy_from_slice(&hasher.finalize().as_bytes()[..12]);
+        ObjectId(id)
+    }
+
+    /// Whether the id has a pack's form (a user object's id may too: see `PACK_ID_PREFIX`).
+    pub fn is_pack(&self) -> bool {
+        self.0[..4] == PACK_ID_PREFIX
+    }
+
+    /// The key of the pack with this id.
+    pub fn pack_key(&self) -> String {
+        format!("{PACK_KEY_PREFIX}{}", self.to_hex())
     }
 
     /// 32 lowercase hex digits.
@@ -390,7 +443,7 @@ impl ShardHeader {
                 value: key_len as u64,
             })?
             .to_owned();
-        if crate::key::validate(&key).is_err() {
+        if crate::key::validate(&key).is_err() && !is_pack_key(&key) {
             return Err(FormatError::InvalidField {
                 field: "key",
                 value: key_len as u64,
@@ -484,6 +537,10 @@ pub struct StoreFile {
     pub store_id: [u8; 16],
     /// Erasure-coding parameters.
     pub geometry: Geometry,
+    /// Objects shorter than this many bytes are stored in packs (0: none are). A store that
+    /// packs is written as version 2, which older builds refuse; one that does not stays
+    /// version 1.
+    pub pack_threshold: u32,
     /// Location directories, one per shard slot (`k + m` of them), as raw path bytes; relative
     /// paths are relative to the store root.
     pub locations: Vec<Vec<u8>>,
@@ -492,13 +549,20 @@ pub struct StoreFile {
 impl StoreFile {
     /// Encodes the store file.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = begin(STORE_MAGIC, 64);
+        let version = match self.pack_threshold {
+            0 => FORMAT_VERSION,
+            _ => STORE_VERSION_PACKS,
+        };
+        let mut out = begin_version(STORE_MAGIC, version, 64);
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&self.store_id);
         out.push(self.geometry.k);
         out.push(self.geometry.m);
         out.extend_from_slice(&(self.locations.len() as u16).to_le_bytes());
         out.extend_from_slice(&self.geometry.chunk_size.to_le_bytes());
+        if self.pack_threshold > 0 {
+            out.extend_from_slice(&self.pack_threshold.to_le_bytes());
+        }
         for path in &self.locations {
             out.extend_from_slice(&(path.len() as u16).to_le_bytes());
             out.extend_from_slice(path);
@@ -509,7 +573,7 @@ impl StoreFile {
     /// Decodes a store file; the input must be exactly one store file.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes);
-        r.magic(STORE_MAGIC, "store")?;
+        let version = r.magic_of_versions(STORE_MAGIC, "store", &[FORMAT_VERSION, STORE_VERSION_PACKS])?;
         let reserved = r.u16()?;
         let store_id = r.array::<16>()?;
         let k = r.u8()?;
@@ -521,8 +585,20 @@ impl StoreFile {
             chunk_size: r.u32()?,
         };
         debug_assert_eq!(r.pos, STORE_FIXED_LEN);
+        let pack_threshold = match version {
+            STORE_VERSION_PACKS => match r.u32()? {
+                0 => {
+                    return Err(FormatError::InvalidField {
+                        field: "pack_threshold",
+                        value: 0,
+                    })
+                }
+                t => t,
+            },
+            _ => 0,
+        };
         // Each location needs at least its 2-byte length: bound the allocation by the input.
-        r.need(STORE_FIXED_LEN + 2 * count)?;
+        r.need(r.pos + 2 * count)?;
         let mut locations = Vec::with_capacity(count);
         for _ in 0..count {
             let len = usize::from(r.u16()?);
@@ -554,8 +630,195 @@ impl StoreFile {
         Ok(StoreFile {
             store_id,
             geometry,
+            pack_threshold,
             locations,
         })
+    }
+}
+
+/// One object held in a pack: where its bytes are in the pack, and which write of its key it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackEntry {
+    /// The object's key.
+    pub key: String,
+    /// The write (version, write id) this entry is.
+    pub stamp: WriteStamp,
+    /// A delete: no bytes.
+    pub tombstone: bool,
+    /// Offset of the object's bytes in the pack.
+    pub offset: u64,
+    /// The object's length.
+    pub len: u64,
+    /// CRC32C of the object's bytes.
+    pub crc: u32,
+}
+
+/// The table at the end of a pack: every entry, then a fixed trailer that says where the table
+/// starts (FORMAT.md, "Packs").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackTable {
+    /// The entries, in the order of their bytes.
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackTable {
+    /// Bytes of the trailer that ends every copy of the table.
+    pub const TRAILER_LEN: usize = 32;
+    /// Bytes of an entry in the table besides its key.
+    pub const ENTRY_FIXED_LEN: usize = 2 + 8 + 8 + 1 + 8 + 8 + 4;
+
+    /// Bytes of the table with its trailer.
+    pub fn encoded_len(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| Self::ENTRY_FIXED_LEN + e.key.len())
+            .sum::<usize>()
+            + Self::TRAILER_LEN
+    }
+
+    /// The table and its trailer, for a pack of `pack_len` bytes.
+    pub fn encode(&self, pack_len: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        for e in &self.entries {
+            out.extend_from_slice(&(e.key.len() as u16).to_le_bytes());
+            out.extend_from_slice(e.key.as_bytes());
+            out.extend_from_slice(&e.stamp.version.to_le_bytes());
+            out.extend_from_slice(&e.stamp.write_id.to_le_bytes());
+            out.push(u8::from(e.tombstone));
+            out.extend_from_slice(&e.offset.to_le_bytes());
+            out.extend_from_slice(&e.len.to_le_bytes());
+            out.extend_from_slice(&e.crc.to_le_bytes());
+        }
+        let table_len = out.len() as u32;
+        out.extend_from_slice(&PACK_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        out.extend_from_slice(&table_len.to_le_bytes());
+        out.extend_from_slice(&pack_len.to_le_bytes());
+        seal(out)
+    }
+
+    /// The table whose copy ends `bytes` (a data chunk of a pack: FORMAT.md, "Packs"), for a
+    /// pack of `pack_len` bytes.
+    pub fn decode_at_end(bytes: &[u8], pack_len: u64) -> Result<Self, FormatError> {
+        let trailer_at = bytes
+            .len()
+            .checked_sub(Self::TRAILER_LEN)
+            .ok_or(FormatError::Truncated {
+                len: bytes.len(),
+                needed: Self::TRAILER_LEN,
+            })?;
+        let mut t = Reader::new(&bytes[trailer_at..]);
+        t.magic(PACK_MAGIC, "pack")?;
+        let _reserved = t.u16()?;
+        let _count = t.u32()?;
+        let table_len = t.u32()? as usize;
+        let start = trailer_at.checked_sub(table_len).ok_or(FormatError::InvalidField {
+            field: "table_len",
+            value: table_len as u64,
+        })?;
+        Self::decode(&bytes[start..], pack_len)
+    }
+
+    /// Decodes exactly one table with its trailer, for a pack of `pack_len` bytes.
+    pub fn decode(bytes: &[u8], pack_len: u64) -> Result<Self, FormatError> {
+        let trailer_at = bytes
+            .len()
+            .checked_sub(Self::TRAILER_LEN)
+            .ok_or(FormatError::Truncated {
+                len: bytes.len(),
+                needed: Self::TRAILER_LEN,
+            })?;
+        let mut t = Reader::new(bytes);
+        t.pos = trailer_at;
+        t.magic(PACK_MAGIC, "pack")?;
+        let reserved = t.u16()?;
+        let count = t.u32()? as usize;
+        let table_len = t.u32()? as usize;
+        let stated_pack_len = t.u64()?;
+        t.crc_of_preceding()?;
+        t.finish()?;
+        reserved_zero(reserved)?;
+        if table_len != trailer_at {
+            return Err(FormatError::InvalidField {
+                field: "table_len",
+                value: table_len as u64,
+            });
+        }
+        if stated_pack_len != pack_len {
+            return Err(FormatError::InvalidField {
+                field: "pack_len",
+                value: stated_pack_len,
+            });
+        }
+        // Bound the allocation by the input: every entry takes its fixed bytes and a key.
+        if count > trailer_at / (Self::ENTRY_FIXED_LEN + 1) {
+            return Err(FormatError::InvalidField {
+                field: "entry_count",
+                value: count as u64,
+            });
+        }
+        let mut r = Reader::new(&bytes[..trailer_at]);
+        let mut entries = Vec::with_capacity(count);
+        let mut end_of_previous = 0u64;
+        for _ in 0..count {
+            let key_len = usize::from(r.u16()?);
+            if key_len == 0 || key_len > MAX_KEY_LEN {
+                return Err(FormatError::InvalidField {
+                    field: "key_len",
+                    value: key_len as u64,
+                });
+            }
+            let key = std::str::from_utf8(r.bytes(key_len)?)
+                .ok()
+                .filter(|k| !k.contains('\0'))
+                .ok_or(FormatError::InvalidField { field: "key", value: 0 })?
+                .to_owned();
+            let stamp = WriteStamp {
+                version: r.u64()?,
+                write_id: r.u64()?,
+            };
+            let tombstone = match r.u8()? {
+                0 => false,
+                1 => true,
+                flags => {
+                    return Err(FormatError::InvalidField {
+                        field: "entry_flags",
+                        value: u64::from(flags),
+                    })
+                }
+            };
+            let offset = r.u64()?;
+            let len = r.u64()?;
+            let crc = r.u32()?;
+            // Entries lie in order, apart, inside the pack; a delete has no bytes; version 0
+            // is never written.
+            let end = offset.checked_add(len).filter(|end| *end <= pack_len);
+            let Some(end) = end.filter(|_| offset >= end_of_previous && !(tombstone && len != 0)) else {
+                return Err(FormatError::InvalidField {
+                    field: "entry_offset",
+                    value: offset,
+                });
+            };
+            if stamp.version == 0 {
+                return Err(FormatError::InvalidField {
+                    field: "entry_version",
+                    value: 0,
+                });
+            }
+            end_of_previous = end;
+            entries.push(PackEntry {
+                key,
+                stamp,
+                tombstone,
+                offset,
+                len,
+                crc,
+            });
+        }
+        r.finish()?;
+        Ok(PackTable { entries })
     }
 }
 
@@ -722,9 +985,13 @@ impl ScrubHistory {
 
 /// Starts an encoding: magic number and format version.
 fn begin(magic: [u8; 8], capacity: usize) -> Vec<u8> {
+    begin_version(magic, FORMAT_VERSION, capacity)
+}
+
+fn begin_version(magic: [u8; 8], version: u16, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity);
     out.extend_from_slice(&magic);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out
 }
 
@@ -799,14 +1066,24 @@ impl<'a> Reader<'a> {
 
     /// Reads the magic number and the format version that follows it.
     fn magic(&mut self, magic: [u8; 8], expected: &'static str) -> Result<(), FormatError> {
+        self.magic_of_versions(magic, expected, &[FORMAT_VERSION]).map(|_| ())
+    }
+
+    /// The magic number, then a version among `versions` (returned).
+    fn magic_of_versions(
+        &mut self,
+        magic: [u8; 8],
+        expected: &'static str,
+        versions: &[u16],
+    ) -> Result<u16, FormatError> {
         if self.array::<8>()? != magic {
             return Err(FormatError::BadMagic { expected });
         }
         let version = self.u16()?;
-        if version != FORMAT_VERSION {
+        if !versions.contains(&version) {
             return Err(FormatError::UnsupportedVersion(version));
         }
-        Ok(())
+        Ok(version)
     }
 
     /// Reads a CRC32C and checks it against every byte before it.
@@ -1012,21 +1289,88 @@ mod tests {
 
     #[test]
     fn store_file_round_trips_and_rejects_damage() {
-        let s = StoreFile {
-            store_id: [9; 16],
-            geometry: Geometry {
-                k: 2,
-                m: 1,
-                chunk_size: 4096,
+        // Version 1 without packs, version 2 with.
+        for (pack_threshold, version) in [(0, 1u16), (65536, 2)] {
+            let s = StoreFile {
+                store_id: [9; 16],
+                geometry: Geometry {
+                    k: 2,
+                    m: 1,
+                    chunk_size: 4096,
+                },
+                pack_threshold,
+                locations: vec![b"loc-00".to_vec(), b"/mnt/disk2/sg".to_vec(), b"x".to_vec()],
+            };
+            let bytes = s.encode();
+            assert_eq!(bytes[8..10], version.to_le_bytes());
+            assert_eq!(StoreFile::decode(&bytes), Ok(s));
+            for i in 0..bytes.len() {
+                let mut damaged = bytes.clone();
+                damaged[i] ^= 1;
+                assert!(StoreFile::decode(&damaged).is_err(), "byte {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn pack_tables_round_trip_and_reject_damage() {
+        let entry = |key: &str, offset, len, tombstone| PackEntry {
+            key: key.into(),
+            stamp: WriteStamp {
+                version: 7,
+                write_id: 3,
             },
-            locations: vec![b"loc-00".to_vec(), b"/mnt/disk2/sg".to_vec(), b"x".to_vec()],
+            tombstone,
+            offset,
+            len,
+            crc: 0xabcd,
         };
-        let bytes = s.encode();
-        assert_eq!(StoreFile::decode(&bytes), Ok(s));
+        let table = PackTable {
+            entries: vec![entry("a", 0, 10, false), entry("b/c", 10, 5, false), entry("a", 15, 0, true)],
+        };
+        let bytes = table.encode(100);
+        assert_eq!(bytes.len(), table.encoded_len());
+        assert_eq!(PackTable::decode(&bytes, 100), Ok(table.clone()));
+        // A copy at the end of a chunk is found from the end.
+        let mut chunk = vec![7u8; 40];
+        chunk.extend(&bytes);
+        assert_eq!(PackTable::decode_at_end(&chunk, 100), Ok(table));
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 1;
-            assert!(StoreFile::decode(&damaged).is_err(), "byte {i}");
+            assert!(PackTable::decode(&damaged, 100).is_err(), "byte {i}");
         }
+        // Entries past the pack, overlapping, or a delete with bytes are refused.
+        for bad in [
+            vec![entry("a", 95, 10, false)],
+            vec![entry("a", 0, 10, false), entry("b", 5, 2, false)],
+            vec![entry("a", 0, 3, true)],
+        ] {
+            let bytes = PackTable { entries: bad }.encode(100);
+            assert!(PackTable::decode(&bytes, 100).is_err());
+        }
+    }
+
+    #[test]
+    fn pack_ids_are_their_keys_ids_and_user_keys_are_hashed() {
+        let entry = PackEntry {
+            key: "k".into(),
+            stamp: WriteStamp {
+                version: 1,
+                write_id: 2,
+            },
+            tombstone: false,
+            offset: 0,
+            len: 3,
+            crc: 4,
+        };
+        let pack = ObjectId::of_pack(&[entry]);
+        assert!(pack.is_pack());
+        assert_eq!(pack.0[0], 0xff);
+        assert_eq!(ObjectId::of_key(&pack.pack_key()), pack);
+        assert!(!ObjectId::of_key("photos/cat.jpg").is_pack());
+        // A key that only looks like a pack's (not a pack id) is hashed like any other.
+        let fake = format!("{PACK_KEY_PREFIX}{}", "00".repeat(16));
+        assert!(!ObjectId::of_key(&fake).is_pack());
     }
 }

@@ -13,7 +13,9 @@ use shardguard::fault::properties::{
     check_arq_retransmit, check_codec_recover, check_format_decode, check_store_ops, ArqCase, CodecCase,
     StoreCase,
 };
-use shardguard::format::{Geometry, LocationIdentity, ObjectId, ShardHeader, StoreFile, WriteStamp};
+use shardguard::format::{
+    Geometry, LocationIdentity, ObjectId, PackEntry, PackTable, ShardHeader, StoreFile, WriteStamp,
+};
 
 fn decode<'a, T: Arbitrary<'a>>(bytes: &'a [u8]) -> T {
     T::arbitrary(&mut Unstructured::new(bytes)).expect("arbitrary never fails on short input")
@@ -23,7 +25,7 @@ fn decode<'a, T: Arbitrary<'a>>(bytes: &'a [u8]) -> T {
 fn near_valid(seed: &[u8], edits: &[(u16, u8)]) -> Vec<u8> {
     let key = String::from_utf8_lossy(&seed[..seed.len().min(40)]).replace('\0', "_");
     let key = if key.is_empty() { "k".to_owned() } else { key };
-    let mut bytes = match seed.first().copied().unwrap_or(0) % 3 {
+    let mut bytes = match seed.first().copied().unwrap_or(0) % 4 {
         0 => ShardHeader {
             store_id: [3; 16],
             key,
@@ -48,16 +50,43 @@ fn near_valid(seed: &[u8], edits: &[(u16, u8)]) -> Vec<u8> {
             location_count: 3,
         }
         .encode(),
-        _ => StoreFile {
+        2 => StoreFile {
             store_id: ObjectId::of_key(&key).0,
             geometry: Geometry {
                 k: 2,
                 m: 1,
                 chunk_size: 64,
             },
+            pack_threshold: (seed.len() % 3) as u32 * 4096,
             locations: vec![b"a".to_vec(), key.into_bytes(), b"/c".to_vec()],
         }
         .encode(),
+        // A pack of two objects and a delete: their bytes, then the table and trailer.
+        _ => {
+            let entry = |key: String, offset, len, tombstone| PackEntry {
+                key,
+                stamp: WriteStamp {
+                    version: 3,
+                    write_id: 8,
+                },
+                tombstone,
+                offset,
+                len,
+                crc: 11,
+            };
+            let mut pack = seed.to_vec();
+            let n = pack.len() as u64;
+            let table = PackTable {
+                entries: vec![
+                    entry(key.clone(), 0, n / 2, false),
+                    entry("b".into(), n / 2, n - n / 2, false),
+                    entry(key, n, 0, true),
+                ],
+            };
+            let pack_len = n + table.encoded_len() as u64;
+            pack.extend(table.encode(pack_len));
+            pack
+        }
     };
     for &(at, mask) in edits {
         let len = bytes.len();

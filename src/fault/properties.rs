@@ -19,8 +19,8 @@ use crate::checksum::ChunkId;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::format::{
-    bucket_from_hex, LocationIdentity, ObjectId, ScrubCheckpoint, ScrubHistory, ShardHeader, StoreFile,
-    WriteStamp,
+    bucket_from_hex, LocationIdentity, ObjectId, PackTable, ScrubCheckpoint, ScrubHistory, ShardHeader,
+    StoreFile, WriteStamp,
 };
 use crate::location::Durability;
 use crate::placement;
@@ -48,6 +48,15 @@ pub fn check_format_decode(bytes: &[u8]) -> Result<(), String> {
     }
     if let Ok(history) = ScrubHistory::decode(bytes) {
         same("scrub history", &history.encode(), bytes)?;
+    }
+    // The bytes as a data chunk of a pack, which ends with a copy of the pack's table (the
+    // pack's length is the trailer's own word, the last before its CRC).
+    if let Some(len) = bytes.len().checked_sub(12).map(|at| &bytes[at..at + 8]) {
+        let pack_len = u64::from_le_bytes(len.try_into().unwrap_or_default());
+        if let Ok(table) = PackTable::decode_at_end(bytes, pack_len) {
+            let encoded = table.encode(pack_len);
+            same("pack table", &encoded, &bytes[bytes.len() - encoded.len()..])?;
+        }
     }
     if let Ok(text) = std::str::from_utf8(bytes) {
         if let Some(stamp) = WriteStamp::from_file_name(text) {
@@ -478,7 +487,8 @@ pub struct StoreCase {
     pub k: u8,
     /// Parity shards, m % 3.
     pub m: u8,
-    /// Chunk size, 16 + chunk % 64.
+    /// Chunk size, 16 + chunk % 64 without packs; the top two bits choose the pack threshold
+    /// (none, 64 bytes or 4 KiB; packing stores get larger chunks).
     pub chunk: u8,
     /// What happens.
     pub ops: Vec<StoreOp>,
@@ -507,6 +517,9 @@ struct Model {
     /// Deleted keys whose tombstones could not reach every location (some were wiped), by the
     /// slots holding them. Any surviving tombstone outvotes what a wiped slot may bring back.
     tombstones: BTreeMap<String, BTreeSet<usize>>,
+    /// The pack holding each packed key's current write (its shards are the pack's: placed by
+    /// the pack's id, not the key's).
+    holders: BTreeMap<String, ObjectId>,
     /// Deleted keys whose every tombstone was since wiped: older shards left on locations that
     /// were unusable during the delete may surface, so the key may read as any version ever
     /// written, or as an error. (Beyond tolerance: the delete's record is lost.)
@@ -538,6 +551,15 @@ impl Model {
         self.written.remove(key);
         self.tombstones.remove(key);
         self.unsure.remove(key);
+        self.holders.remove(key);
+    }
+
+    /// The object whose shard files hold `key`'s current write: its pack's, or its own.
+    fn holder(&self, key: &str) -> ObjectId {
+        self.holders
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| ObjectId::of_key(key))
     }
 
     /// A lost key the store can no longer see at all: shards on locations that come back may
@@ -562,7 +584,7 @@ impl Model {
 
     /// Bad shards of `key`: those hit, plus those on wiped locations.
     fn bad(&self, key: &str, n: usize) -> usize {
-        let object = ObjectId::of_key(key);
+        let object = self.holder(key);
         let mut bad = self.damaged.get(key).cloned().unwrap_or_default();
         bad.extend(
             self.wiped
@@ -583,7 +605,13 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
     let k = 1 + case.k % 4;
     let m = case.m % 3;
     let n = usize::from(k + m);
-    let chunk_size = 16 + u32::from(case.chunk % 64);
+    // Half the cases pack small objects: below 64 bytes, or (most objects here) below 4 KiB;
+    // a packed object lies in one chunk beside the pack's table, so those chunks are larger.
+    let (pack_threshold, chunk_size) = match case.chunk >> 6 {
+        0 | 1 => (0, 16 + u32::from(case.chunk % 64)),
+        2 => (64, 1200 + u32::from(case.chunk % 64)),
+        _ => (4096, 5200 + 16 * u32::from(case.chunk % 64)),
+    };
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let plan = FaultPlan::new(u64::from(case.k) << 16 | u64::from(case.m) << 8 | u64::from(case.chunk));
     let open = |plan: &Arc<FaultPlan>| {
@@ -597,6 +625,7 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
         .data_shards(k)
         .parity_shards(m)
         .chunk_size(chunk_size)
+        .pack_threshold(pack_threshold)
         .create(dir.path())
         .map_err(|e| e.to_string())?;
     let quorum = store.write_quorum();
@@ -610,6 +639,7 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
         lost: BTreeSet::new(),
         written: BTreeMap::new(),
         tombstones: BTreeMap::new(),
+        holders: BTreeMap::new(),
         unsure: BTreeMap::new(),
     };
     for (step, op) in case.ops.iter().enumerate() {
@@ -637,6 +667,10 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
                         model.written.insert(key.to_owned(), written);
                         model.objects.insert(key.to_owned(), bytes);
                         model.previous.insert(key.to_owned(), previous);
+                        let pack = store.stat(key).ok().and_then(|s| s.pack);
+                        if let Some(pack) = pack.as_deref().and_then(ObjectId::from_hex) {
+                            model.holders.insert(key.to_owned(), pack);
+                        }
                     }
                     Err(Error::WriteQuorum { .. }) if usable < quorum => {}
                     other => return fail(format!("put with {usable} usable locations: {other:?}")),
@@ -727,11 +761,12 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
                 };
                 // A key is named, or (when no header names it) its object id.
                 let reported = |key: &str| {
-                    let anonymous = format!("<object {}>", ObjectId::of_key(key).to_hex());
+                    let holder = model.holder(key).to_hex();
+                    let anonymous = [format!("<object {holder}>"), format!("<pack {holder}>")];
                     report
                         .unrecoverable
                         .iter()
-                        .any(|u| u.key == key || u.key == anonymous)
+                        .any(|u| u.key == key || anonymous.contains(&u.key))
                 };
                 for key in model.objects.keys() {
                     if reported(key) && model.within(key, n, m) {

@@ -158,6 +158,14 @@ impl PartialEq for ScrubCancel {
 impl Eq for ScrubCancel {}
 
 impl ScrubOptions {
+    /// Whether the scrub takes the object of `key`: any under no prefix, else those whose key
+    /// starts with it, and every pack (packs hold objects of any prefix).
+    fn selects(&self, key: &str) -> bool {
+        self.prefix
+            .as_ref()
+            .is_none_or(|p| key.starts_with(p.as_str()) || crate::format::is_pack_key(key))
+    }
+
     /// Whether the scrub was asked to stop.
     fn cancelled(&self) -> bool {
         self.cancel.as_ref().is_some_and(ScrubCancel::is_cancelled)
@@ -538,6 +546,11 @@ impl Store {
         // The store is walked one bucket (first id byte) at a time, so memory follows a 256th
         // of the object count. A first pass only counts (and, for --percent, finds the age
         // threshold); the second scrubs.
+        // The packs' tables, so that files outvoted by packed writes are known (see
+        // `cached_packed_stamp`); an index that cannot be loaded leaves every file judged alone.
+        if self.packs_enabled() {
+            drop(self.pack_index());
+        }
         let temp_files = self.temp_files();
         let selection = self.select(options.percent, &temp_files)?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -671,6 +684,9 @@ impl Store {
                     refused: summary.write_failures,
                 };
             }
+        }
+        for lost in &mut report.unrecoverable {
+            self.name_packed_keys(lost);
         }
         report.duration_secs = started.elapsed().as_secs_f64();
         report.finished_unix = state::now_unix();

@@ -157,12 +157,12 @@ impl Store {
         let Some(key) = Store::key_of(&gathered) else {
             return Ok(FirstLook::Amiss(None));
         };
-        if options
-            .prefix
-            .as_ref()
-            .is_some_and(|p| !key.starts_with(p.as_str()))
-        {
+        if !options.selects(&key) {
             return Ok(FirstLook::Done(out));
+        }
+        // A key also written to a pack is judged under its lock (its files may be outvoted).
+        if self.cached_packed_stamp(&key).is_some() {
+            return Ok(FirstLook::Amiss(None));
         }
         // One write per location and nothing else: no leftovers to clean.
         let single_write = gathered
@@ -261,12 +261,16 @@ impl Store {
             }
             return Ok(out);
         };
-        if options
-            .prefix
-            .as_ref()
-            .is_some_and(|p| !key.starts_with(p.as_str()))
-        {
+        if !options.selects(&key) {
             return Ok(out);
+        }
+        if let Some(packed) = self.cached_packed_stamp(&key) {
+            if stamps.iter().flatten().all(|s| *s < packed) {
+                // Outvoted by a newer packed write or delete (whose put could not remove them):
+                // leftovers, whatever their state, never an object to repair or call lost.
+                self.remove_leftovers(object, &stamps, |s| s < packed, options.repair, &mut out);
+                return Ok(out);
+            }
         }
         match self.decide(&key, gathered, true) {
             Ok(resolved) => {
@@ -704,9 +708,23 @@ impl Store {
             });
             return Ok(Verified::Amiss(Progress::default()));
         }
-        // Confirmed: apply.
+        // Confirmed: apply. A pack's rebuilt shard files end with its table, as written.
+        let footer = match crate::format::is_pack_key(key) && writers.iter().any(Option::is_some) {
+            true => resolved.shards.iter().flatten().find_map(|file| {
+                let footer = crate::store::packs::read_footer(&**file, header)?;
+                crate::format::PackTable::decode(&footer, header.object_len).ok()?;
+                Some(footer)
+            }),
+            false => None,
+        };
         for (shard, writer) in writers.into_iter().enumerate() {
-            let Some(writer) = writer else { continue };
+            let Some(mut writer) = writer else { continue };
+            if let Some(footer) = &footer {
+                if writer.write_all(footer).is_err() {
+                    out.counts.unrepaired += 1;
+                    continue;
+                }
+            }
             let committed = if replaces[shard] {
                 writer.commit()
             } else {
@@ -939,7 +957,14 @@ impl Store {
             let header_bytes = expected.encode();
             let mut buf = vec![0u8; header_bytes.len()];
             file.read_exact_at(&mut buf, 0)?;
-            if buf != header_bytes || file.len() != expected.expected_file_len() {
+            // Exactly its chunks; a pack's may end with a copy of its table.
+            let footer_ok = || {
+                crate::store::packs::read_footer(&*file, &expected)
+                    .is_some_and(|f| crate::format::PackTable::decode(&f, header.object_len).is_ok())
+            };
+            let len_ok = file.len() == expected.expected_file_len()
+                || (crate::format::is_pack_key(&header.key) && footer_ok());
+            if buf != header_bytes || !len_ok {
                 return Ok(false);
             }
             let mut chunk = Scratch::take(1, g.max_chunk_len(header.object_len) + CHUNK_CRC_LEN as usize);

@@ -40,6 +40,7 @@ pub struct StoreBuilder {
     pub(super) parity_shards: u8,
     pub(super) chunk_size: u32,
     pub(super) locations: Option<Vec<PathBuf>>,
+    pub(super) pack_threshold: u32,
     pub(super) retry: RetryPolicy,
     pub(super) durability: Durability,
     pub(super) wrapper: Option<LocationWrapper>,
@@ -53,6 +54,7 @@ impl Default for StoreBuilder {
             parity_shards: 2,
             chunk_size: 1 << 20,
             locations: None,
+            pack_threshold: 0,
             retry: RetryPolicy::default(),
             durability: Durability::Fsync,
             wrapper: None,
@@ -68,6 +70,7 @@ impl std::fmt::Debug for StoreBuilder {
             .field("parity_shards", &self.parity_shards)
             .field("chunk_size", &self.chunk_size)
             .field("locations", &self.locations)
+            .field("pack_threshold", &self.pack_threshold)
             .field("retry", &self.retry)
             .field("durability", &self.durability)
             .field("wrapper", &self.wrapper.as_ref().map(|_| "…"))
@@ -102,6 +105,14 @@ impl StoreBuilder {
     /// or absolute. Default: `loc-00`, `loc-01`, … under the root.
     pub fn locations<P: Into<PathBuf>>(mut self, dirs: impl IntoIterator<Item = P>) -> Self {
         self.locations = Some(dirs.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Objects shorter than this many bytes are stored in packs shared with other small
+    /// objects instead of `k + m` shard files of their own (`create` only; FORMAT.md, "Packs").
+    /// Default 0: none are. A store that packs is refused by builds older than packs.
+    pub fn pack_threshold(mut self, bytes: u32) -> Self {
+        self.pack_threshold = bytes;
         self
     }
 

@@ -2,6 +2,7 @@
 
 mod builder;
 mod object_writer;
+pub(crate) mod packs;
 pub(crate) mod reader;
 pub(crate) mod rebuild;
 pub(crate) mod resolve;
@@ -26,6 +27,9 @@ pub use builder::{LocationWrapper, StoreBuilder};
 pub use object_writer::ObjectWriter;
 pub use reader::{ObjectReader, ReadStats};
 pub use writer::{PutMode, PutOutcome};
+
+/// The largest pack threshold: a packed object is held in memory while it is written.
+const MAX_PACK_THRESHOLD: u32 = 16 << 20;
 
 /// Name of the store file at the store's root.
 pub const STORE_FILE: &str = "shardguard.store";
@@ -91,6 +95,8 @@ pub struct StoreState {
     store_file_problem: RwLock<Option<StoreFileProblem>>,
     pub(crate) locks: ObjectLocks,
     poisoned: AtomicBool,
+    /// The packs' tables, as far as they are loaded (see the `packs` module).
+    packs: std::sync::Mutex<packs::PackIndex>,
 }
 
 /// The objects of a store, streamed by [`Store::list_prefix`].
@@ -101,6 +107,10 @@ pub struct ListIter {
     buckets: std::collections::VecDeque<u8>,
     /// The current bucket's objects still to look at.
     objects: std::collections::VecDeque<ObjectId>,
+    /// Packed keys (newest entries, deletes included) by bucket, as the index was when the
+    /// listing began; the current bucket's are taken out as its objects are listed.
+    packed: std::collections::BTreeMap<u8, Vec<packs::Packed>>,
+    bucket_packed: std::collections::HashMap<String, packs::Packed>,
 }
 
 impl Iterator for ListIter {
@@ -109,12 +119,38 @@ impl Iterator for ListIter {
     fn next(&mut self) -> Option<ListEntry> {
         loop {
             while let Some(object) = self.objects.pop_front() {
-                if let Some(entry) = self.store.list_entry(object, &self.prefix) {
+                let Some(entry) = self.store.list_entry(object, &self.prefix) else {
+                    continue;
+                };
+                if entry.key.starts_with(crate::format::PACK_KEY_PREFIX) {
+                    continue;
+                }
+                // A newer packed write (or delete) of the key outvotes its shard files.
+                match self.bucket_packed.remove(&entry.key) {
+                    Some(p) if p.entry.stamp.version > entry.version => {
+                        if let Some(entry) = packs::list_entry(p) {
+                            return Some(entry);
+                        }
+                    }
+                    _ => return Some(entry),
+                }
+            }
+            // The bucket's packed keys without shard files of their own.
+            if let Some(key) = self.bucket_packed.keys().next().cloned() {
+                if let Some(entry) = self.bucket_packed.remove(&key).and_then(packs::list_entry) {
                     return Some(entry);
                 }
+                continue;
             }
             let bucket = self.buckets.pop_front()?;
             self.objects = self.store.bucket_objects(bucket).into_iter().collect();
+            self.bucket_packed = self
+                .packed
+                .remove(&bucket)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.entry.key.clone(), p))
+                .collect();
         }
     }
 }
@@ -181,6 +217,9 @@ pub struct ObjectStat {
     pub stripes: u64,
     /// Per shard health.
     pub shards: Vec<ShardHealth>,
+    /// For a small object stored in a pack, the pack's id (32 hex digits): `stripes` and
+    /// `shards` are the pack's.
+    pub pack: Option<String>,
 }
 
 /// One object in a listing.
@@ -311,8 +350,11 @@ impl Store {
     /// sure of the newest version, [`Error::InvalidKey`].
     pub fn shard_path(&self, key: &str, shard: usize) -> Result<PathBuf> {
         key::validate(key)?;
-        let resolved = self.resolve(key)?;
-        let object = ObjectId::of_key(key);
+        // A packed object's bytes are in its pack's shard files.
+        let resolved = match self.locate(key, false)? {
+            packs::Located::Own(resolved) | packs::Located::Packed { pack: resolved, .. } => resolved,
+        };
+        let object = resolved.header.object_id();
         let slot = crate::placement::slot_of_shard(object, shard, self.slots.len());
         Ok(self.slots[slot]
             .location
@@ -328,14 +370,27 @@ impl Store {
     /// sure of the newest version, [`Error::InvalidKey`].
     pub fn stat(&self, key: &str) -> Result<ObjectStat> {
         key::validate(key)?;
-        let resolved = self.resolve(key)?;
-        let h = &resolved.header;
-        Ok(ObjectStat {
-            key: key.to_owned(),
-            len: h.object_len,
-            version: h.stamp.version,
-            stripes: h.geometry.stripe_count(h.object_len),
-            shards: resolved.health,
+        Ok(match self.locate(key, false)? {
+            packs::Located::Own(resolved) => {
+                let h = &resolved.header;
+                ObjectStat {
+                    key: key.to_owned(),
+                    len: h.object_len,
+                    version: h.stamp.version,
+                    stripes: h.geometry.stripe_count(h.object_len),
+                    shards: resolved.health,
+                    pack: None,
+                }
+            }
+            // The shards are the pack's, which holds the object's bytes.
+            packs::Located::Packed { pack, entry } => ObjectStat {
+                key: key.to_owned(),
+                len: entry.len,
+                version: entry.stamp.version,
+                stripes: pack.header.geometry.stripe_count(pack.header.object_len),
+                pack: Some(pack.header.object_id().to_hex()),
+                shards: pack.health,
+            },
         })
     }
 
@@ -374,11 +429,22 @@ impl Store {
                 total: self.slots.len(),
             });
         }
+        let mut packed: std::collections::BTreeMap<u8, Vec<packs::Packed>> = Default::default();
+        for p in self.pack_index()?.with_prefix(prefix) {
+            packed
+                .entry(ObjectId::of_key(&p.entry.key).0[0])
+                .or_default()
+                .push(p);
+        }
+        let mut buckets = self.occupied_buckets();
+        buckets.extend(packed.keys());
         Ok(ListIter {
             store: self.clone(),
             prefix: prefix.to_owned(),
-            buckets: self.occupied_buckets().into_iter().collect(),
+            buckets: buckets.into_iter().collect(),
             objects: std::collections::VecDeque::new(),
+            packed,
+            bucket_packed: Default::default(),
         })
     }
 
@@ -492,6 +558,16 @@ impl Store {
                 reason,
             })
         })?;
+        let table_room = crate::format::PackTable::ENTRY_FIXED_LEN
+            + crate::format::MAX_KEY_LEN
+            + crate::format::PackTable::TRAILER_LEN;
+        let fits = (config.pack_threshold as usize + table_room) <= config.chunk_size as usize;
+        if config.pack_threshold > 0 && (config.pack_threshold > MAX_PACK_THRESHOLD || !fits) {
+            return Err(Error::invalid_config(ConfigProblem::PackThreshold {
+                threshold: config.pack_threshold,
+                chunk_size: config.chunk_size,
+            }));
+        }
         if root.exists() && !root.is_dir() {
             return Err(Error::invalid_config(ConfigProblem::RootNotADirectory(
                 root.to_path_buf(),
@@ -556,6 +632,7 @@ impl Store {
         let bytes = StoreFile {
             store_id,
             geometry,
+            pack_threshold: config.pack_threshold,
             locations: recorded,
         }
         .encode();
@@ -638,6 +715,7 @@ impl Store {
             store_file_problem: RwLock::new(store_file_problem),
             locks: ObjectLocks::new(root),
             poisoned: AtomicBool::new(false),
+            packs: Default::default(),
         })))
     }
 }

@@ -14,6 +14,7 @@ use crate::format::{ObjectId, StripeShape, CHUNK_CRC_LEN};
 use crate::key;
 use crate::location::ShardFile;
 
+use super::packs::Located;
 use super::rebuild::{rebuild_stripe, StripeEvidence};
 use super::resolve::Resolved;
 use super::Store;
@@ -67,6 +68,20 @@ pub struct ObjectReader {
     /// The object bytes `[start, end)` this reader hands out: the whole object, or a range.
     start: u64,
     end: u64,
+    /// Set when the object read is a pack and the bytes handed out are one packed object.
+    packed: Option<PackedView>,
+}
+
+/// One object of a pack, as its reader sees it.
+pub(crate) struct PackedView {
+    /// The packed object's length and version (the pack has its own).
+    pub len: u64,
+    pub version: u64,
+    /// Its entry's CRC32C, checked when the whole object is read, and the CRC of what was
+    /// handed out so far.
+    pub crc: u32,
+    pub whole: bool,
+    pub running: u32,
 }
 
 impl Store {
@@ -94,17 +109,42 @@ impl Store {
     /// sure of the newest version, [`Error::InvalidKey`].
     pub fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<ObjectReader> {
         key::validate(key)?;
-        let resolved = self.resolve(key)?;
+        Ok(match self.locate(key, false)? {
+            Located::Own(resolved) => self.reader_of(key, resolved, range, None),
+            Located::Packed { pack, entry } => {
+                let end = range.end.min(entry.len);
+                let start = range.start.min(end);
+                let view = PackedView {
+                    len: entry.len,
+                    version: entry.stamp.version,
+                    crc: entry.crc,
+                    whole: start == 0 && end == entry.len,
+                    running: 0,
+                };
+                self.reader_of(key, pack, entry.offset + start..entry.offset + end, Some(view))
+            }
+        })
+    }
+
+    /// A reader of bytes `range` of a resolved object (a pack, with `packed`), named `key` in
+    /// errors.
+    pub(crate) fn reader_of(
+        &self,
+        key: &str,
+        resolved: Resolved,
+        range: std::ops::Range<u64>,
+        packed: Option<PackedView>,
+    ) -> ObjectReader {
         let g = self.file.geometry;
         let len = resolved.header.object_len;
         let stripes = g.stripe_count(len);
         let buffer_len = g.max_chunk_len(len) + CHUNK_CRC_LEN as usize;
         let end = range.end.min(len);
         let start = range.start.min(end);
-        Ok(ObjectReader {
+        ObjectReader {
             store: self.clone(),
             key: key.to_owned(),
-            object: ObjectId::of_key(key),
+            object: resolved.header.object_id(),
             stripes,
             next_stripe: start / g.stripe_capacity(),
             start,
@@ -115,7 +155,8 @@ impl Store {
             checksum: ObjectChecksum::default(),
             stats: ReadStats::default(),
             resolved,
-        })
+            packed,
+        }
     }
 
     /// Reads the object into the file at `path`, verified, atomically: the bytes go to a
@@ -178,6 +219,11 @@ impl Store {
 impl ObjectReader {
     /// The object's length in bytes.
     pub fn len(&self) -> u64 {
+        self.packed.as_ref().map_or(self.object_len(), |p| p.len)
+    }
+
+    /// The length of the object whose shard files are read (a pack, for a packed object).
+    fn object_len(&self) -> u64 {
         self.resolved.header.object_len
     }
 
@@ -188,7 +234,9 @@ impl ObjectReader {
 
     /// The version being read.
     pub fn version(&self) -> u64 {
-        self.resolved.header.stamp.version
+        self.packed
+            .as_ref()
+            .map_or(self.resolved.header.stamp.version, |p| p.version)
     }
 
     /// Bytes of buffer the reader holds: one stripe, whatever the object's size.
@@ -238,6 +286,9 @@ impl ObjectReader {
                 .current
                 .is_some_and(|s| s.data_start + s.data_len as u64 >= self.end);
             if self.is_range() && (past_range || self.start == self.end) {
+                if self.stripes != u64::MAX {
+                    self.check_packed()?;
+                }
                 self.current = None;
                 self.stripes = u64::MAX;
                 return Ok(&[]);
@@ -252,7 +303,11 @@ impl ObjectReader {
             if self.stripes == u64::MAX {
                 return Ok(&[]);
             }
-            let shape = self.store.file.geometry.stripe(self.len(), self.next_stripe);
+            let shape = self
+                .store
+                .file
+                .geometry
+                .stripe(self.object_len(), self.next_stripe);
             self.fetch_stripe(shape)?;
             self.next_stripe += 1;
             self.current = Some(shape);
@@ -263,11 +318,30 @@ impl ObjectReader {
 
     /// Whether only part of the object is read (then its whole-object checksum cannot be).
     fn is_range(&self) -> bool {
-        self.start > 0 || self.end < self.len()
+        self.start > 0 || self.end < self.object_len()
     }
 
     fn consume(&mut self, n: usize) {
+        if let (Some(view), Some(shape)) = (self.packed.as_mut(), self.current) {
+            // What `available` handed out: within one chunk of the current stripe.
+            let chunk = self.served / shape.chunk_len;
+            let start = self.served % shape.chunk_len;
+            view.running = crc32c::crc32c_append(view.running, &self.buffers[chunk][start..start + n]);
+        }
         self.served += n;
+    }
+
+    /// A whole packed object read: its bytes against its entry's CRC32C (each chunk was
+    /// verified already; this catches a rebuild or a pack written wrong under valid CRCs).
+    fn check_packed(&self) -> Result<()> {
+        match &self.packed {
+            Some(view) if view.whole && view.running != view.crc => Err(Error::ObjectChecksum {
+                key: self.key.clone(),
+                expected: view.crc,
+                actual: view.running,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn finish(&mut self) -> Result<()> {

@@ -49,6 +49,7 @@ pub(crate) struct Gathered {
 }
 
 /// The agreed current version of an object, with a handle per shard that holds it.
+#[derive(Clone)]
 pub(crate) struct Resolved {
     /// The header of the current write (shard index of whichever shard supplied it).
     pub header: ShardHeader,

@@ -13,6 +13,7 @@ use crate::key;
 use crate::location::{Durability, Location, ShardWriter};
 use crate::placement;
 
+use super::packs::Located;
 use super::Store;
 
 /// What a successful put wrote.
@@ -80,8 +81,9 @@ impl Store {
         // Held for the whole put: no rayon waits below (see the `lock` module).
         let _lock = self.locks.lock(object)?;
         if mode != PutMode::Overwrite {
-            let current = match self.resolve_locked(key) {
-                Ok(resolved) => Some(resolved.header.stamp.version),
+            let current = match self.locate(key, true) {
+                Ok(Located::Own(resolved)) => Some(resolved.header.stamp.version),
+                Ok(Located::Packed { entry, .. }) => Some(entry.stamp.version),
                 Err(Error::NotFound { .. }) => None,
                 Err(e) => return Err(e),
             };
@@ -97,6 +99,31 @@ impl Store {
                 });
             }
         }
+        if self.packs_enabled() {
+            let (head, small) = self.read_small(&mut data)?;
+            return match small {
+                true => self.put_packed(key, object, head),
+                false => self.write_object(key, object, head.as_slice().chain(data)),
+            };
+        }
+        self.write_object(key, object, data)
+    }
+
+    /// Writes `data` as the next version of `object` in shard files of its own; the caller
+    /// holds the object's lock.
+    pub(crate) fn write_object(&self, key: &str, object: ObjectId, data: impl Read) -> Result<PutOutcome> {
+        self.write_object_with_footer(key, object, data, &[])
+    }
+
+    /// [`Store::write_object`], each shard file ending with `footer` after its chunks (a
+    /// pack's table: FORMAT.md, "Packs").
+    pub(crate) fn write_object_with_footer(
+        &self,
+        key: &str,
+        object: ObjectId,
+        mut data: impl Read,
+        footer: &[u8],
+    ) -> Result<PutOutcome> {
         let stamp = self.next_stamp(key, object)?;
         let g = self.file.geometry;
         let mut header = ShardHeader {
@@ -172,6 +199,14 @@ impl Store {
                 None => Ok((writers, last_error)),
             }
         })?;
+        if !footer.is_empty() {
+            for writer in &mut writers {
+                if let Some(Err(e)) = writer.as_mut().map(|w| w.write_all(footer)) {
+                    last_error = Some(e);
+                    *writer = None;
+                }
+            }
+        }
         self.check_quorum(key, &writers, &mut last_error)?;
 
         header.object_len = object_len;
@@ -202,8 +237,11 @@ impl Store {
         let object = ObjectId::of_key(key);
         let _lock = self.locks.lock(object)?;
         // An unreadable object may still be deleted; only an absent one is "not found".
-        if let Err(e @ Error::NotFound { .. }) = self.resolve_locked(key) {
+        if let Err(e @ Error::NotFound { .. }) = self.locate(key, true) {
             return Err(e);
+        }
+        if self.packs_enabled() {
+            return self.delete_packed(key, object);
         }
         let stamp = self.next_stamp(key, object)?;
         let header = ShardHeader {
@@ -238,7 +276,8 @@ impl Store {
     /// A version above every write any usable location holds (finished or not). Needs at least
     /// [`Store::read_quorum`] locations listed: write quorums intersect, so those include a shard
     /// of every acknowledged write, and the new version is above all of them.
-    fn next_stamp(&self, key: &str, object: ObjectId) -> Result<WriteStamp> {
+    /// In a packing store, above every packed write of the key too.
+    pub(crate) fn next_stamp(&self, key: &str, object: ObjectId) -> Result<WriteStamp> {
         let listed = self.stamps(object);
         let known = listed.iter().flatten().count();
         if known < self.read_quorum() {
@@ -251,7 +290,13 @@ impl Store {
                 ))),
             ));
         }
-        let newest = listed.into_iter().flatten().flatten().map(|s| s.version).max();
+        let newest = listed
+            .into_iter()
+            .flatten()
+            .flatten()
+            .chain(self.newest_packed_stamp(key)?)
+            .map(|s| s.version)
+            .max();
         Ok(WriteStamp {
             version: newest.unwrap_or(0) + 1,
             write_id: crate::ids::random_u64(),
@@ -402,7 +447,7 @@ impl Store {
 
     /// Removes every older write of the object now that `stamp` is durable on a quorum.
     /// Returns whether every usable location was cleaned.
-    fn retire_older(&self, object: ObjectId, stamp: WriteStamp) -> bool {
+    pub(crate) fn retire_older(&self, object: ObjectId, stamp: WriteStamp) -> bool {
         let mut clean = true;
         for (slot, stamps) in self.slots.iter().zip(self.stamps(object)) {
             let Some(stamps) = stamps else {

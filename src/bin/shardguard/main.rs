@@ -68,6 +68,10 @@ enum Command {
         /// (default: subdirectories of the store). No two may be the same or nested.
         #[arg(long = "location")]
         locations: Vec<PathBuf>,
+        /// Store objects smaller than this in shared packs, e.g. 64KiB (0: never; at most
+        /// 16MiB). A packing store is refused by builds older than packs.
+        #[arg(long, default_value = "0", value_parser = parse_chunk_size)]
+        pack_threshold: u32,
     },
     /// Store an object (from FILE, or standard input when FILE is omitted or "-").
     Put {
@@ -292,6 +296,7 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             parity,
             chunk_size,
             locations,
+            pack_threshold,
         } => {
             // Relative locations are relative to where the command runs, as for every other
             // path argument; the store records them absolute.
@@ -302,7 +307,8 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             let mut builder = Store::builder()
                 .data_shards(data)
                 .parity_shards(parity)
-                .chunk_size(chunk_size);
+                .chunk_size(chunk_size)
+                .pack_threshold(pack_threshold);
             if !locations.is_empty() {
                 builder = builder.locations(locations);
             }

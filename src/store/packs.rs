@@ -1,0 +1,639 @@
+//! Packs: objects shorter than the store's pack threshold are not given `k + m` shard files of
+//! their own but written, several at a time, into a pack: an object of the store like any other
+//! (striped, coded, checksummed, quorum-committed, scrubbed and repaired as one), whose bytes
+//! are the small objects' bytes followed by a table of entries (key, write, offset, length,
+//! CRC32C) and a trailer (FORMAT.md, "Packs").
+//!
+//! A pack is written once and never changed. An overwrite or delete of a packed key is a newer
+//! entry (a delete's has no bytes) in a newer pack; a key's newest write, packed or not, is the
+//! current one. Every pack's id starts with the same bytes, so the packs are the objects of one
+//! bucket whose key is a pack's: listing that bucket on a read quorum of locations finds every
+//! acknowledged pack (write quorums intersect read quorums, as for any object). The tables of the
+//! packs found are the index, kept in memory and brought up to date before each use.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::sync::MutexGuard;
+
+use crate::checksum::ChunkId;
+use crate::error::{Error, Result};
+use crate::format::{is_pack_key, ObjectId, PackEntry, PackTable, WriteStamp, CHUNK_CRC_LEN};
+
+use super::resolve::Resolved;
+use super::{PutOutcome, Store};
+
+/// The bucket every pack lives in (its id's first byte).
+const PACK_BUCKET: u8 = 0xff;
+
+/// The packs whose tables are loaded, each packed key's newest entry in them, and the packs
+/// whose state could not be settled at the last look.
+#[derive(Debug, Default)]
+pub(crate) struct PackIndex {
+    loaded: BTreeSet<ObjectId>,
+    newest: HashMap<String, Packed>,
+    /// Packs that may or may not have been acknowledged (too few of their files to tell), with
+    /// the entries their tables name: a key they name may have a newer write in them.
+    doubtful: Vec<(Doubt, PackTable)>,
+    /// Packs whose every readable file has a damaged table (so more of their files are bad
+    /// than parity covers): lost beyond repair, which objects they held unknown. They are
+    /// passed over, so those objects read as an older write, as an object of its own beyond
+    /// repair may when older shards of it are about (FORMAT.md, "Packs").
+    lost: BTreeSet<ObjectId>,
+}
+
+/// Why a pack's state is in doubt, to answer for a key it may hold.
+#[derive(Debug, Clone, Copy)]
+enum Doubt {
+    TooFewLocations { usable: usize, total: usize },
+    NoQuorum { held: usize, needed: usize },
+}
+
+impl Doubt {
+    fn of(e: &Error) -> Option<Doubt> {
+        match *e {
+            Error::TooFewLocations { usable, total, .. } => Some(Doubt::TooFewLocations { usable, total }),
+            Error::NoQuorum { held, needed, .. } => Some(Doubt::NoQuorum { held, needed }),
+            _ => None,
+        }
+    }
+
+    fn error(self, key: &str, version: u64) -> Error {
+        match self {
+            Doubt::TooFewLocations { usable, total } => Error::TooFewLocations {
+                key: Some(key.to_owned()),
+                usable,
+                total,
+            },
+            Doubt::NoQuorum { held, needed } => Error::NoQuorum {
+                key: key.to_owned(),
+                version,
+                held,
+                needed,
+            },
+        }
+    }
+}
+
+/// A packed write of a key: its entry and the pack holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Packed {
+    pub pack: ObjectId,
+    pub entry: PackEntry,
+}
+
+impl PackIndex {
+    fn add(&mut self, pack: ObjectId, table: PackTable) {
+        for entry in table.entries {
+            let newer = self
+                .newest
+                .get(&entry.key)
+                .is_none_or(|known| entry.stamp > known.entry.stamp);
+            if newer {
+                self.newest.insert(entry.key.clone(), Packed { pack, entry });
+            }
+        }
+        self.loaded.insert(pack);
+    }
+
+    /// The newest packed write of `key` that is certain, or the error saying a newer one may
+    /// exist in a pack whose state is in doubt (newer than `own`, the key's write in shard
+    /// files of its own, if any).
+    ///
+    /// A delete in a doubtful pack counts, as a tombstone file does for an object of its own
+    /// (FORMAT.md, "Versions and quorum"): a delete that may have happened wins.
+    fn newest(&self, key: &str, own: Option<WriteStamp>) -> Result<Option<Packed>> {
+        let certain = self.newest.get(key);
+        let floor = certain.map(|p| p.entry.stamp).max(own);
+        let newer_doubtful = self.doubtful.iter().filter_map(|(doubt, table)| {
+            let newest = table
+                .entries
+                .iter()
+                .filter(|e| e.key == key && floor.is_none_or(|f| e.stamp > f))
+                .max_by_key(|e| e.stamp)?;
+            Some((doubt, newest))
+        });
+        match newer_doubtful.max_by_key(|(_, e)| e.stamp) {
+            Some((_, e)) if e.tombstone => Ok(Some(Packed {
+                pack: ObjectId::of_key(key),
+                entry: e.clone(),
+            })),
+            Some((doubt, e)) => Err(doubt.error(key, e.stamp.version)),
+            None => Ok(certain.cloned()),
+        }
+    }
+
+    /// The packed keys starting with `prefix`, with their newest entries (deletes included);
+    /// a key a doubtful pack may hold a newer write of is left out (as an unreadable object is
+    /// from a listing), or listed as deleted if that write is a delete.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<Packed> {
+        self.newest
+            .values()
+            .filter(|p| p.entry.key.starts_with(prefix))
+            .filter_map(|p| match self.newest(&p.entry.key, None) {
+                Ok(Some(newest)) => Some(newest),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Where a key's current write is.
+pub(crate) enum Located {
+    /// In shard files of its own.
+    Own(Resolved),
+    /// In a pack (resolved), as `entry`.
+    Packed { pack: Resolved, entry: PackEntry },
+}
+
+/// What a look at one pack found.
+enum PackLook {
+    /// No pack of this id is a current write (absent, deleted, still being written, or a
+    /// user's object whose id looks like a pack's).
+    Absent,
+    /// An acknowledged pack and its table.
+    Certain(PackTable),
+    /// A pack that may or may not have been acknowledged, and its table.
+    Doubtful(Doubt, PackTable),
+    /// A pack whose table could not be read from any file.
+    Unknown,
+}
+
+impl Store {
+    /// Whether this store packs small objects.
+    pub(crate) fn packs_enabled(&self) -> bool {
+        self.file.pack_threshold > 0
+    }
+
+    /// The pack index, brought up to date with the packs a read quorum of locations holds.
+    ///
+    /// The index's lock is not held while the tables are read: reads wait on rayon's workers,
+    /// which may themselves be waiting for the index (see the `lock` module for the same rule).
+    pub(crate) fn pack_index(&self) -> Result<MutexGuard<'_, PackIndex>> {
+        let index = || self.packs.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.packs_enabled() {
+            return Ok(index());
+        }
+        let listed = self.list_packs()?;
+        // A pack gone (compacted away) may have held some key's newest entry: start afresh.
+        let (reset, new) = {
+            let index = index();
+            let reset = index.loaded.iter().any(|p| !listed.contains(p));
+            let new: Vec<ObjectId> = match reset {
+                true => listed.iter().copied().collect(),
+                false => listed.difference(&index.loaded).copied().collect(),
+            };
+            (reset, new)
+        };
+        let mut certain = Vec::with_capacity(new.len());
+        let mut doubtful = Vec::new();
+        let mut lost = BTreeSet::new();
+        for pack in new {
+            // Absent packs (being written, or deleted) are looked for again next time.
+            match self.look_at_pack(pack) {
+                PackLook::Absent => {}
+                PackLook::Certain(table) => certain.push((pack, table)),
+                PackLook::Doubtful(doubt, table) => doubtful.push((doubt, table)),
+                // Every file of an acknowledged pack has a copy of its table: none readable means
+                // more bad files than parity covers.
+                PackLook::Unknown => {
+                    lost.insert(pack);
+                }
+            }
+        }
+        let mut index = index();
+        if reset {
+            *index = PackIndex::default();
+        }
+        for (pack, table) in certain {
+            if !index.loaded.contains(&pack) {
+                index.add(pack, table);
+            }
+        }
+        index.doubtful = doubtful;
+        index.lost = lost;
+        Ok(index)
+    }
+
+    /// The ids of the packs on the locations. Needs a read quorum of locations listed, so that
+    /// every acknowledged pack is among them.
+    fn list_packs(&self) -> Result<BTreeSet<ObjectId>> {
+        let mut packs = BTreeSet::new();
+        let mut listed = 0;
+        for slot in &self.slots {
+            let Ok(location) = slot.usable() else { continue };
+            if let Ok(objects) = location.list_bucket(PACK_BUCKET) {
+                listed += 1;
+                packs.extend(objects.into_iter().filter(ObjectId::is_pack));
+            }
+        }
+        if listed < self.read_quorum() {
+            return Err(Error::TooFewLocations {
+                key: None,
+                usable: listed,
+                total: self.slots.len(),
+            });
+        }
+        Ok(packs)
+    }
+
+    /// Reads a pack's table: through a verified read of its first data chunk (rebuilt from
+    /// parity where it fails), else from the copy any one data chunk holds, verified by that
+    /// chunk's CRC alone — so the objects a pack names are known even when the pack is not
+    /// readable as a whole.
+    fn look_at_pack(&self, pack: ObjectId) -> PackLook {
+        let key = pack.pack_key();
+        let resolved = self.resolve(&key);
+        let doubt = match &resolved {
+            Ok(resolved) => {
+                let len = resolved.header.object_len;
+                let chunk = self.file.geometry.stripe(len, 0).chunk_len as u64;
+                let read = self.read_resolved(&key, resolved.clone(), 0..chunk.min(len));
+                if let Ok(table) = read.and_then(|bytes| self.decode_table(pack, &bytes, len)) {
+                    return PackLook::Certain(table);
+                }
+                None
+            }
+            Err(Error::NotFound { .. }) => return PackLook::Absent,
+            Err(e) => Doubt::of(e),
+        };
+        match (self.table_from_any_copy(pack), resolved, doubt) {
+            (Some(table), Ok(_), _) => PackLook::Certain(table),
+            (Some(table), Err(_), doubt) => PackLook::Doubtful(
+                doubt.unwrap_or(Doubt::TooFewLocations {
+                    usable: 0,
+                    total: self.slots.len(),
+                }),
+                table,
+            ),
+            (None, _, _) => PackLook::Unknown,
+        }
+    }
+
+    fn decode_table(&self, pack: ObjectId, chunk: &[u8], pack_len: u64) -> Result<PackTable> {
+        PackTable::decode_at_end(chunk, pack_len).map_err(|source| Error::PackDamaged {
+            pack: pack.to_hex(),
+            source,
+        })
+    }
+
+    /// The table from any copy that verifies: a shard file's footer (every shard file of a
+    /// pack has one), or the end of a data chunk.
+    fn table_from_any_copy(&self, pack: ObjectId) -> Option<PackTable> {
+        let key = pack.pack_key();
+        let k = self.file.geometry.k;
+        let gathered = self.gather(pack, false);
+        let candidates = || gathered.slots.iter().flatten().flatten();
+        let from_footer = candidates().find_map(|c| {
+            let header = c.header.as_ref().ok().filter(|h| h.key == key)?;
+            // Read again on a mismatch, as chunk reads are: a fault in flight is not rot.
+            (0..self.retry.attempts.max(1)).find_map(|_| {
+                let footer = read_footer(&*c.file, header)?;
+                PackTable::decode(&footer, header.object_len).ok()
+            })
+        });
+        if from_footer.is_some() {
+            return from_footer;
+        }
+        candidates().find_map(|c| {
+            let header = c
+                .header
+                .as_ref()
+                .ok()
+                .filter(|h| h.key == key && h.shard_index < k)?;
+            let len = header.object_len;
+            let chunk_len = self.file.geometry.stripe(len, 0).chunk_len;
+            let id = ChunkId {
+                object: pack,
+                stamp: header.stamp,
+                shard: header.shard_index,
+                stripe: 0,
+            };
+            let mut frame = vec![0u8; chunk_len + CHUNK_CRC_LEN as usize];
+            (0..self.retry.attempts.max(1)).find_map(|_| {
+                c.file
+                    .read_exact_at(&mut frame, header.encoded_len() as u64)
+                    .ok()?;
+                let (chunk, crc) = frame.split_at(chunk_len);
+                (id.checksum(chunk).to_le_bytes() == crc).then_some(())?;
+                PackTable::decode_at_end(chunk, len).ok()
+            })
+        })
+    }
+
+    /// Reads bytes `range` of a resolved object into memory, verified.
+    fn read_resolved(&self, key: &str, resolved: Resolved, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        let mut reader = self.reader_of(key, resolved, range, None);
+        let mut out = Vec::new();
+        reader.copy_to(&mut out)?;
+        Ok(out)
+    }
+
+    /// Where `key`'s current write is: in its own shard files or in a pack, whichever is newer.
+    /// `locked`: the caller holds the key's lock.
+    pub(crate) fn locate(&self, key: &str, locked: bool) -> Result<Located> {
+        let own = match locked {
+            true => self.resolve_locked(key),
+            false => self.resolve(key),
+        };
+        if !self.packs_enabled() {
+            return own.map(Located::Own);
+        }
+        let own = match own {
+            Ok(resolved) => Some(resolved),
+            Err(Error::NotFound { .. }) => None,
+            // Shard files of a write too few to read are no matter once a packed write of the
+            // key is newer than it.
+            Err(Error::NoQuorum { version, .. })
+                if self
+                    .newest_packed_stamp(key)?
+                    .is_some_and(|p| p.version > version) =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let own_stamp = own.as_ref().map(|o| o.header.stamp);
+        // A pack compacted away between the index and the read is looked up again.
+        for _ in 0..3 {
+            let packed = self.pack_index()?.newest(key, own_stamp)?;
+            let newer_packed = packed.filter(|p| own_stamp.is_none_or(|o| p.entry.stamp > o));
+            let Some(Packed { pack, entry }) = newer_packed else {
+                return own.map(Located::Own).ok_or_else(|| not_found(key));
+            };
+            if entry.tombstone {
+                return Err(not_found(key));
+            }
+            match self.resolve(&pack.pack_key()) {
+                Ok(pack) => return Ok(Located::Packed { pack, entry }),
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::TooFewLocations {
+            key: Some(key.to_owned()),
+            usable: 0,
+            total: self.slots.len(),
+        })
+    }
+
+    /// The newest write of `key` in a pack (a delete's included), for choosing a new version.
+    pub(crate) fn newest_packed_stamp(&self, key: &str) -> Result<Option<WriteStamp>> {
+        if !self.packs_enabled() {
+            return Ok(None);
+        }
+        // Above a doubtful pack's entries too: they may have been acknowledged.
+        let index = self.pack_index()?;
+        let certain = index.newest(key, None).ok().flatten().map(|p| p.entry.stamp);
+        let doubtful = index
+            .doubtful
+            .iter()
+            .flat_map(|(_, t)| &t.entries)
+            .filter(|e| e.key == key)
+            .map(|e| e.stamp)
+            .max();
+        Ok(certain.max(doubtful))
+    }
+
+    /// Names an unrecoverable pack for an operator: `<pack ID>`, with the keys whose current
+    /// write it holds (as far as its table was read before).
+    pub(crate) fn name_packed_keys(&self, lost: &mut crate::scrub::UnrecoverableObject) {
+        if !is_pack_key(&lost.key) {
+            return;
+        }
+        let pack = ObjectId::of_key(&lost.key);
+        let index = self.packs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys: Vec<&str> = index
+            .newest
+            .values()
+            .filter(|p| p.pack == pack && !p.entry.tombstone)
+            .map(|p| p.entry.key.as_str())
+            .collect();
+        keys.sort_unstable();
+        lost.key = format!("<pack {}>", pack.to_hex());
+        lost.detail = match index.loaded.contains(&pack) {
+            _ if index.lost.contains(&pack) => format!(
+                "{}; every copy of its table is lost too, so which objects it held is unknown",
+                lost.detail
+            ),
+            true => format!(
+                "{}; it holds the current write of {} objects: {keys:?}",
+                lost.detail,
+                keys.len()
+            ),
+            false => format!(
+                "{}; its table was never read, so which objects it holds is unknown",
+                lost.detail
+            ),
+        };
+    }
+
+    /// The newest packed write of `key` as the index last saw it (no look at the locations):
+    /// for a scrub, which loads the index once at its start. A write it lists is certain; one
+    /// it misses (written since, by another process) leaves the key's files judged as if
+    /// unpacked, which keeps them.
+    pub(crate) fn cached_packed_stamp(&self, key: &str) -> Option<WriteStamp> {
+        if !self.packs_enabled() {
+            return None;
+        }
+        let index = self.packs.lock().unwrap_or_else(|e| e.into_inner());
+        index.newest.get(key).map(|p| p.entry.stamp)
+    }
+
+    /// Reads a small object (all of `data`, shorter than the pack threshold) and stores it in a
+    /// pack of its own; the caller holds the key's lock.
+    pub(crate) fn put_packed(&self, key: &str, object: ObjectId, bytes: Vec<u8>) -> Result<PutOutcome> {
+        self.check_usable_quorum(key)?;
+        let stamp = self.next_stamp(key, object)?;
+        let entry = PackEntry {
+            key: key.to_owned(),
+            stamp,
+            tombstone: false,
+            offset: 0,
+            len: bytes.len() as u64,
+            crc: crc32c::crc32c(&bytes),
+        };
+        let written = self.write_pack(vec![(entry, bytes)])?;
+        // Shard files of an older write of the key (a larger object) are outvoted now: retired.
+        self.retire_older(object, stamp);
+        Ok(written)
+    }
+
+    /// Deletes a key of a packing store: a delete entry in a pack of its own outvotes every
+    /// older write, packed or not; the older shard files of its own are then removed. The
+    /// caller holds the key's lock and found the key.
+    pub(crate) fn delete_packed(&self, key: &str, object: ObjectId) -> Result<()> {
+        self.check_usable_quorum(key)?;
+        let stamp = self.next_stamp(key, object)?;
+        let entry = PackEntry {
+            key: key.to_owned(),
+            stamp,
+            tombstone: true,
+            offset: 0,
+            len: 0,
+            crc: 0,
+        };
+        self.write_pack(vec![(entry, Vec::new())])?;
+        self.retire_older(object, stamp);
+        Ok(())
+    }
+
+    /// Fails as a put to shard files of its own would, before anything else is asked, when too
+    /// few locations are usable to write a quorum.
+    fn check_usable_quorum(&self, key: &str) -> Result<()> {
+        let usable = self.slots.iter().filter(|s| s.usable().is_ok()).count();
+        match usable < self.write_quorum() {
+            true => Err(Error::WriteQuorum {
+                key: key.to_owned(),
+                written: 0,
+                needed: self.write_quorum(),
+                source: std::io::Error::other("too few usable locations"),
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// Writes one pack of `entries` (their offsets are set here) and adds it to the index.
+    /// Returns the pack's put outcome with the last entry's version and length.
+    fn write_pack(&self, entries: Vec<(PackEntry, Vec<u8>)>) -> Result<PutOutcome> {
+        let pack = ObjectId::of_pack(&entries.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>());
+        let key = pack.pack_key();
+        let last = entries.last().map(|(e, _)| (e.stamp.version, e.len));
+        let g = self.file.geometry;
+        let (body, table) = lay_out(usize::from(g.k), g.chunk_size as usize, entries).ok_or_else(|| {
+            // The threshold's bound at `create` makes one object always fit.
+            Error::Input {
+                source: std::io::Error::other("the objects do not fit in one pack"),
+            }
+        })?;
+        let written = {
+            // A new id (no other write has these entries): nobody else waits for this lock.
+            let _lock = self.locks.lock(pack)?;
+            let footer = table.encode(body.len() as u64);
+            self.write_object_with_footer(&key, pack, body.as_slice(), &footer)?
+        };
+        self.packs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(pack, table);
+        let (version, len) = last.unwrap_or((written.version, 0));
+        Ok(PutOutcome {
+            version,
+            len,
+            shards_written: written.shards_written,
+        })
+    }
+
+    /// Whether the bytes of `data` make a small object: reads up to the pack threshold. Returns
+    /// the bytes read and whether the input ended before the threshold.
+    pub(crate) fn read_small(&self, data: &mut impl Read) -> Result<(Vec<u8>, bool)> {
+        let threshold = u64::from(self.file.pack_threshold);
+        let mut head = Vec::new();
+        data.take(threshold)
+            .read_to_end(&mut head)
+            .map_err(|source| Error::Input { source })?;
+        let small = (head.len() as u64) < threshold;
+        Ok((head, small))
+    }
+}
+
+/// A packed key's listing entry; `None` for a delete.
+pub(crate) fn list_entry(packed: Packed) -> Option<super::ListEntry> {
+    let entry = packed.entry;
+    (!entry.tombstone).then_some(super::ListEntry {
+        key: entry.key,
+        len: entry.len,
+        version: entry.stamp.version,
+    })
+}
+
+/// The footer of a pack's shard file: the bytes after its last chunk (a copy of the pack's
+/// table), if there are any and not absurdly many.
+pub(crate) fn read_footer(
+    file: &dyn crate::location::ShardFile,
+    header: &crate::format::ShardHeader,
+) -> Option<Vec<u8>> {
+    let body_end = header.expected_file_len();
+    let footer_len = file
+        .len()
+        .checked_sub(body_end)
+        .filter(|&l| l > 0 && l <= MAX_FOOTER_LEN)?;
+    let mut footer = vec![0u8; footer_len as usize];
+    file.read_exact_at(&mut footer, body_end).ok()?;
+    Some(footer)
+}
+
+/// No pack table is longer: its objects and their keys fit in one chunk (at most 64 MiB).
+const MAX_FOOTER_LEN: u64 = crate::format::MAX_CHUNK_SIZE as u64;
+
+/// Lays `entries` out as the bytes of a pack of one stripe, for `k` data chunks of at most
+/// `chunk_size` bytes (FORMAT.md, "Packs"): data chunk `i` holds some objects' bytes, zeros, and
+/// a copy of the table at its end, so that any one data chunk names every object of the pack.
+/// Each object lies whole in one chunk. Returns the bytes and the table (offsets set, in
+/// offset order); `None` when the objects do not fit.
+pub(crate) fn lay_out(
+    k: usize,
+    chunk_size: usize,
+    entries: Vec<(PackEntry, Vec<u8>)>,
+) -> Option<(Vec<u8>, PackTable)> {
+    let table_len = PackTable {
+        entries: entries.iter().map(|(e, _)| e.clone()).collect(),
+    }
+    .encoded_len();
+    let lens: Vec<usize> = entries.iter().map(|(_, b)| b.len()).collect();
+    // First fit, largest first, into k bins of `room` bytes: the bin of each object.
+    let bins_of = |room: usize| -> Option<Vec<usize>> {
+        let mut order: Vec<usize> = (0..lens.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+        let mut free = vec![room; k];
+        let mut bin = vec![0; lens.len()];
+        for i in order {
+            let b = free.iter().position(|&f| f >= lens[i])?;
+            free[b] -= lens[i];
+            bin[i] = b;
+        }
+        Some(bin)
+    };
+    // The least room that works (first fit is not monotone in the room, but near enough: the
+    // search only ever costs a little slack).
+    let most = chunk_size.checked_sub(table_len)?;
+    let least = lens
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(lens.iter().sum::<usize>().div_ceil(k));
+    let mut bins = bins_of(most)?;
+    let (mut lo, mut hi) = (least.min(most), most);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match bins_of(mid) {
+            Some(found) => {
+                hi = mid;
+                bins = found;
+            }
+            None => lo = mid + 1,
+        }
+    }
+    let chunk_len = hi + table_len;
+    let mut body = vec![0u8; k * chunk_len];
+    let mut fill = vec![0usize; k];
+    let mut placed: Vec<PackEntry> = Vec::with_capacity(entries.len());
+    for ((mut entry, bytes), bin) in entries.into_iter().zip(bins) {
+        let offset = bin * chunk_len + fill[bin];
+        body[offset..offset + bytes.len()].copy_from_slice(&bytes);
+        fill[bin] += bytes.len();
+        entry.offset = offset as u64;
+        placed.push(entry);
+    }
+    placed.sort_by_key(|e| e.offset);
+    let table = PackTable { entries: placed };
+    let encoded = table.encode(body.len() as u64);
+    for chunk in body.chunks_exact_mut(chunk_len) {
+        chunk[chunk_len - table_len..].copy_from_slice(&encoded);
+    }
+    Some((body, table))
+}
+
+fn not_found(key: &str) -> Error {
+    Error::NotFound { key: key.to_owned() }
+}

@@ -1,0 +1,263 @@
+//! Small objects stored in packs (a store created with a pack threshold): every promise of the
+//! store holds for them as for objects with shard files of their own — exact bytes or an error,
+//! the newest write wins whatever form each write took, deletes stay deleted, listings and stat
+//! see them, damage is read around and repaired, and another handle on the store sees them.
+
+mod common;
+
+use std::io::Read;
+
+use common::data;
+use shardguard::{Durability, Error, PutMode, ScrubOptions, ScrubVerdict, Store};
+
+const THRESHOLD: u32 = 8192;
+
+fn packing_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder()
+        .data_shards(4)
+        .parity_shards(2)
+        .chunk_size(16384)
+        .pack_threshold(THRESHOLD)
+        .durability(Durability::PageCache)
+        .create(dir.path())
+        .unwrap();
+    (dir, store)
+}
+
+/// Shard files of every kind under the store's locations.
+fn shard_files(store: &Store) -> usize {
+    fn count(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| match e.file_type().is_ok_and(|t| t.is_dir()) {
+                    true => count(&e.path()),
+                    false => usize::from(e.file_name().to_string_lossy().ends_with(".shard")),
+                })
+                .sum()
+        })
+    }
+    store.locations().iter().map(|l| count(&l.join("objects"))).sum()
+}
+
+#[test]
+fn objects_below_the_threshold_are_packed_and_read_back_exactly() {
+    let (_dir, store) = packing_store();
+    let t = THRESHOLD as usize;
+    for (i, len) in [0, 1, 100, 4095, 4096, 4097, t - 1, t, t + 1, 3 * t]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("obj/{len}");
+        let bytes = data(i as u64, len);
+        store.put(&key, &bytes[..]).unwrap();
+        assert_eq!(store.get_bytes(&key).unwrap(), bytes, "{key}");
+        let stat = store.stat(&key).unwrap();
+        assert_eq!((stat.len, stat.pack.is_some()), (len as u64, len < t), "{key}");
+        // Range reads of a packed object are cut at its own end, not the pack's.
+        let mut reader = store.get_range(&key, 1..len as u64 + 50).unwrap();
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        assert_eq!(out, bytes[len.min(1)..], "{key}");
+        assert_eq!(reader.len(), len as u64);
+    }
+    let listed: Vec<(String, u64)> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key, e.len))
+        .collect();
+    assert_eq!(listed.len(), 10, "{listed:?}");
+    assert!(
+        listed.iter().all(|(k, len)| k == &format!("obj/{len}")),
+        "{listed:?}"
+    );
+    assert_eq!(store.list_prefix("obj/4").unwrap().count(), 3);
+}
+
+#[test]
+fn the_newest_write_wins_whether_packed_or_not_and_deletes_stay_deleted() {
+    let (dir, store) = packing_store();
+    let small = |seed| data(seed, 300);
+    let large = |seed| data(seed, 3 * THRESHOLD as usize);
+    let mut versions = Vec::new();
+    for (step, bytes) in [small(1), large(2), small(3), small(4), large(5), small(6)]
+        .into_iter()
+        .enumerate()
+    {
+        versions.push(store.put("k", &bytes[..]).unwrap().version);
+        assert_eq!(store.get_bytes("k").unwrap(), bytes, "step {step}");
+        // Another handle, with an index of its own, sees the same.
+        assert_eq!(
+            common::reopen(dir.path()).get_bytes("k").unwrap(),
+            bytes,
+            "step {step}"
+        );
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].len, listed[0].version),
+            (bytes.len() as u64, *versions.last().unwrap())
+        );
+    }
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    // The larger writes' shard files were retired by the packed writes after them.
+    store.delete("k").unwrap();
+    for s in [&store, &common::reopen(dir.path())] {
+        assert!(matches!(s.get_bytes("k"), Err(Error::NotFound { .. })));
+        assert!(matches!(s.stat("k"), Err(Error::NotFound { .. })));
+        assert_eq!(s.list().unwrap(), vec![]);
+    }
+    assert!(matches!(store.delete("k"), Err(Error::NotFound { .. })));
+    // A put after the delete is above it.
+    let again = store.put("k", &small(7)[..]).unwrap();
+    assert!(again.version > *versions.last().unwrap());
+    assert_eq!(store.get_bytes("k").unwrap(), small(7));
+}
+
+#[test]
+fn conditional_puts_see_packed_versions_and_exactly_one_racing_create_wins() {
+    let (_dir, store) = packing_store();
+    let winners: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let store = store.clone();
+                s.spawn(move || store.put_with("once", &data(i, 50)[..], PutMode::Create).is_ok())
+            })
+            .collect();
+        handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+    });
+    assert_eq!(winners, 1);
+    let version = store.stat("once").unwrap().version;
+    assert!(matches!(
+        store.put_with("once", &b"x"[..], PutMode::Update { version: version + 1 }),
+        Err(Error::PreconditionFailed { .. })
+    ));
+    store
+        .put_with("once", &b"y"[..], PutMode::Update { version })
+        .unwrap();
+    assert_eq!(store.get_bytes("once").unwrap(), b"y");
+}
+
+#[test]
+fn a_lost_location_and_rotten_pack_chunks_cost_nothing_and_scrub_repairs_them() {
+    let (dir, store) = packing_store();
+    let keys: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| (format!("small/{i}"), data(i, 700 * i as usize)))
+        .collect();
+    for (key, bytes) in &keys {
+        store.put(key, &bytes[..]).unwrap();
+    }
+    let files_before = shard_files(&store);
+    // Rot the first data chunk of the pack holding small/5, and lose a whole location.
+    let path = store.shard_path("small/5", 0).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    common::rot(&path, len / 2, 8);
+    let wiped = store
+        .locations()
+        .into_iter()
+        .find(|l| !path.starts_with(l))
+        .unwrap();
+    std::fs::remove_dir_all(wiped.join("objects")).unwrap();
+    let store = common::reopen(dir.path());
+    for (key, bytes) in &keys {
+        assert_eq!(&store.get_bytes(key).unwrap(), bytes, "{key}");
+    }
+    let repair = store
+        .scrub(&ScrubOptions::default().repair(true), &|_| {})
+        .unwrap();
+    assert_eq!(repair.verdict(), ScrubVerdict::Repaired, "{repair:#?}");
+    let clean = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+    assert_eq!(clean.verdict(), ScrubVerdict::Clean, "{clean:#?}");
+    assert_eq!(shard_files(&store), files_before);
+    for (key, bytes) in &keys {
+        assert_eq!(&store.get_bytes(key).unwrap(), bytes, "{key}");
+    }
+}
+
+#[test]
+fn a_store_without_packs_stays_in_the_first_format_version() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::create(dir.path()).unwrap();
+    let bytes = std::fs::read(dir.path().join(shardguard::STORE_FILE)).unwrap();
+    assert_eq!(bytes[8..10], 1u16.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    Store::builder().pack_threshold(4096).create(dir.path()).unwrap();
+    let bytes = std::fs::read(dir.path().join(shardguard::STORE_FILE)).unwrap();
+    assert_eq!(bytes[8..10], 2u16.to_le_bytes());
+    // Too large a threshold is refused before anything is written.
+    let refused = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        Store::builder().pack_threshold(64 << 20).create(refused.path()),
+        Err(Error::InvalidConfig {
+            problem: shardguard::ConfigProblem::PackThreshold { .. }
+        })
+    ));
+    // An object and the pack's table must fit in one chunk.
+    assert!(matches!(
+        Store::builder()
+            .chunk_size(4096)
+            .pack_threshold(4000)
+            .create(refused.path()),
+        Err(Error::InvalidConfig {
+            problem: shardguard::ConfigProblem::PackThreshold { .. }
+        })
+    ));
+}
+
+#[test]
+fn shard_files_outvoted_by_a_packed_write_are_leftovers_to_scrub_never_lost_objects() {
+    let (dir, store) = packing_store();
+    let large = data(1, 3 * THRESHOLD as usize);
+    store.put("k", &large[..]).unwrap();
+    // Keep the larger write's files: as if removing them had failed after the packed put.
+    let kept: Vec<(std::path::PathBuf, Vec<u8>)> = common::shard_paths(&store, "k")
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    store.put("k", &b"small now"[..]).unwrap();
+    for (path, bytes) in &kept {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    // Damage them beyond repair: still no lost object, since they are outvoted.
+    for (path, _) in kept.iter().take(3) {
+        std::fs::remove_file(path).unwrap();
+    }
+    let store = common::reopen(dir.path());
+    assert_eq!(store.get_bytes("k").unwrap(), b"small now");
+    let found = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+    assert!(found.unrecoverable.is_empty(), "{found:#?}");
+    assert_eq!(found.counts.leftover_files, 3, "{found:#?}");
+    let repaired = store
+        .scrub(&ScrubOptions::default().repair(true), &|_| {})
+        .unwrap();
+    assert_eq!(repaired.counts.leftover_files_removed, 3, "{repaired:#?}");
+    assert_eq!(store.get_bytes("k").unwrap(), b"small now");
+    let clean = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+    assert_eq!(clean.verdict(), ScrubVerdict::Clean, "{clean:#?}");
+}
+
+#[test]
+fn a_pack_lost_beyond_repair_is_named_with_the_objects_it_held() {
+    let (dir, store) = packing_store();
+    store.put("a", &data(1, 5000)[..]).unwrap();
+    store.put("b", &data(2, 6000)[..]).unwrap();
+    // Three of the six shard files of a's pack gone: more than m = 2.
+    for shard in 0..3 {
+        std::fs::remove_file(store.shard_path("a", shard).unwrap()).unwrap();
+    }
+    let store = common::reopen(dir.path());
+    assert!(store.get_bytes("a").is_err());
+    let report = store
+        .scrub(&ScrubOptions::default().repair(true), &|_| {})
+        .unwrap();
+    assert_eq!(report.verdict(), ScrubVerdict::Unrecoverable, "{report:#?}");
+    let lost: Vec<&str> = report.unrecoverable.iter().map(|u| u.key.as_str()).collect();
+    assert_eq!(lost.len(), 1, "{report:#?}");
+    assert!(lost[0].starts_with("<pack "), "{lost:?}");
+}
