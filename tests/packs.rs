@@ -261,3 +261,41 @@ fn a_pack_lost_beyond_repair_is_named_with_the_objects_it_held() {
     assert_eq!(lost.len(), 1, "{report:#?}");
     assert!(lost[0].starts_with("<pack "), "{lost:?}");
 }
+
+#[test]
+fn a_batch_shares_packs_and_every_object_of_it_reads_back() {
+    let (dir, store) = packing_store();
+    let objects: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| {
+            (
+                format!("batch/{i}"),
+                data(i, (i as usize * 37) % (THRESHOLD as usize)),
+            )
+        })
+        .chain([("batch/large".to_owned(), data(999, 5 * THRESHOLD as usize))])
+        .collect();
+    let outcomes = store
+        .put_many(objects.iter().map(|(k, b)| (k.as_str(), &b[..])))
+        .unwrap();
+    assert_eq!(outcomes.len(), objects.len());
+    assert!(outcomes
+        .iter()
+        .zip(&objects)
+        .all(|(o, (_, b))| o.len == b.len() as u64));
+    let reopened = common::reopen(dir.path());
+    for (key, bytes) in &objects {
+        assert_eq!(&reopened.get_bytes(key).unwrap(), bytes, "{key}");
+    }
+    // 300 objects of up to 8 KiB in packs of 4 chunks of 16 KiB: a few dozen packs, each
+    // k + m shard files, against 6 files per object without packs.
+    let files = shard_files(&store);
+    assert!(files <= 6 * 60, "{files} shard files for 301 objects");
+    assert_eq!(store.list().unwrap().len(), objects.len());
+    // A key twice in one batch is refused before anything is written.
+    let twice = store.put_many([("dup", &b"1"[..]), ("dup", &b"2"[..])]);
+    assert!(matches!(twice, Err(Error::InvalidKey { .. })));
+    assert!(matches!(store.get_bytes("dup"), Err(Error::NotFound { .. })));
+    // Overwritten in a second batch: the newer write wins.
+    store.put_many([("batch/7", &b"seven"[..])]).unwrap();
+    assert_eq!(reopened.get_bytes("batch/7").unwrap(), b"seven");
+}

@@ -43,6 +43,8 @@ const PACKING: Layout = Layout {
 /// One step of the workload.
 enum Step {
     Put(&'static str, Vec<u8>),
+    /// `put_many`: in a packing store, the small ones in one pack.
+    PutMany(Vec<(&'static str, Vec<u8>)>),
     Delete(&'static str),
     ScrubRepair,
 }
@@ -52,17 +54,17 @@ enum Step {
 #[derive(Default)]
 struct Expected {
     acknowledged: BTreeMap<&'static str, Option<Vec<u8>>>,
-    in_flight: Option<(&'static str, Option<Vec<u8>>)>,
+    in_flight: Vec<(&'static str, Option<Vec<u8>>)>,
 }
 
 impl Expected {
     fn allows(&self, key: &str, got: &Option<Vec<u8>>) -> bool {
         let acked = self.acknowledged.get(key).cloned().flatten();
-        *got == acked
-            || self
-                .in_flight
-                .as_ref()
-                .is_some_and(|(k, v)| *k == key && v == got)
+        *got == acked || self.in_flight.iter().any(|(k, v)| *k == key && v == got)
+    }
+
+    fn in_flight(&self, key: &str) -> bool {
+        self.in_flight.iter().any(|(k, _)| *k == key)
     }
 }
 
@@ -112,11 +114,16 @@ fn workload() -> Vec<Step> {
         Step::Delete("gone"),
         Step::ScrubRepair,
         Step::Put("late", common::data(12, 2000)),
+        Step::PutMany(vec![
+            ("batch-a", common::data(13, 1500)),
+            ("keep", common::data(14, 2500)),
+            ("batch-b", common::data(15, 7000)),
+        ]),
         Step::Delete("new"),
     ]
 }
 
-const KEYS: [&str; 6] = ["keep", "old", "gone", "big", "new", "late"];
+const KEYS: [&str; 8] = ["keep", "old", "gone", "big", "new", "late", "batch-a", "batch-b"];
 
 fn repair_options() -> ScrubOptions {
     ScrubOptions::default().repair(true).jobs(1)
@@ -151,21 +158,27 @@ fn run_case(
             for step in workload() {
                 let result = match step {
                     Step::Put(key, bytes) => {
-                        expected.in_flight = Some((key, Some(bytes.clone())));
+                        expected.in_flight = vec![(key, Some(bytes.clone()))];
                         store.put(key, &bytes[..]).map(drop)
                     }
+                    Step::PutMany(objects) => {
+                        expected.in_flight = objects.iter().map(|(k, b)| (*k, Some(b.clone()))).collect();
+                        store
+                            .put_many(objects.iter().map(|(k, b)| (*k, &b[..])))
+                            .map(drop)
+                    }
                     Step::Delete(key) => {
-                        expected.in_flight = Some((key, None));
+                        expected.in_flight = vec![(key, None)];
                         store.delete(key)
                     }
                     Step::ScrubRepair => {
-                        expected.in_flight = None;
+                        expected.in_flight = Vec::new();
                         store.scrub(&repair_options(), &|_| {}).map(drop)
                     }
                 };
                 match result {
                     Ok(()) => {
-                        if let Some((key, value)) = expected.in_flight.take() {
+                        for (key, value) in std::mem::take(&mut expected.in_flight) {
                             expected.acknowledged.insert(key, value);
                         }
                     }
@@ -202,7 +215,7 @@ fn check_after_reboot(dir: &Path, expected: &Expected, ctx: &str) {
                 got.as_ref().map_or(-1, |b| b.len() as i64)
             ),
             Err(e) => assert!(
-                expected.in_flight.as_ref().is_some_and(|(k, _)| k == key),
+                expected.in_flight(key),
                 "{ctx}: {key:?}, not being written at the cut, reads as an error: {e}"
             ),
         }

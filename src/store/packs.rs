@@ -122,6 +122,20 @@ impl PackIndex {
         }
     }
 
+    /// The newest packed write of `key`, certain or doubtful (it may have been acknowledged):
+    /// a new write must be above it.
+    fn newest_stamp(&self, key: &str) -> Option<WriteStamp> {
+        let certain = self.newest.get(key).map(|p| p.entry.stamp);
+        let doubtful = self
+            .doubtful
+            .iter()
+            .flat_map(|(_, t)| &t.entries)
+            .filter(|e| e.key == key)
+            .map(|e| e.stamp)
+            .max();
+        certain.max(doubtful)
+    }
+
     /// The packed keys starting with `prefix`, with their newest entries (deletes included);
     /// a key a doubtful pack may hold a newer write of is left out (as an unreadable object is
     /// from a listing), or listed as deleted if that write is a delete.
@@ -381,17 +395,7 @@ impl Store {
         if !self.packs_enabled() {
             return Ok(None);
         }
-        // Above a doubtful pack's entries too: they may have been acknowledged.
-        let index = self.pack_index()?;
-        let certain = index.newest(key, None).ok().flatten().map(|p| p.entry.stamp);
-        let doubtful = index
-            .doubtful
-            .iter()
-            .flat_map(|(_, t)| &t.entries)
-            .filter(|e| e.key == key)
-            .map(|e| e.stamp)
-            .max();
-        Ok(certain.max(doubtful))
+        Ok(self.pack_index()?.newest_stamp(key))
     }
 
     /// Names an unrecoverable pack for an operator: `<pack ID>`, with the keys whose current
@@ -477,6 +481,120 @@ impl Store {
         Ok(())
     }
 
+    /// Stores several objects as one batch: those below the pack threshold are written
+    /// together into as few packs as they fit in, so they share the writes and fsyncs of a few
+    /// shard files; the others as by [`Store::put`], one after another. Returns each object's
+    /// outcome, in the order given. Without packs (a store created without a pack threshold)
+    /// it is a loop of puts.
+    ///
+    /// Each object is durable and current once this returns `Ok`. On an error the objects
+    /// before the failing one are written (as by puts in that order), the rest are not.
+    ///
+    /// # Errors
+    /// As [`Store::put`]; [`Error::InvalidKey`] also when a key appears twice in the batch.
+    pub fn put_many<'k, R: Read>(
+        &self,
+        objects: impl IntoIterator<Item = (&'k str, R)>,
+    ) -> Result<Vec<PutOutcome>> {
+        self.check_poisoned()?;
+        let mut outcomes: Vec<Option<PutOutcome>> = Vec::new();
+        let mut small: Vec<(usize, &'k str, Vec<u8>)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, (key, mut data)) in objects.into_iter().enumerate() {
+            crate::key::validate(key)?;
+            if !seen.insert(key) {
+                return Err(Error::InvalidKey {
+                    reason: "a key appears twice in the batch",
+                });
+            }
+            outcomes.push(None);
+            if !self.packs_enabled() {
+                outcomes[i] = Some(self.put(key, data)?);
+                continue;
+            }
+            let (head, is_small) = self.read_small(&mut data)?;
+            match is_small {
+                true => small.push((i, key, head)),
+                false => outcomes[i] = Some(self.put(key, head.as_slice().chain(data))?),
+            }
+        }
+        for (i, outcome) in self.put_packed_batch(small)? {
+            outcomes[i] = Some(outcome);
+        }
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// Writes small objects `(index, key, bytes)` into packs, holding every key's lock (taken
+    /// in id order, so batches never wait on each other in a circle).
+    fn put_packed_batch(&self, mut small: Vec<(usize, &str, Vec<u8>)>) -> Result<Vec<(usize, PutOutcome)>> {
+        if small.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = small[0].1.to_owned();
+        self.check_usable_quorum(&first)?;
+        small.sort_by_key(|(_, key, _)| ObjectId::of_key(key));
+        let _locks = small
+            .iter()
+            .map(|(_, key, _)| self.locks.lock(ObjectId::of_key(key)))
+            .collect::<Result<Vec<_>>>()?;
+        // With every key locked, one look at the packs sees every write of them.
+        let packed: Vec<Option<WriteStamp>> = {
+            let index = self.pack_index()?;
+            small.iter().map(|(_, key, _)| index.newest_stamp(key)).collect()
+        };
+        let mut entries = Vec::with_capacity(small.len());
+        for ((index, key, bytes), packed) in small.into_iter().zip(packed) {
+            let object = ObjectId::of_key(key);
+            let stamp = self.next_stamp_above(key, object, packed)?;
+            let entry = PackEntry {
+                key: key.to_owned(),
+                stamp,
+                tombstone: false,
+                offset: 0,
+                len: bytes.len() as u64,
+                crc: crc32c::crc32c(&bytes),
+            };
+            entries.push((index, object, entry, bytes));
+        }
+        let g = self.file.geometry;
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut rest = &mut entries[..];
+        while !rest.is_empty() {
+            // The most of the rest that fit in one pack: halve until they do.
+            let mut take = rest.len();
+            let laid = loop {
+                let batch: Vec<(PackEntry, Vec<u8>)> = rest[..take]
+                    .iter()
+                    .map(|(_, _, e, b)| (e.clone(), b.clone()))
+                    .collect();
+                match lay_out(usize::from(g.k), g.chunk_size as usize, batch) {
+                    Some(laid) => break laid,
+                    None if take > 1 => take = take.div_ceil(2),
+                    // The threshold's bound at `create` makes one object always fit.
+                    None => {
+                        return Err(Error::Input {
+                            source: std::io::Error::other("an object does not fit in a pack"),
+                        })
+                    }
+                }
+            };
+            let shards_written = self.commit_pack(laid)?;
+            for (index, object, entry, _) in &rest[..take] {
+                self.retire_older(*object, entry.stamp);
+                outcomes.push((
+                    *index,
+                    PutOutcome {
+                        version: entry.stamp.version,
+                        len: entry.len,
+                        shards_written,
+                    },
+                ));
+            }
+            rest = &mut rest[take..];
+        }
+        Ok(outcomes)
+    }
+
     /// Fails as a put to shard files of its own would, before anything else is asked, when too
     /// few locations are usable to write a quorum.
     fn check_usable_quorum(&self, key: &str) -> Result<()> {
@@ -495,16 +613,26 @@ impl Store {
     /// Writes one pack of `entries` (their offsets are set here) and adds it to the index.
     /// Returns the pack's put outcome with the last entry's version and length.
     fn write_pack(&self, entries: Vec<(PackEntry, Vec<u8>)>) -> Result<PutOutcome> {
-        let pack = ObjectId::of_pack(&entries.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>());
-        let key = pack.pack_key();
         let last = entries.last().map(|(e, _)| (e.stamp.version, e.len));
         let g = self.file.geometry;
-        let (body, table) = lay_out(usize::from(g.k), g.chunk_size as usize, entries).ok_or_else(|| {
-            // The threshold's bound at `create` makes one object always fit.
-            Error::Input {
-                source: std::io::Error::other("the objects do not fit in one pack"),
-            }
+        // The threshold's bound at `create` makes one object always fit.
+        let laid = lay_out(usize::from(g.k), g.chunk_size as usize, entries).ok_or_else(|| Error::Input {
+            source: std::io::Error::other("the object does not fit in a pack"),
         })?;
+        let shards_written = self.commit_pack(laid)?;
+        let (version, len) = last.unwrap_or((0, 0));
+        Ok(PutOutcome {
+            version,
+            len,
+            shards_written,
+        })
+    }
+
+    /// Writes a laid-out pack as an object of the store (each shard file ending with the
+    /// table) and adds it to the index; returns the shard files written.
+    fn commit_pack(&self, (body, table): (Vec<u8>, PackTable)) -> Result<usize> {
+        let pack = ObjectId::of_pack(&table.entries);
+        let key = pack.pack_key();
         let written = {
             // A new id (no other write has these entries): nobody else waits for this lock.
             let _lock = self.locks.lock(pack)?;
@@ -515,12 +643,7 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .add(pack, table);
-        let (version, len) = last.unwrap_or((written.version, 0));
-        Ok(PutOutcome {
-            version,
-            len,
-            shards_written: written.shards_written,
-        })
+        Ok(written.shards_written)
     }
 
     /// Whether the bytes of `data` make a small object: reads up to the pack threshold. Returns

@@ -278,6 +278,17 @@ impl Store {
     /// of every acknowledged write, and the new version is above all of them.
     /// In a packing store, above every packed write of the key too.
     pub(crate) fn next_stamp(&self, key: &str, object: ObjectId) -> Result<WriteStamp> {
+        let packed = self.newest_packed_stamp(key)?;
+        self.next_stamp_above(key, object, packed)
+    }
+
+    /// [`Store::next_stamp`] given the key's newest packed write.
+    pub(crate) fn next_stamp_above(
+        &self,
+        key: &str,
+        object: ObjectId,
+        packed: Option<WriteStamp>,
+    ) -> Result<WriteStamp> {
         let listed = self.stamps(object);
         let known = listed.iter().flatten().count();
         if known < self.read_quorum() {
@@ -294,7 +305,7 @@ impl Store {
             .into_iter()
             .flatten()
             .flatten()
-            .chain(self.newest_packed_stamp(key)?)
+            .chain(packed)
             .map(|s| s.version)
             .max();
         Ok(WriteStamp {
