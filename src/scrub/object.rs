@@ -708,7 +708,7 @@ impl Store {
             });
             return Ok(Verified::Amiss(Progress::default()));
         }
-        // Confirmed: apply. A pack's rebuilt shard files end with its table, as written.
+        // Confirmed: apply. A pack's rebuilt parity shard files end with its table, as written.
         let footer = match crate::format::is_pack_key(key) && writers.iter().any(Option::is_some) {
             true => resolved.shards.iter().flatten().find_map(|file| {
                 let footer = crate::store::packs::read_footer(&**file, header)?;
@@ -719,7 +719,7 @@ impl Store {
         };
         for (shard, writer) in writers.into_iter().enumerate() {
             let Some(mut writer) = writer else { continue };
-            if let Some(footer) = &footer {
+            if let Some(footer) = footer.as_ref().filter(|_| shard >= k) {
                 if writer.write_all(footer).is_err() {
                     out.counts.unrepaired += 1;
                     continue;

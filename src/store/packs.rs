@@ -290,8 +290,8 @@ impl Store {
         })
     }
 
-    /// The table from any copy that verifies: a shard file's footer (every shard file of a
-    /// pack has one), or the end of a data chunk.
+    /// The table from any copy that verifies: a parity shard file's footer, or the end of a
+    /// data shard file's chunk (every shard file of a pack holds one or the other).
     fn table_from_any_copy(&self, pack: ObjectId) -> Option<PackTable> {
         let key = pack.pack_key();
         let k = self.file.geometry.k;
@@ -669,8 +669,8 @@ pub(crate) fn list_entry(packed: Packed) -> Option<super::ListEntry> {
     })
 }
 
-/// The footer of a pack's shard file: the bytes after its last chunk (a copy of the pack's
-/// table), if there are any and not absurdly many.
+/// The footer of a pack's parity shard file: the bytes after its last chunk (a copy of the
+/// pack's table), if there are any and not absurdly many.
 pub(crate) fn read_footer(
     file: &dyn crate::location::ShardFile,
     header: &crate::format::ShardHeader,

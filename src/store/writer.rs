@@ -115,8 +115,8 @@ impl Store {
         self.write_object_with_footer(key, object, data, &[])
     }
 
-    /// [`Store::write_object`], each shard file ending with `footer` after its chunks (a
-    /// pack's table: FORMAT.md, "Packs").
+    /// [`Store::write_object`], each parity shard file ending with `footer` after its chunks
+    /// (a pack's table, which ends each data chunk already: FORMAT.md, "Packs").
     pub(crate) fn write_object_with_footer(
         &self,
         key: &str,
@@ -200,7 +200,8 @@ impl Store {
             }
         })?;
         if !footer.is_empty() {
-            for writer in &mut writers {
+            // Parity shards only: a data shard's chunk ends with the same bytes already.
+            for writer in writers.iter_mut().skip(usize::from(g.k)) {
                 if let Some(Err(e)) = writer.as_mut().map(|w| w.write_all(footer)) {
                     last_error = Some(e);
                     *writer = None;
@@ -278,7 +279,20 @@ impl Store {
     /// of every acknowledged write, and the new version is above all of them.
     /// In a packing store, above every packed write of the key too.
     pub(crate) fn next_stamp(&self, key: &str, object: ObjectId) -> Result<WriteStamp> {
-        let packed = self.newest_packed_stamp(key)?;
+        // Too few locations to list is a put's quorum error, whichever listing finds it first.
+        let packed = match self.newest_packed_stamp(key) {
+            Err(Error::TooFewLocations { usable, .. }) => {
+                return Err(self.quorum_error(
+                    key,
+                    0,
+                    Some(io::Error::other(format!(
+                        "only {usable} locations could be listed, {} needed to know the newest version",
+                        self.read_quorum()
+                    ))),
+                ))
+            }
+            packed => packed?,
+        };
         self.next_stamp_above(key, object, packed)
     }
 
