@@ -550,3 +550,48 @@ fn the_progress_bar_moves_by_bytes_inside_one_large_object_and_only_on_a_termina
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("result: clean"));
 }
+
+#[test]
+fn a_packing_store_from_init_to_rm_through_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    // Too large a threshold for the chunks: a one-line usage error, nothing created.
+    let refused = sg(&[
+        "init",
+        p(&store),
+        "--chunk-size",
+        "4KiB",
+        "--pack-threshold",
+        "4KiB",
+    ]);
+    assert_eq!(code(&refused), 2, "{refused:?}");
+    assert_one_line_error(&refused);
+    assert!(!store.join(shardguard::STORE_FILE).exists());
+    let out = sg(&[
+        "init",
+        p(&store),
+        "--chunk-size",
+        "16KiB",
+        "--pack-threshold",
+        "4KiB",
+    ]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let small = data(2, 3000);
+    let large = data(3, 100_000);
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "small"], &small)), 0);
+    assert_eq!(code(&sg_stdin(&["put", p(&store), "large"], &large)), 0);
+    assert!(sg(&["get", p(&store), "small"]).stdout == small);
+    assert!(sg(&["get", p(&store), "large"]).stdout == large);
+    assert_eq!(
+        String::from_utf8_lossy(&sg(&["ls", p(&store)]).stdout),
+        "large\nsmall\n"
+    );
+    let stat = String::from_utf8_lossy(&sg(&["stat", p(&store), "small"]).stdout).into_owned();
+    assert!(stat.contains("pack:"), "{stat}");
+    assert!(!String::from_utf8_lossy(&sg(&["stat", p(&store), "large"]).stdout).contains("pack:"));
+    assert_eq!(code(&sg(&["scrub", p(&store)])), 0);
+    assert_eq!(code(&sg(&["rm", p(&store), "small"])), 0);
+    assert_eq!(code(&sg(&["get", p(&store), "small"])), 1);
+    assert_eq!(String::from_utf8_lossy(&sg(&["ls", p(&store)]).stdout), "large\n");
+    assert_eq!(code(&sg(&["scrub", p(&store)])), 0);
+}

@@ -435,6 +435,9 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             say!("size:     {} bytes", stat.len);
             say!("version:  {}", stat.version);
             say!("stripes:  {}", stat.stripes);
+            if let Some(pack) = &stat.pack {
+                say!("pack:     {pack} (stored with other small objects: the shards below are the pack's)");
+            }
             say!("shards:");
             for s in &stat.shards {
                 say!(
