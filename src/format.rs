@@ -661,6 +661,21 @@ pub struct PackTable {
     pub entries: Vec<PackEntry>,
 }
 
+impl PackEntry {
+    /// The entry of `bytes` written as `key`'s `stamp` (a delete: `tombstone`, no bytes); its
+    /// offset is set when the pack is laid out.
+    pub fn new(key: &str, stamp: WriteStamp, bytes: &[u8], tombstone: bool) -> Self {
+        PackEntry {
+            key: key.to_owned(),
+            stamp,
+            tombstone,
+            offset: 0,
+            len: bytes.len() as u64,
+            crc: crc32c::crc32c(bytes),
+        }
+    }
+}
+
 impl PackTable {
     /// Bytes of the trailer that ends every copy of the table.
     pub const TRAILER_LEN: usize = 32;
@@ -702,13 +717,7 @@ impl PackTable {
     /// The table whose copy ends `bytes` (a data chunk of a pack: FORMAT.md, "Packs"), for a
     /// pack of `pack_len` bytes.
     pub fn decode_at_end(bytes: &[u8], pack_len: u64) -> Result<Self, FormatError> {
-        let trailer_at = bytes
-            .len()
-            .checked_sub(Self::TRAILER_LEN)
-            .ok_or(FormatError::Truncated {
-                len: bytes.len(),
-                needed: Self::TRAILER_LEN,
-            })?;
+        let trailer_at = Self::trailer_at(bytes)?;
         let mut t = Reader::new(&bytes[trailer_at..]);
         t.magic(PACK_MAGIC, "pack")?;
         let _reserved = t.u16()?;
@@ -721,15 +730,20 @@ impl PackTable {
         Self::decode(&bytes[start..], pack_len)
     }
 
-    /// Decodes exactly one table with its trailer, for a pack of `pack_len` bytes.
-    pub fn decode(bytes: &[u8], pack_len: u64) -> Result<Self, FormatError> {
-        let trailer_at = bytes
+    /// Where the trailer ending `bytes` starts.
+    fn trailer_at(bytes: &[u8]) -> Result<usize, FormatError> {
+        bytes
             .len()
             .checked_sub(Self::TRAILER_LEN)
             .ok_or(FormatError::Truncated {
                 len: bytes.len(),
                 needed: Self::TRAILER_LEN,
-            })?;
+            })
+    }
+
+    /// Decodes exactly one table with its trailer, for a pack of `pack_len` bytes.
+    pub fn decode(bytes: &[u8], pack_len: u64) -> Result<Self, FormatError> {
+        let trailer_at = Self::trailer_at(bytes)?;
         let mut t = Reader::new(bytes);
         t.pos = trailer_at;
         t.magic(PACK_MAGIC, "pack")?;

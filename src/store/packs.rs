@@ -443,42 +443,33 @@ impl Store {
         index.newest.get(key).map(|p| p.entry.stamp)
     }
 
-    /// Reads a small object (all of `data`, shorter than the pack threshold) and stores it in a
-    /// pack of its own; the caller holds the key's lock.
+    /// Stores a small object (`bytes`, shorter than the pack threshold) in a pack of its own;
+    /// the caller holds the key's lock.
     pub(crate) fn put_packed(&self, key: &str, object: ObjectId, bytes: Vec<u8>) -> Result<PutOutcome> {
-        self.check_usable_quorum(key)?;
-        let stamp = self.next_stamp(key, object)?;
-        let entry = PackEntry {
-            key: key.to_owned(),
-            stamp,
-            tombstone: false,
-            offset: 0,
-            len: bytes.len() as u64,
-            crc: crc32c::crc32c(&bytes),
-        };
-        let written = self.write_pack(vec![(entry, bytes)])?;
-        // Shard files of an older write of the key (a larger object) are outvoted now: retired.
-        self.retire_older(object, stamp);
-        Ok(written)
+        self.write_entry(key, object, bytes, false)
     }
 
     /// Deletes a key of a packing store: a delete entry in a pack of its own outvotes every
-    /// older write, packed or not; the older shard files of its own are then removed. The
-    /// caller holds the key's lock and found the key.
+    /// older write, packed or not. The caller holds the key's lock and found the key.
     pub(crate) fn delete_packed(&self, key: &str, object: ObjectId) -> Result<()> {
+        self.write_entry(key, object, Vec::new(), true).map(drop)
+    }
+
+    /// Writes one entry in a pack of its own as the key's next version, then removes the key's
+    /// older shard files of its own (a larger object's), which it outvotes.
+    fn write_entry(
+        &self,
+        key: &str,
+        object: ObjectId,
+        bytes: Vec<u8>,
+        tombstone: bool,
+    ) -> Result<PutOutcome> {
         self.check_usable_quorum(key)?;
         let stamp = self.next_stamp(key, object)?;
-        let entry = PackEntry {
-            key: key.to_owned(),
-            stamp,
-            tombstone: true,
-            offset: 0,
-            len: 0,
-            crc: 0,
-        };
-        self.write_pack(vec![(entry, Vec::new())])?;
+        let entry = PackEntry::new(key, stamp, &bytes, tombstone);
+        let written = self.write_pack(vec![(entry, bytes)])?;
         self.retire_older(object, stamp);
-        Ok(())
+        Ok(written)
     }
 
     /// Stores several objects as one batch: those below the pack threshold are written
@@ -546,14 +537,7 @@ impl Store {
         for ((index, key, bytes), packed) in small.into_iter().zip(packed) {
             let object = ObjectId::of_key(key);
             let stamp = self.next_stamp_above(key, object, packed)?;
-            let entry = PackEntry {
-                key: key.to_owned(),
-                stamp,
-                tombstone: false,
-                offset: 0,
-                len: bytes.len() as u64,
-                crc: crc32c::crc32c(&bytes),
-            };
+            let entry = PackEntry::new(key, stamp, &bytes, false);
             entries.push((index, object, entry, bytes));
         }
         let g = self.file.geometry;
