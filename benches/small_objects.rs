@@ -64,6 +64,7 @@ fn main() {
     let data: Vec<Vec<u8>> = (0..objects).map(object).collect();
     let keys: Vec<String> = (0..objects).map(|i| format!("mail/{:06}", i)).collect();
     let (mut plain, mut own, mut packed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plain8, mut packed8) = (Vec::new(), Vec::new());
     let mut space = Vec::new();
     for run in 0..3 {
         let dir = tempfile::tempdir_in(&base).expect("bench directory");
@@ -99,6 +100,43 @@ fn main() {
                 .expect("put_many");
         }
         packed.push(objects as f64 / started.elapsed().as_secs_f64());
+
+        // Eight writers: plain files, and single puts into a packing store (group commit).
+        let writers = 8;
+        let share = objects.div_ceil(writers);
+        let plain8_dir = dir.path().join("plain8");
+        fs::create_dir(&plain8_dir).expect("mkdir");
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for (keys, data) in keys.chunks(share).zip(data.chunks(share)) {
+                let dir = &plain8_dir;
+                s.spawn(move || {
+                    for (key, bytes) in keys.iter().zip(data) {
+                        let mut file = File::create(dir.join(key.replace('/', "_"))).expect("create");
+                        file.write_all(bytes).expect("write");
+                        file.sync_all().expect("fsync");
+                        File::open(dir).and_then(|d| d.sync_all()).expect("dir fsync");
+                    }
+                });
+            }
+        });
+        plain8.push(objects as f64 / started.elapsed().as_secs_f64());
+        let grouped = Store::builder()
+            .pack_threshold(64 << 10)
+            .create(dir.path().join("grouped"))
+            .expect("create packing store");
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for (keys, data) in keys.chunks(share).zip(data.chunks(share)) {
+                let store = grouped.clone();
+                s.spawn(move || {
+                    for (key, bytes) in keys.iter().zip(data) {
+                        store.put(key, &bytes[..]).expect("put");
+                    }
+                });
+            }
+        });
+        packed8.push(objects as f64 / started.elapsed().as_secs_f64());
         if run == 0 {
             // The same number of 1-byte objects, batched into packs: the per-object cost.
             let tiny = Store::builder()
@@ -109,13 +147,14 @@ fn main() {
                 tiny.put_many(keys.iter().map(|k| (k.as_str(), &b"x"[..])))
                     .expect("put_many");
             }
-            space = ["plain", "own", "packed", "tiny"]
+            space = ["plain", "own", "packed", "grouped", "tiny"]
                 .iter()
                 .map(|name| (*name, usage(&dir.path().join(name))))
                 .collect();
         }
     }
     let (plain, own, packed) = (median(plain), median(own), median(packed));
+    let (plain8, packed8) = (median(plain8), median(packed8));
     println!("{objects} objects of {SIZE} bytes, fsync durability, 3 runs, medians");
     println!("put, one writer:");
     println!("  plain files (write + fsync + dir fsync)  {plain:>9.0} obj/s  1.00x");
@@ -126,6 +165,12 @@ fn main() {
     println!(
         "  store, put_many of {batch}, packs        {packed:>9.0} obj/s  {:.2}x",
         packed / plain
+    );
+    println!("put, eight writers:");
+    println!("  plain files (write + fsync + dir fsync)  {plain8:>9.0} obj/s  1.00x");
+    println!(
+        "  store, put, packs (group commit)        {packed8:>9.0} obj/s  {:.2}x",
+        packed8 / plain8
     );
     println!(
         "disk space per object (allocated blocks; raw {SIZE} bytes, ideal for 4 + 2: {}):",

@@ -299,3 +299,41 @@ fn a_batch_shares_packs_and_every_object_of_it_reads_back() {
     store.put_many([("batch/7", &b"seven"[..])]).unwrap();
     assert_eq!(reopened.get_bytes("batch/7").unwrap(), b"seven");
 }
+
+/// Threads putting small objects at once share packs (group commit); whatever the grouping,
+/// every put reads back exactly, from this handle and another.
+#[test]
+fn concurrent_small_puts_share_packs_and_every_one_reads_back() {
+    let (dir, store) = packing_store();
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let store = store.clone();
+            s.spawn(move || {
+                for i in 0..40u64 {
+                    let key = format!("t{t}/{i}");
+                    let outcome = store
+                        .put(&key, &data(t * 1000 + i, 100 + i as usize * 50)[..])
+                        .unwrap();
+                    assert_eq!(outcome.len, 100 + i * 50);
+                    // A put returns only once its pack is committed: readable at once.
+                    assert_eq!(store.get_bytes(&key).unwrap().len() as u64, outcome.len);
+                }
+            });
+        }
+    });
+    let other = common::reopen(dir.path());
+    for t in 0..8u64 {
+        for i in 0..40u64 {
+            let key = format!("t{t}/{i}");
+            assert_eq!(
+                other.get_bytes(&key).unwrap(),
+                data(t * 1000 + i, 100 + i as usize * 50),
+                "{key}"
+            );
+        }
+    }
+    assert_eq!(other.list().unwrap().len(), 320);
+    let clean = other.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+    assert_eq!(clean.verdict(), ScrubVerdict::Clean, "{clean:#?}");
+    eprintln!("320 puts from 8 threads: {} shard files", shard_files(&store));
+}

@@ -1,6 +1,7 @@
 //! The store: create/open, put/get/delete/list/stat over `k + m` locations.
 
 mod builder;
+mod group_commit;
 mod object_writer;
 pub(crate) mod packs;
 pub(crate) mod reader;
@@ -97,6 +98,8 @@ pub struct StoreState {
     poisoned: AtomicBool,
     /// The packs' tables, as far as they are loaded (see the `packs` module).
     packs: std::sync::Mutex<packs::PackIndex>,
+    /// Small objects being put by several threads at once, sharing packs.
+    group_commit: group_commit::GroupCommit,
 }
 
 /// The objects of a store, streamed by [`Store::list_prefix`].
@@ -716,6 +719,7 @@ impl Store {
             locks: ObjectLocks::new(root),
             poisoned: AtomicBool::new(false),
             packs: Default::default(),
+            group_commit: Default::default(),
         })))
     }
 }

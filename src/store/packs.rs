@@ -467,9 +467,14 @@ impl Store {
         self.check_usable_quorum(key)?;
         let stamp = self.next_stamp(key, object)?;
         let entry = PackEntry::new(key, stamp, &bytes, tombstone);
-        let written = self.write_pack(vec![(entry, bytes)])?;
+        let len = entry.len;
+        let shards_written = self.commit_grouped(entry, bytes)?;
         self.retire_older(object, stamp);
-        Ok(written)
+        Ok(PutOutcome {
+            version: stamp.version,
+            len,
+            shards_written,
+        })
     }
 
     /// Stores several objects as one batch: those below the pack threshold are written
@@ -540,33 +545,21 @@ impl Store {
             let entry = PackEntry::new(key, stamp, &bytes, false);
             entries.push((index, object, entry, bytes));
         }
-        let g = self.file.geometry;
         let mut outcomes = Vec::with_capacity(entries.len());
-        let mut rest = &mut entries[..];
+        let mut rest: Vec<(PackEntry, Vec<u8>, (usize, ObjectId))> = entries
+            .into_iter()
+            .map(|(index, object, entry, bytes)| (entry, bytes, (index, object)))
+            .collect();
         while !rest.is_empty() {
-            // The most of the rest that fit in one pack: halve until they do.
-            let mut take = rest.len();
-            let laid = loop {
-                let batch: Vec<(PackEntry, Vec<u8>)> = rest[..take]
-                    .iter()
-                    .map(|(_, _, e, b)| (e.clone(), b.clone()))
-                    .collect();
-                match lay_out(usize::from(g.k), g.chunk_size as usize, batch) {
-                    Some(laid) => break laid,
-                    None if take > 1 => take = take.div_ceil(2),
-                    // The threshold's bound at `create` makes one object always fit.
-                    None => {
-                        return Err(Error::Input {
-                            source: std::io::Error::other("an object does not fit in a pack"),
-                        })
-                    }
-                }
-            };
+            let (taken, laid) = self.lay_out_most(&rest);
+            let laid = laid.ok_or_else(|| Error::Input {
+                source: std::io::Error::other("an object does not fit in a pack"),
+            })?;
             let shards_written = self.commit_pack(laid)?;
-            for (index, object, entry, _) in &rest[..take] {
-                self.retire_older(*object, entry.stamp);
+            for (entry, _, (index, object)) in rest.drain(..taken) {
+                self.retire_older(object, entry.stamp);
                 outcomes.push((
-                    *index,
+                    index,
                     PutOutcome {
                         version: entry.stamp.version,
                         len: entry.len,
@@ -574,7 +567,6 @@ impl Store {
                     },
                 ));
             }
-            rest = &mut rest[take..];
         }
         Ok(outcomes)
     }
@@ -594,27 +586,31 @@ impl Store {
         }
     }
 
-    /// Writes one pack of `entries` (their offsets are set here) and adds it to the index.
-    /// Returns the pack's put outcome with the last entry's version and length.
-    fn write_pack(&self, entries: Vec<(PackEntry, Vec<u8>)>) -> Result<PutOutcome> {
-        let last = entries.last().map(|(e, _)| (e.stamp.version, e.len));
+    /// The most of the first of `queued` that fit in one pack (halving until they do), laid
+    /// out; `None` if even the first alone does not fit.
+    pub(crate) fn lay_out_most<T>(
+        &self,
+        queued: &[(PackEntry, Vec<u8>, T)],
+    ) -> (usize, Option<(Vec<u8>, PackTable)>) {
         let g = self.file.geometry;
-        // The threshold's bound at `create` makes one object always fit.
-        let laid = lay_out(usize::from(g.k), g.chunk_size as usize, entries).ok_or_else(|| Error::Input {
-            source: std::io::Error::other("the object does not fit in a pack"),
-        })?;
-        let shards_written = self.commit_pack(laid)?;
-        let (version, len) = last.unwrap_or((0, 0));
-        Ok(PutOutcome {
-            version,
-            len,
-            shards_written,
-        })
+        let mut take = queued.len();
+        loop {
+            let batch = queued[..take]
+                .iter()
+                .map(|(e, b, _)| (e.clone(), b.clone()))
+                .collect();
+            match lay_out(usize::from(g.k), g.chunk_size as usize, batch) {
+                Some(laid) => return (take, Some(laid)),
+                None if take > 1 => take = take.div_ceil(2),
+                // The threshold's bound at `create` makes one object always fit.
+                None => return (1, None),
+            }
+        }
     }
 
     /// Writes a laid-out pack as an object of the store (each shard file ending with the
     /// table) and adds it to the index; returns the shard files written.
-    fn commit_pack(&self, (body, table): (Vec<u8>, PackTable)) -> Result<usize> {
+    pub(crate) fn commit_pack(&self, (body, table): (Vec<u8>, PackTable)) -> Result<usize> {
         let pack = ObjectId::of_pack(&table.entries);
         let key = pack.pack_key();
         let written = {
