@@ -141,16 +141,6 @@ pub enum Error {
         source: crate::format::FormatError,
     },
 
-    /// A pack (shared by small objects) verified chunk by chunk but its table does not
-    /// decode: written wrong. Its objects cannot be found until a repair.
-    #[error("pack {pack}: its table is damaged: {source}")]
-    PackDamaged {
-        /// The pack's id (32 hex digits).
-        pack: String,
-        /// What is wrong with the table.
-        source: crate::format::FormatError,
-    },
-
     /// An I/O operation failed.
     #[error("{path}: {source}")]
     Io {

@@ -684,8 +684,13 @@ impl PackTable {
 
     /// Bytes of the table with its trailer.
     pub fn encoded_len(&self) -> usize {
-        self.entries
-            .iter()
+        Self::encoded_len_of(&self.entries)
+    }
+
+    /// Bytes of a table of `entries` with its trailer (offsets do not change it).
+    pub fn encoded_len_of<'a>(entries: impl IntoIterator<Item = &'a PackEntry>) -> usize {
+        entries
+            .into_iter()
             .map(|e| Self::ENTRY_FIXED_LEN + e.key.len())
             .sum::<usize>()
             + Self::TRAILER_LEN

@@ -84,3 +84,53 @@ fn puts_over_one_bucket_from_a_callers_rayon_pool_never_deadlock() {
         }
     }
 }
+
+/// Small puts into a packing store from a caller's rayon pool, through two handles: each put
+/// holds its key's lock while the handle loads the tables of packs the other handle wrote.
+/// Loading a table must not wait on rayon there (a stolen put of the same key would wait on
+/// that lock for ever).
+#[test]
+fn packed_puts_from_a_callers_rayon_pool_reading_each_others_packs_never_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder()
+        .data_shards(4)
+        .parity_shards(2)
+        .chunk_size(16 << 10)
+        .pack_threshold(8 << 10)
+        .durability(shardguard::Durability::PageCache)
+        .create(dir.path())
+        .unwrap();
+    let other = Store::builder()
+        .durability(shardguard::Durability::PageCache)
+        .open(dir.path())
+        .unwrap();
+    let handles = [store, other];
+    let keys = common::keys_in_bucket(0, 100);
+    for round in 0..3u64 {
+        let (pool_handles, pool_keys) = (handles.clone(), keys.clone());
+        common::within(
+            Duration::from_secs(120),
+            &format!("packed pool puts, round {round}"),
+            move || {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(8).build().unwrap();
+                pool.install(|| {
+                    pool_keys
+                        .par_iter()
+                        .chain(pool_keys.par_iter())
+                        .enumerate()
+                        .for_each(|(i, key)| {
+                            let bytes = common::data(round * 10_000 + i as u64 % 100, 3000);
+                            pool_handles[i % 2].put(key, &bytes[..]).unwrap();
+                        })
+                });
+            },
+        );
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(
+                handles[1].get_bytes(key).unwrap(),
+                common::data(round * 10_000 + i as u64, 3000),
+                "round {round}, {key}"
+            );
+        }
+    }
+}

@@ -260,6 +260,9 @@ fn a_pack_lost_beyond_repair_is_named_with_the_objects_it_held() {
     let lost: Vec<&str> = report.unrecoverable.iter().map(|u| u.key.as_str()).collect();
     assert_eq!(lost.len(), 1, "{report:#?}");
     assert!(lost[0].starts_with("<pack "), "{lost:?}");
+    // Its table survives in the parity files: the report names what it held, and only that.
+    let detail = &report.unrecoverable[0].detail;
+    assert!(detail.contains("[\"a\"]"), "{detail}");
 }
 
 #[test]

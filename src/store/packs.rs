@@ -17,7 +17,8 @@ use std::sync::MutexGuard;
 
 use crate::checksum::ChunkId;
 use crate::error::{Error, Result};
-use crate::format::{is_pack_key, ObjectId, PackEntry, PackTable, WriteStamp, CHUNK_CRC_LEN};
+use crate::format::{is_pack_key, ObjectId, PackEntry, PackTable, ShardHeader, WriteStamp, CHUNK_CRC_LEN};
+use crate::location::ShardFile;
 
 use super::resolve::Resolved;
 use super::{PutOutcome, Store};
@@ -33,7 +34,7 @@ pub(crate) struct PackIndex {
     newest: HashMap<String, Packed>,
     /// Packs that may or may not have been acknowledged (too few of their files to tell), with
     /// the entries their tables name: a key they name may have a newer write in them.
-    doubtful: Vec<(Doubt, PackTable)>,
+    doubtful: Vec<(ObjectId, Doubt, PackTable)>,
     /// Packs whose every readable file has a damaged table (so more of their files are bad
     /// than parity covers): lost beyond repair, which objects they held unknown. They are
     /// passed over, so those objects read as an older write, as an object of its own beyond
@@ -104,20 +105,20 @@ impl PackIndex {
     fn newest(&self, key: &str, own: Option<WriteStamp>) -> Result<Option<Packed>> {
         let certain = self.newest.get(key);
         let floor = certain.map(|p| p.entry.stamp).max(own);
-        let newer_doubtful = self.doubtful.iter().filter_map(|(doubt, table)| {
+        let newer_doubtful = self.doubtful.iter().filter_map(|(pack, doubt, table)| {
             let newest = table
                 .entries
                 .iter()
                 .filter(|e| e.key == key && floor.is_none_or(|f| e.stamp > f))
                 .max_by_key(|e| e.stamp)?;
-            Some((doubt, newest))
+            Some((pack, doubt, newest))
         });
-        match newer_doubtful.max_by_key(|(_, e)| e.stamp) {
-            Some((_, e)) if e.tombstone => Ok(Some(Packed {
-                pack: ObjectId::of_key(key),
+        match newer_doubtful.max_by_key(|(_, _, e)| e.stamp) {
+            Some((pack, _, e)) if e.tombstone => Ok(Some(Packed {
+                pack: *pack,
                 entry: e.clone(),
             })),
-            Some((doubt, e)) => Err(doubt.error(key, e.stamp.version)),
+            Some((_, doubt, e)) => Err(doubt.error(key, e.stamp.version)),
             None => Ok(certain.cloned()),
         }
     }
@@ -129,7 +130,7 @@ impl PackIndex {
         let doubtful = self
             .doubtful
             .iter()
-            .flat_map(|(_, t)| &t.entries)
+            .flat_map(|(_, _, t)| &t.entries)
             .filter(|e| e.key == key)
             .map(|e| e.stamp)
             .max();
@@ -188,7 +189,7 @@ impl Store {
             return Ok(index());
         }
         let listed = self.list_packs()?;
-        // A pack gone (compacted away) may have held some key's newest entry: start afresh.
+        // A pack gone from the listings may have held some key's newest entry: start afresh.
         let (reset, new) = {
             let index = index();
             let reset = index.loaded.iter().any(|p| !listed.contains(p));
@@ -206,7 +207,7 @@ impl Store {
             match self.look_at_pack(pack) {
                 PackLook::Absent => {}
                 PackLook::Certain(table) => certain.push((pack, table)),
-                PackLook::Doubtful(doubt, table) => doubtful.push((doubt, table)),
+                PackLook::Doubtful(doubt, table) => doubtful.push((pack, doubt, table)),
                 // Every file of an acknowledged pack has a copy of its table: none readable means
                 // more bad files than parity covers.
                 PackLook::Unknown => {
@@ -250,96 +251,86 @@ impl Store {
         Ok(packs)
     }
 
-    /// Reads a pack's table: through a verified read of its first data chunk (rebuilt from
-    /// parity where it fails), else from the copy any one data chunk holds, verified by that
-    /// chunk's CRC alone — so the objects a pack names are known even when the pack is not
-    /// readable as a whole.
+    /// Reads a pack's table from one copy: the end of a data chunk or a parity file's footer,
+    /// each verified by its own CRC and read again on a mismatch (ARQ). An acknowledged pack
+    /// none of whose copies verifies has its first data chunk rebuilt from parity. Only what is
+    /// needed is read (one chunk, as a rule), all on this thread: callers may hold object locks,
+    /// which must never wait on rayon (see the `lock` module).
     fn look_at_pack(&self, pack: ObjectId) -> PackLook {
         let key = pack.pack_key();
-        let resolved = self.resolve(&key);
-        let doubt = match &resolved {
+        match self.resolve(&key) {
             Ok(resolved) => {
-                let len = resolved.header.object_len;
-                let chunk = self.file.geometry.stripe(len, 0).chunk_len as u64;
-                let read = self.read_resolved(&key, resolved.clone(), 0..chunk.min(len));
-                if let Ok(table) = read.and_then(|bytes| self.decode_table(pack, &bytes, len)) {
-                    return PackLook::Certain(table);
+                let mut header = resolved.header.clone();
+                let files = resolved.shards.iter().enumerate().filter_map(|(shard, file)| {
+                    header.shard_index = shard as u8;
+                    Some((file.as_deref()?, header.clone()))
+                });
+                match self
+                    .table_in_files(pack, files)
+                    .or_else(|| self.table_rebuilt(pack, &resolved))
+                {
+                    Some(table) => PackLook::Certain(table),
+                    None => PackLook::Unknown,
                 }
-                None
             }
-            Err(Error::NotFound { .. }) => return PackLook::Absent,
-            Err(e) => Doubt::of(e),
-        };
-        match (self.table_from_any_copy(pack), resolved, doubt) {
-            (Some(table), Ok(_), _) => PackLook::Certain(table),
-            (Some(table), Err(_), doubt) => PackLook::Doubtful(
-                doubt.unwrap_or(Doubt::TooFewLocations {
+            Err(Error::NotFound { .. }) => PackLook::Absent,
+            Err(e) => {
+                let gathered = self.gather(pack, false);
+                let files = gathered.slots.iter().flatten().flatten().filter_map(|c| {
+                    Some((&*c.file, c.header.as_ref().ok().filter(|h| h.key == key)?.clone()))
+                });
+                let doubt = Doubt::of(&e).unwrap_or(Doubt::TooFewLocations {
                     usable: 0,
                     total: self.slots.len(),
-                }),
-                table,
-            ),
-            (None, _, _) => PackLook::Unknown,
+                });
+                match self.table_in_files(pack, files) {
+                    Some(table) => PackLook::Doubtful(doubt, table),
+                    None => PackLook::Unknown,
+                }
+            }
         }
     }
 
-    fn decode_table(&self, pack: ObjectId, chunk: &[u8], pack_len: u64) -> Result<PackTable> {
-        PackTable::decode_at_end(chunk, pack_len).map_err(|source| Error::PackDamaged {
-            pack: pack.to_hex(),
-            source,
-        })
-    }
-
-    /// The table from any copy that verifies: a parity shard file's footer, or the end of a
-    /// data shard file's chunk (every shard file of a pack holds one or the other).
-    fn table_from_any_copy(&self, pack: ObjectId) -> Option<PackTable> {
-        let key = pack.pack_key();
+    /// The table from the first of `files` (each with its own header) holding a copy that
+    /// verifies: a data chunk's end, or a parity file's footer.
+    fn table_in_files<'f>(
+        &self,
+        pack: ObjectId,
+        files: impl Iterator<Item = (&'f dyn ShardFile, ShardHeader)>,
+    ) -> Option<PackTable> {
         let k = self.file.geometry.k;
-        let gathered = self.gather(pack, false);
-        let candidates = || gathered.slots.iter().flatten().flatten();
-        let from_footer = candidates().find_map(|c| {
-            let header = c.header.as_ref().ok().filter(|h| h.key == key)?;
-            // Read again on a mismatch, as chunk reads are: a fault in flight is not rot.
-            (0..self.retry.attempts.max(1)).find_map(|_| {
-                let footer = read_footer(&*c.file, header)?;
-                PackTable::decode(&footer, header.object_len).ok()
-            })
-        });
-        if from_footer.is_some() {
-            return from_footer;
-        }
-        candidates().find_map(|c| {
-            let header = c
-                .header
-                .as_ref()
-                .ok()
-                .filter(|h| h.key == key && h.shard_index < k)?;
+        let attempts = self.retry.attempts.max(1);
+        files.into_iter().find_map(|(file, header)| {
             let len = header.object_len;
-            let chunk_len = self.file.geometry.stripe(len, 0).chunk_len;
-            let id = ChunkId {
-                object: pack,
-                stamp: header.stamp,
-                shard: header.shard_index,
-                stripe: 0,
-            };
-            let mut frame = vec![0u8; chunk_len + CHUNK_CRC_LEN as usize];
-            (0..self.retry.attempts.max(1)).find_map(|_| {
-                c.file
-                    .read_exact_at(&mut frame, header.encoded_len() as u64)
-                    .ok()?;
-                let (chunk, crc) = frame.split_at(chunk_len);
-                (id.checksum(chunk).to_le_bytes() == crc).then_some(())?;
-                PackTable::decode_at_end(chunk, len).ok()
+            (0..attempts).find_map(|_| match header.shard_index < k {
+                true => {
+                    let chunk = read_chunk(file, &header, pack)?;
+                    PackTable::decode_at_end(&chunk, len).ok()
+                }
+                false => PackTable::decode(&read_footer(file, &header)?, len).ok(),
             })
         })
     }
 
-    /// Reads bytes `range` of a resolved object into memory, verified.
-    fn read_resolved(&self, key: &str, resolved: Resolved, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
-        let mut reader = self.reader_of(key, resolved, range, None);
-        let mut out = Vec::new();
-        reader.copy_to(&mut out)?;
-        Ok(out)
+    /// The table from the first data chunk rebuilt from the chunks that verify (parity
+    /// included), on this thread; the table's own CRC confirms the rebuild.
+    fn table_rebuilt(&self, pack: ObjectId, resolved: &Resolved) -> Option<PackTable> {
+        let len = resolved.header.object_len;
+        let chunk_len = self.file.geometry.stripe(len, 0).chunk_len;
+        let mut chunks = vec![vec![0u8; chunk_len]; resolved.shards.len()];
+        let mut present = vec![false; chunks.len()];
+        let mut header = resolved.header.clone();
+        for (shard, file) in resolved.shards.iter().enumerate() {
+            header.shard_index = shard as u8;
+            if let Some(chunk) = file.as_deref().and_then(|f| read_chunk(f, &header, pack)) {
+                chunks[shard] = chunk;
+                present[shard] = true;
+            }
+        }
+        let mut slices: Vec<(&mut [u8], bool)> =
+            chunks.iter_mut().map(Vec::as_mut_slice).zip(present).collect();
+        self.codec.reconstruct_on_this_thread(&mut slices, true).ok()?;
+        PackTable::decode_at_end(&chunks[0], len).ok()
     }
 
     /// Where `key`'s current write is: in its own shard files or in a pack, whichever is newer.
@@ -367,27 +358,25 @@ impl Store {
             Err(e) => return Err(e),
         };
         let own_stamp = own.as_ref().map(|o| o.header.stamp);
-        // A pack compacted away between the index and the read is looked up again.
-        for _ in 0..3 {
-            let packed = self.pack_index()?.newest(key, own_stamp)?;
-            let newer_packed = packed.filter(|p| own_stamp.is_none_or(|o| p.entry.stamp > o));
-            let Some(Packed { pack, entry }) = newer_packed else {
-                return own.map(Located::Own).ok_or_else(|| not_found(key));
-            };
-            if entry.tombstone {
-                return Err(not_found(key));
-            }
-            match self.resolve(&pack.pack_key()) {
-                Ok(pack) => return Ok(Located::Packed { pack, entry }),
-                Err(Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e),
-            }
+        let packed = self.pack_index()?.newest(key, own_stamp)?;
+        let newer_packed = packed.filter(|p| own_stamp.is_none_or(|o| p.entry.stamp > o));
+        let Some(Packed { pack, entry }) = newer_packed else {
+            return own.map(Located::Own).ok_or_else(|| not_found(key));
+        };
+        if entry.tombstone {
+            return Err(not_found(key));
         }
-        Err(Error::TooFewLocations {
-            key: Some(key.to_owned()),
-            usable: 0,
-            total: self.slots.len(),
-        })
+        match self.resolve(&pack.pack_key()) {
+            Ok(pack) => Ok(Located::Packed { pack, entry }),
+            // Its pack's files are gone since its table was read: the write is held nowhere.
+            Err(Error::NotFound { .. }) => Err(Error::NoQuorum {
+                key: key.to_owned(),
+                version: entry.stamp.version,
+                held: 0,
+                needed: usize::from(self.file.geometry.k),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// The newest write of `key` in a pack (a delete's included), for choosing a new version.
@@ -406,28 +395,41 @@ impl Store {
         }
         let pack = ObjectId::of_key(&lost.key);
         let index = self.packs.lock().unwrap_or_else(|e| e.into_inner());
-        let mut keys: Vec<&str> = index
-            .newest
-            .values()
-            .filter(|p| p.pack == pack && !p.entry.tombstone)
-            .map(|p| p.entry.key.as_str())
-            .collect();
+        // Its table as last read: loaded (keys whose current write it holds) or doubtful (every
+        // key it names: too few of its files to tell which writes were acknowledged).
+        let doubtful = index.doubtful.iter().find(|(p, _, _)| *p == pack);
+        let mut keys: Vec<&str> = match doubtful {
+            Some((_, _, table)) => table
+                .entries
+                .iter()
+                .filter(|e| !e.tombstone)
+                .map(|e| e.key.as_str())
+                .collect(),
+            None => index
+                .newest
+                .values()
+                .filter(|p| p.pack == pack && !p.entry.tombstone)
+                .map(|p| p.entry.key.as_str())
+                .collect(),
+        };
         keys.sort_unstable();
         lost.key = format!("<pack {}>", pack.to_hex());
-        lost.detail = match index.loaded.contains(&pack) {
-            _ if index.lost.contains(&pack) => format!(
+        lost.detail = if index.lost.contains(&pack) {
+            format!(
                 "{}; every copy of its table is lost too, so which objects it held is unknown",
                 lost.detail
-            ),
-            true => format!(
-                "{}; it holds the current write of {} objects: {keys:?}",
+            )
+        } else if doubtful.is_some() || index.loaded.contains(&pack) {
+            format!(
+                "{}; it holds the writes of {} objects: {keys:?}",
                 lost.detail,
                 keys.len()
-            ),
-            false => format!(
+            )
+        } else {
+            format!(
                 "{}; its table was never read, so which objects it holds is unknown",
                 lost.detail
-            ),
+            )
         };
     }
 
@@ -595,11 +597,9 @@ impl Store {
         let g = self.file.geometry;
         let mut take = queued.len();
         loop {
-            let batch = queued[..take]
-                .iter()
-                .map(|(e, b, _)| (e.clone(), b.clone()))
-                .collect();
-            match lay_out(usize::from(g.k), g.chunk_size as usize, batch) {
+            let batch: Vec<(&PackEntry, &[u8])> =
+                queued[..take].iter().map(|(e, b, _)| (e, &b[..])).collect();
+            match lay_out(usize::from(g.k), g.chunk_size as usize, &batch) {
                 Some(laid) => return (take, Some(laid)),
                 None if take > 1 => take = take.div_ceil(2),
                 // The threshold's bound at `create` makes one object always fit.
@@ -649,12 +649,24 @@ pub(crate) fn list_entry(packed: Packed) -> Option<super::ListEntry> {
     })
 }
 
+/// The one chunk of a pack's shard file, if its CRC verifies.
+fn read_chunk(file: &dyn ShardFile, header: &ShardHeader, pack: ObjectId) -> Option<Vec<u8>> {
+    let chunk_len = header.geometry.stripe(header.object_len, 0).chunk_len;
+    let mut frame = vec![0u8; chunk_len + CHUNK_CRC_LEN as usize];
+    file.read_exact_at(&mut frame, header.encoded_len() as u64).ok()?;
+    let id = ChunkId {
+        object: pack,
+        stamp: header.stamp,
+        shard: header.shard_index,
+        stripe: 0,
+    };
+    let crc = frame.split_off(chunk_len);
+    (id.checksum(&frame).to_le_bytes()[..] == crc[..]).then_some(frame)
+}
+
 /// The footer of a pack's parity shard file: the bytes after its last chunk (a copy of the
 /// pack's table), if there are any and not absurdly many.
-pub(crate) fn read_footer(
-    file: &dyn crate::location::ShardFile,
-    header: &crate::format::ShardHeader,
-) -> Option<Vec<u8>> {
+pub(crate) fn read_footer(file: &dyn ShardFile, header: &ShardHeader) -> Option<Vec<u8>> {
     let body_end = header.expected_file_len();
     let footer_len = file
         .len()
@@ -676,20 +688,17 @@ const MAX_FOOTER_LEN: u64 = crate::format::MAX_CHUNK_SIZE as u64;
 pub(crate) fn lay_out(
     k: usize,
     chunk_size: usize,
-    entries: Vec<(PackEntry, Vec<u8>)>,
+    entries: &[(&PackEntry, &[u8])],
 ) -> Option<(Vec<u8>, PackTable)> {
-    let table_len = PackTable {
-        entries: entries.iter().map(|(e, _)| e.clone()).collect(),
-    }
-    .encoded_len();
+    let table_len = PackTable::encoded_len_of(entries.iter().map(|(e, _)| *e));
     let lens: Vec<usize> = entries.iter().map(|(_, b)| b.len()).collect();
+    let mut largest_first: Vec<usize> = (0..lens.len()).collect();
+    largest_first.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
     // First fit, largest first, into k bins of `room` bytes: the bin of each object.
     let bins_of = |room: usize| -> Option<Vec<usize>> {
-        let mut order: Vec<usize> = (0..lens.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
         let mut free = vec![room; k];
         let mut bin = vec![0; lens.len()];
-        for i in order {
+        for &i in &largest_first {
             let b = free.iter().position(|&f| f >= lens[i])?;
             free[b] -= lens[i];
             bin[i] = b;
@@ -721,12 +730,14 @@ pub(crate) fn lay_out(
     let mut body = vec![0u8; k * chunk_len];
     let mut fill = vec![0usize; k];
     let mut placed: Vec<PackEntry> = Vec::with_capacity(entries.len());
-    for ((mut entry, bytes), bin) in entries.into_iter().zip(bins) {
+    for (&(entry, bytes), bin) in entries.iter().zip(bins) {
         let offset = bin * chunk_len + fill[bin];
-        body[offset..offset + bytes.len()].copy_from_slice(&bytes);
+        body[offset..offset + bytes.len()].copy_from_slice(bytes);
         fill[bin] += bytes.len();
-        entry.offset = offset as u64;
-        placed.push(entry);
+        placed.push(PackEntry {
+            offset: offset as u64,
+            ..entry.clone()
+        });
     }
     placed.sort_by_key(|e| e.offset);
     let table = PackTable { entries: placed };
