@@ -595,3 +595,44 @@ fn a_packing_store_from_init_to_rm_through_the_command_line() {
     assert_eq!(String::from_utf8_lossy(&sg(&["ls", p(&store)]).stdout), "large\n");
     assert_eq!(code(&sg(&["scrub", p(&store)])), 0);
 }
+
+#[test]
+fn import_stores_a_tree_under_its_relative_paths_and_rm_deletes_many_keys_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let out = sg(&["init", p(&store), "--pack-threshold", "16KiB"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("a/b")).unwrap();
+    let files = [
+        ("a/1", data(1, 10)),
+        ("a/b/2", data(2, 0)),
+        ("3", data(3, 100_000)),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(tree.join(name), bytes).unwrap();
+    }
+    std::os::unix::fs::symlink("/etc/passwd", tree.join("link")).unwrap();
+    let out = sg(&["import", p(&store), p(&tree), "--prefix", "t/"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("imported 3 files (100010 bytes)"), "{said}");
+    // The symbolic link is named, not followed.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("link"), "{out:?}");
+    for (name, bytes) in &files {
+        let got = sg(&["get", p(&store), &format!("t/{name}")]);
+        assert!(code(&got) == 0 && got.stdout == *bytes, "{name}");
+    }
+    // Several keys: the absent one is named, the others deleted, exit 1.
+    let out = sg(&["rm", p(&store), "t/a/1", "nothere", "t/3"]);
+    assert_eq!(code(&out), 1, "{out:?}");
+    assert_one_line_error(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothere"));
+    let ls = sg(&["ls", p(&store)]);
+    assert_eq!(String::from_utf8_lossy(&ls.stdout), "t/a/b/2\n");
+    assert_eq!(code(&sg(&["rm", p(&store), "t/a/b/2"])), 0);
+    // A directory that is not there: one line, exit 8, nothing stored.
+    let out = sg(&["import", p(&store), p(&dir.path().join("none"))]);
+    assert_eq!(code(&out), 8, "{out:?}");
+    assert_one_line_error(&out);
+}

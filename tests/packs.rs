@@ -340,3 +340,38 @@ fn concurrent_small_puts_share_packs_and_every_one_reads_back() {
     assert_eq!(clean.verdict(), ScrubVerdict::Clean, "{clean:#?}");
     eprintln!("320 puts from 8 threads: {} shard files", shard_files(&store));
 }
+
+#[test]
+fn delete_many_deletes_packed_and_large_keys_in_one_batch_and_says_which_were_there() {
+    let (dir, store) = packing_store();
+    let large = data(7, 3 * THRESHOLD as usize);
+    store.put("big", &large[..]).unwrap();
+    for i in 0..20 {
+        store.put(&format!("small/{i}"), &data(i, 100)[..]).unwrap();
+    }
+    store.delete("small/3").unwrap();
+    let files_before = shard_files(&store);
+    let keys = ["small/0", "big", "small/3", "absent", "small/19"];
+    let there = store.delete_many(keys).unwrap();
+    assert_eq!(there, [true, true, false, false, true]);
+    // One pack for the whole batch: k + m files added, the large object's removed.
+    assert_eq!(shard_files(&store), files_before + 6 - 6);
+    for key in keys {
+        assert!(
+            matches!(store.get_bytes(key), Err(Error::NotFound { .. })),
+            "{key}"
+        );
+    }
+    for i in (1..19).filter(|i| *i != 3) {
+        assert_eq!(store.get_bytes(&format!("small/{i}")).unwrap(), data(i, 100));
+    }
+    // Another handle sees the deletes; a key twice in a batch is refused before anything.
+    let other = Store::open(dir.path()).unwrap();
+    assert!(matches!(other.get_bytes("small/0"), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.delete_many(["small/1", "small/1"]),
+        Err(Error::InvalidKey { .. })
+    ));
+    assert_eq!(store.get_bytes("small/1").unwrap(), data(1, 100));
+    assert_eq!(store.list().unwrap().len(), 17);
+}

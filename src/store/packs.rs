@@ -123,6 +123,30 @@ impl PackIndex {
         }
     }
 
+    /// Whether `key` is there to delete, as [`Store::locate`] would find it: given its write in
+    /// shard files of its own (or why none could be read), its current write is not a delete.
+    /// An unreadable write counts as there: it may still be deleted.
+    fn holds_current(&self, key: &str, own: &Result<Resolved>) -> bool {
+        let own_stamp = match own {
+            Ok(resolved) => Some(resolved.header.stamp),
+            Err(Error::NotFound { .. }) => None,
+            Err(Error::NoQuorum { version, .. }) => {
+                let outvoted = self.newest_stamp(key).is_some_and(|p| p.version > *version);
+                if !outvoted {
+                    return true;
+                }
+                None
+            }
+            Err(_) => return true,
+        };
+        match self.newest(key, own_stamp) {
+            Ok(Some(p)) if own_stamp.is_none_or(|o| p.entry.stamp > o) => !p.entry.tombstone,
+            Ok(_) => own_stamp.is_some(),
+            // A doubtful newer write that is not a delete: there as far as anyone can tell.
+            Err(_) => true,
+        }
+    }
+
     /// The newest packed write of `key`, certain or doubtful (it may have been acknowledged):
     /// a new write must be above it.
     fn newest_stamp(&self, key: &str) -> Option<WriteStamp> {
@@ -545,13 +569,31 @@ impl Store {
             let object = ObjectId::of_key(key);
             let stamp = self.next_stamp_above(key, object, packed)?;
             let entry = PackEntry::new(key, stamp, &bytes, false);
-            entries.push((index, object, entry, bytes));
+            entries.push((entry, bytes, (index, object)));
         }
-        let mut outcomes = Vec::with_capacity(entries.len());
-        let mut rest: Vec<(PackEntry, Vec<u8>, (usize, ObjectId))> = entries
+        let committed = self.commit_batch(entries)?;
+        Ok(committed
             .into_iter()
-            .map(|(index, object, entry, bytes)| (entry, bytes, (index, object)))
-            .collect();
+            .map(|(index, entry, shards_written)| {
+                let outcome = PutOutcome {
+                    version: entry.stamp.version,
+                    len: entry.len,
+                    shards_written,
+                };
+                (index, outcome)
+            })
+            .collect())
+    }
+
+    /// Writes a batch's entries (each with its bytes and its `(index, object)`) into as few
+    /// packs as they fit in, one pack after another, and removes the older shard files each
+    /// outvotes. Returns each entry's index, entry and shard files written. The caller holds
+    /// every entry's key lock.
+    fn commit_batch(
+        &self,
+        mut rest: Vec<(PackEntry, Vec<u8>, (usize, ObjectId))>,
+    ) -> Result<Vec<(usize, PackEntry, usize)>> {
+        let mut committed = Vec::with_capacity(rest.len());
         while !rest.is_empty() {
             let (taken, laid) = self.lay_out_most(&rest);
             let laid = laid.ok_or_else(|| Error::Input {
@@ -560,17 +602,83 @@ impl Store {
             let shards_written = self.commit_pack(laid)?;
             for (entry, _, (index, object)) in rest.drain(..taken) {
                 self.retire_older(object, entry.stamp);
-                outcomes.push((
-                    index,
-                    PutOutcome {
-                        version: entry.stamp.version,
-                        len: entry.len,
-                        shards_written,
-                    },
-                ));
+                committed.push((index, entry, shards_written));
             }
         }
-        Ok(outcomes)
+        Ok(committed)
+    }
+
+    /// Deletes several keys as one batch: in a packing store, their delete entries are written
+    /// together into as few packs as they fit in (a few shard files' writes and fsyncs for the
+    /// whole batch); without packs, one [`Store::delete`] after another. Returns, for each key
+    /// in the order given, whether it was there (an absent key is no error in a batch).
+    ///
+    /// Each delete is durable once this returns `Ok`. On an error none of the batch's deletes
+    /// may have happened, or (without packs, or past the first pack) those before the failing
+    /// one have.
+    ///
+    /// # Errors
+    /// As [`Store::delete`] (but for [`Error::NotFound`]); [`Error::InvalidKey`] also when a
+    /// key appears twice in the batch.
+    pub fn delete_many<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Result<Vec<bool>> {
+        self.check_poisoned()?;
+        let keys: Vec<&str> = keys.into_iter().collect();
+        let mut seen = std::collections::HashSet::new();
+        for key in &keys {
+            crate::key::validate(key)?;
+            if !seen.insert(*key) {
+                return Err(Error::InvalidKey {
+                    reason: "a key appears twice in the batch",
+                });
+            }
+        }
+        if !self.packs_enabled() {
+            return keys
+                .iter()
+                .map(|key| match self.delete(key) {
+                    Ok(()) => Ok(true),
+                    Err(Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                })
+                .collect();
+        }
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
+        };
+        self.check_usable_quorum(first)?;
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by_key(|&i| ObjectId::of_key(keys[i]));
+        let _locks = order
+            .iter()
+            .map(|&i| self.locks.lock(ObjectId::of_key(keys[i])))
+            .collect::<Result<Vec<_>>>()?;
+        // Each key's write in shard files of its own, then (one look at the packs, with every
+        // key locked) whether its newest write is a delete or nothing: those are not there.
+        let own: Vec<Result<Resolved>> = order.iter().map(|&i| self.resolve_locked(keys[i])).collect();
+        let present: Vec<(bool, Option<WriteStamp>)> = {
+            let index = self.pack_index()?;
+            order
+                .iter()
+                .zip(&own)
+                .map(|(&i, own)| {
+                    let packed = index.newest_stamp(keys[i]);
+                    (index.holds_current(keys[i], own), packed)
+                })
+                .collect()
+        };
+        let mut there = vec![false; keys.len()];
+        let mut entries = Vec::new();
+        for (&i, (present, packed)) in order.iter().zip(present) {
+            if !present {
+                continue;
+            }
+            there[i] = true;
+            let object = ObjectId::of_key(keys[i]);
+            let stamp = self.next_stamp_above(keys[i], object, packed)?;
+            entries.push((PackEntry::new(keys[i], stamp, &[], true), Vec::new(), (i, object)));
+        }
+        self.commit_batch(entries)?;
+        Ok(there)
     }
 
     /// Fails as a put to shard files of its own would, before anything else is asked, when too

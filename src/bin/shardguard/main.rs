@@ -82,6 +82,18 @@ enum Command {
         /// The file to store.
         file: Option<PathBuf>,
     },
+    /// Store every regular file under DIR, each under its path relative to DIR ('/'-separated,
+    /// after --prefix), in batches: in a packing store small files share packs and fsyncs.
+    /// Symbolic links and special files are not followed; each is named on stderr.
+    Import {
+        /// The store's root directory.
+        store: PathBuf,
+        /// The directory whose files to store.
+        dir: PathBuf,
+        /// Put this before every key, e.g. "home/".
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
     /// Read an object, verified (to standard output unless -o is given).
     Get {
         /// The store's root directory.
@@ -110,12 +122,14 @@ enum Command {
         #[arg(short = '0', long)]
         null: bool,
     },
-    /// Delete an object.
+    /// Delete objects (several keys are deleted as one batch: in a packing store, a few
+    /// fsyncs for all of them). Exit 1 if any key was not there (the others are deleted).
     Rm {
         /// The store's root directory.
         store: PathBuf,
-        /// The object's key.
-        key: String,
+        /// The objects' keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
     },
     /// Show an object's size, version and each shard's state as its header says (chunks are
     /// not read unless --verify is given).
@@ -425,8 +439,48 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             }
             out.flush().map_err(io_context("<stdout>"))?;
         }
-        Command::Rm { store, key } => {
-            open_store(&store, hints)?.delete(&key)?;
+        Command::Import { store, dir, prefix } => {
+            let store = open_store(&store, hints)?;
+            let mut files = Vec::new();
+            let skipped = files_under(&dir, &dir, &prefix, &mut files)?;
+            let (mut count, mut bytes) = (0u64, 0u64);
+            for batch in import_batches(&files) {
+                let readers = batch
+                    .iter()
+                    .map(|(key, path, _)| (key.as_str(), LazyFile { path, file: None }));
+                for outcome in store.put_many(readers)? {
+                    count += 1;
+                    bytes += outcome.len;
+                }
+            }
+            let skipped = match skipped {
+                0 => String::new(),
+                n => format!("; skipped {n} symbolic links and special files (named above)"),
+            };
+            say!("imported {count} files ({bytes} bytes){skipped}");
+        }
+        Command::Rm { store, keys } => {
+            let store = open_store(&store, hints)?;
+            if let [key] = keys.as_slice() {
+                store.delete(key)?;
+                return Ok(0);
+            }
+            let there = store.delete_many(keys.iter().map(String::as_str))?;
+            let absent: Vec<&String> = keys
+                .iter()
+                .zip(there)
+                .filter(|(_, t)| !t)
+                .map(|(k, _)| k)
+                .collect();
+            if !absent.is_empty() {
+                eprintln!(
+                    "shardguard: {} of {} keys not found (the others are deleted): {}",
+                    absent.len(),
+                    keys.len(),
+                    absent.iter().map(|k| escaped(k)).collect::<Vec<_>>().join(" ")
+                );
+                return Ok(1);
+            }
         }
         Command::Stat { store, key, verify } => {
             let store = open_store(&store, hints)?;
@@ -589,6 +643,83 @@ fn progress_bar(bytes_total: u64) -> indicatif::ProgressBar {
 
 /// A key as one unambiguous line: control characters and backslashes escaped (`\n`, `\t`,
 /// `\\`, `\u{1b}`), everything else as is.
+/// Collects the regular files under `dir` (walked in name order) as `(key, path, length)`,
+/// keys relative to `root` after `prefix`; returns how many entries were skipped (symbolic links
+/// and special files, each named on stderr). A name that is not UTF-8 is a usage error: it has
+/// no key, and nothing is written before it is found.
+fn files_under(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    prefix: &str,
+    files: &mut Vec<(String, PathBuf, u64)>,
+) -> Result<usize, Failure> {
+    let mut entries = std::fs::read_dir(dir)
+        .and_then(|entries| entries.collect::<io::Result<Vec<_>>>())
+        .map_err(io_context(dir.display()))?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    let mut skipped = 0;
+    for entry in entries {
+        let path = entry.path();
+        let kind = entry.file_type().map_err(io_context(path.display()))?;
+        if kind.is_dir() {
+            skipped += files_under(root, &path, prefix, files)?;
+        } else if kind.is_file() {
+            let relative = path.strip_prefix(root).unwrap_or(&path);
+            let Some(name) = relative.to_str() else {
+                return Err(Failure::Usage(format!(
+                    "{}: the name is not UTF-8, so it cannot be a key (nothing imported)",
+                    path.display()
+                )));
+            };
+            let len = entry.metadata().map_err(io_context(path.display()))?.len();
+            files.push((format!("{prefix}{name}"), path, len));
+        } else {
+            eprintln!(
+                "shardguard: skipped {} (not a regular file or directory)",
+                path.display()
+            );
+            skipped += 1;
+        }
+    }
+    Ok(skipped)
+}
+
+/// Cuts an import into batches of at most 1000 files and 256 MiB (a batch's small files are
+/// held in memory while their packs are written).
+fn import_batches(files: &[(String, PathBuf, u64)]) -> Vec<&[(String, PathBuf, u64)]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, (_, _, len)) in files.iter().enumerate() {
+        if i > start && (i - start == 1000 || bytes + len > 256 << 20) {
+            batches.push(&files[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < files.len() {
+        batches.push(&files[start..]);
+    }
+    batches
+}
+
+/// A file of an import, opened when first read: a batch holds one file open at a time. Its
+/// errors name the file.
+struct LazyFile<'p> {
+    path: &'p std::path::Path,
+    file: Option<File>,
+}
+
+impl io::Read for LazyFile<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", self.path.display()));
+        let file = match &mut self.file {
+            Some(file) => file,
+            none => none.insert(File::open(self.path).map_err(named)?),
+        };
+        file.read(buf).map_err(named)
+    }
+}
+
 fn escaped(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for c in key.chars() {
