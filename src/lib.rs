@@ -119,6 +119,6 @@ pub use scrub::{
 };
 pub use status::{LocationStatus, ScrubCoverage, StoreStatus};
 pub use store::{
-    ListEntry, ListIter, LocationWrapper, ObjectReader, ObjectStat, ObjectWriter, PutMode, PutOutcome,
-    ReadStats, ShardHealth, ShardState, Store, StoreBuilder, STORE_FILE,
+    CompactionSummary, ListEntry, ListIter, LocationWrapper, ObjectReader, ObjectStat, ObjectWriter, PutMode,
+    PutOutcome, ReadStats, ShardHealth, ShardState, Store, StoreBuilder, STORE_FILE,
 };

@@ -170,7 +170,9 @@ fn a_lost_location_and_rotten_pack_chunks_cost_nothing_and_scrub_repairs_them() 
     assert_eq!(repair.verdict(), ScrubVerdict::Repaired, "{repair:#?}");
     let clean = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
     assert_eq!(clean.verdict(), ScrubVerdict::Clean, "{clean:#?}");
-    assert_eq!(shard_files(&store), files_before);
+    // Once repaired, the same scrub compacted the twelve one-object packs into one.
+    assert_eq!(repair.compaction.packs_compacted, 12, "{:?}", repair.compaction);
+    assert_eq!((files_before, shard_files(&store)), (72, 6));
     for (key, bytes) in &keys {
         assert_eq!(&store.get_bytes(key).unwrap(), bytes, "{key}");
     }
@@ -374,4 +376,128 @@ fn delete_many_deletes_packed_and_large_keys_in_one_batch_and_says_which_were_th
     ));
     assert_eq!(store.get_bytes("small/1").unwrap(), data(1, 100));
     assert_eq!(store.list().unwrap().len(), 17);
+}
+
+/// Compaction (by a repairing scrub): small packs and packs of overwritten or deleted objects
+/// are rewritten into few full packs; every key reads as before, deletes stay deleted (their
+/// entries dropped only once nothing older is left), and a handle opened before sees the same.
+#[test]
+fn a_repairing_scrub_compacts_packs_and_every_key_reads_as_before() {
+    let (dir, store) = packing_store();
+    let other = Store::open(dir.path()).unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for round in 0..4u64 {
+        for i in 0..12u64 {
+            let key = format!("k{i}");
+            let bytes = data(round * 100 + i, 50 + (i as usize * 37) % 900);
+            store.put(&key, &bytes[..]).unwrap();
+            expected.insert(key, Some(bytes));
+        }
+    }
+    // A key once large (shard files of its own), then small: its delete must outvote both.
+    store
+        .put("was-large", &data(9, 3 * THRESHOLD as usize)[..])
+        .unwrap();
+    store.put("was-large", &data(10, 10)[..]).unwrap();
+    for key in ["k3", "k7", "was-large"] {
+        store.delete(key).unwrap();
+        expected.insert(key.to_owned(), None);
+    }
+    let check = |store: &Store, when: &str| {
+        for (key, bytes) in &expected {
+            match (store.get_bytes(key), bytes) {
+                (Ok(got), Some(bytes)) => assert!(got == *bytes, "{when}: {key}"),
+                (Err(Error::NotFound { .. }), None) => {}
+                (got, _) => panic!("{when}: {key} reads as {got:?}"),
+            }
+        }
+    };
+    check(&other, "before");
+    let files_before = shard_files(&store);
+    let repair = ScrubOptions::default().repair(true);
+    let report = store.scrub(&repair, &|_| {}).unwrap();
+    let c = &report.compaction;
+    assert_eq!(report.verdict(), ScrubVerdict::Clean, "{report:?}");
+    assert!(
+        c.packs_compacted > 40 && c.packs_written == 1 && c.not_done.is_none(),
+        "{c:?}"
+    );
+    assert!(c.dead_bytes_reclaimed > 0, "{c:?}");
+    // Deletes are carried, not dropped, while the older entries they outvote are still about.
+    assert_eq!(c.deletes_dropped, 0, "{c:?}");
+    assert_eq!(shard_files(&store), 6, "from {files_before}");
+    check(&store, "after");
+    check(&other, "after, another handle");
+    // The next compaction finds nothing older of the deleted keys: their entries go.
+    let report = store.scrub(&repair, &|_| {}).unwrap();
+    assert_eq!(report.compaction.deletes_dropped, 3, "{:?}", report.compaction);
+    check(&store, "after the second");
+    check(&Store::open(dir.path()).unwrap(), "after the second, reopened");
+    assert_eq!(store.list().unwrap().len(), 10);
+    // Nothing left to gain: a third leaves the packs alone.
+    let report = store.scrub(&repair, &|_| {}).unwrap();
+    assert_eq!(report.compaction.packs_compacted, 0, "{:?}", report.compaction);
+    assert_eq!(
+        store.scrub(&ScrubOptions::default(), &|_| {}).unwrap().verdict(),
+        ScrubVerdict::Clean
+    );
+}
+
+/// With a location unusable (here another store's disk in its place), compaction waits:
+/// nothing copied, nothing deleted, and every key reads as written; once the location is back,
+/// it compacts.
+#[test]
+fn compaction_waits_for_every_location_to_be_usable() {
+    let (dir, store) = packing_store();
+    let identity = store.locations()[4].join(shardguard::location::IDENTITY_FILE);
+    let own_identity = std::fs::read(&identity).unwrap();
+    let (_other_dir, other) = packing_store();
+    std::fs::copy(
+        other.locations()[4].join(shardguard::location::IDENTITY_FILE),
+        &identity,
+    )
+    .unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..5 {
+        store.put("k", &data(i, 100)[..]).unwrap();
+        store.put(&format!("other/{i}"), &data(10 + i, 100)[..]).unwrap();
+    }
+    let files = shard_files(&store);
+    let report = store
+        .scrub(&ScrubOptions::default().repair(true), &|_| {})
+        .unwrap();
+    assert_eq!(report.compaction.packs_compacted, 0, "{:?}", report.compaction);
+    assert_eq!(shard_files(&store), files);
+    assert_eq!(store.get_bytes("k").unwrap(), data(4, 100));
+    std::fs::write(&identity, own_identity).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let report = store
+        .scrub(&ScrubOptions::default().repair(true), &|_| {})
+        .unwrap();
+    let c = &report.compaction;
+    assert!(
+        c.packs_compacted == 10 && c.packs_written == 1 && c.not_done.is_none(),
+        "{c:?}"
+    );
+    assert_eq!(store.get_bytes("k").unwrap(), data(4, 100));
+    for i in 0..5 {
+        assert_eq!(store.get_bytes(&format!("other/{i}")).unwrap(), data(10 + i, 100));
+    }
+}
+
+/// A compaction whose one new pack would hold exactly an old pack's entries keeps that pack
+/// (the id comes from the entries: writing it anew and deleting the old ones would delete it).
+#[test]
+fn compacting_down_to_one_existing_pack_keeps_it() {
+    let (_dir, store) = packing_store();
+    for i in 0..6 {
+        store.put("k", &data(i, 100)[..]).unwrap();
+    }
+    let report = store
+        .scrub(&ScrubOptions::default().repair(true), &|_| {})
+        .unwrap();
+    let c = &report.compaction;
+    assert!(c.packs_compacted == 5 && c.packs_written == 0, "{c:?}");
+    assert_eq!(store.get_bytes("k").unwrap(), data(5, 100));
+    assert_eq!(shard_files(&store), 6);
 }

@@ -120,10 +120,18 @@ fn workload() -> Vec<Step> {
             ("batch-b", common::data(15, 7000)),
         ]),
         Step::Delete("new"),
+        // In a packing store, compacts the packs written since the first (dropping the deletes
+        // of "gone" and "new", which nothing older is left for).
+        Step::ScrubRepair,
     ]
 }
 
 const KEYS: [&str; 8] = ["keep", "old", "gone", "big", "new", "late", "batch-a", "batch-b"];
+
+thread_local! {
+    /// Packs compacted by the workload's repairing scrubs run on this thread.
+    static PACKS_COMPACTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 fn repair_options() -> ScrubOptions {
     ScrubOptions::default().repair(true).jobs(1)
@@ -173,7 +181,9 @@ fn run_case(
                     }
                     Step::ScrubRepair => {
                         expected.in_flight = Vec::new();
-                        store.scrub(&repair_options(), &|_| {}).map(drop)
+                        store.scrub(&repair_options(), &|_| {}).map(|report| {
+                            PACKS_COMPACTED.set(PACKS_COMPACTED.get() + report.compaction.packs_compacted);
+                        })
                     }
                 };
                 match result {
@@ -279,6 +289,13 @@ fn sweep(layout: Layout) {
     baseline(&base, layout);
     // A run with the power on to the end counts the cut points.
     let calls = run_case(&base, &dir.path().join("count"), None, Aftermath::Drop, stored());
+    // In a packing store the sweep cuts compactions too.
+    let compacted = PACKS_COMPACTED.get();
+    assert_eq!(
+        compacted > 0,
+        layout.pack_threshold > 0,
+        "{compacted} packs compacted"
+    );
     let cases: Vec<(u64, Aftermath)> = (0..=calls)
         .flat_map(|cut| {
             [

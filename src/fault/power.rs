@@ -382,8 +382,11 @@ fn tear(durable: &[u8], current: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
     for (page, bytes) in out.chunks_mut(PAGE).enumerate() {
         let from = if rng.random_bool(0.5) { current } else { durable };
         let start = page * PAGE;
-        let available = from.len().saturating_sub(start).min(bytes.len());
-        bytes[..available].copy_from_slice(&from[start..start + available]);
+        // Past the end of the one chosen: the zeros already there.
+        if let Some(from) = from.get(start..) {
+            let available = from.len().min(bytes.len());
+            bytes[..available].copy_from_slice(&from[..available]);
+        }
     }
     out
 }

@@ -503,7 +503,7 @@ type SavedShard = (PathBuf, Vec<u8>);
 struct Model {
     objects: BTreeMap<String, Vec<u8>>,
     /// Shards of each key's current version hit by a fault (a conservative count).
-    damaged: BTreeMap<String, BTreeSet<usize>>,
+    damaged: BTreeMap<ObjectId, BTreeSet<usize>>,
     /// Locations emptied and not yet rebuilt by a scrub.
     wiped: BTreeSet<usize>,
     /// The previous version's shard files of each key: (path, bytes) per shard.
@@ -545,7 +545,8 @@ impl Model {
 
     fn forget(&mut self, key: &str) {
         self.objects.remove(key);
-        self.damaged.remove(key);
+        // A new write of the key has fresh files of its own; a pack it was in keeps its damage.
+        self.damaged.remove(&ObjectId::of_key(key));
         self.previous.remove(key);
         self.lost.remove(key);
         self.written.remove(key);
@@ -585,7 +586,7 @@ impl Model {
     /// Bad shards of `key`: those hit, plus those on wiped locations.
     fn bad(&self, key: &str, n: usize) -> usize {
         let object = self.holder(key);
-        let mut bad = self.damaged.get(key).cloned().unwrap_or_default();
+        let mut bad = self.damaged.get(&object).cloned().unwrap_or_default();
         bad.extend(
             self.wiped
                 .iter()
@@ -715,7 +716,7 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
                         return fail(format!(
                             "delete (present: {present}, bad {}, damaged {:?}, wiped {:?}): {result:?}",
                             model.bad(key, n),
-                            model.damaged.get(key),
+                            model.damaged.get(&model.holder(key)),
                             model.wiped
                         ))
                     }
@@ -785,7 +786,15 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
                         .cloned()
                         .collect();
                     for key in healed {
-                        model.damaged.remove(&key);
+                        model.damaged.remove(&model.holder(&key));
+                    }
+                    // Compaction moves packed keys into new packs.
+                    let packed: Vec<String> = model.holders.keys().cloned().collect();
+                    for key in packed {
+                        let pack = store.stat(&key).ok().and_then(|s| s.pack);
+                        if let Some(pack) = pack.as_deref().and_then(ObjectId::from_hex) {
+                            model.holders.insert(key, pack);
+                        }
                     }
                     model.wiped.clear();
                     // With every location back, a deleted key's remnants are outvoted by its
@@ -867,7 +876,7 @@ pub fn check_store_ops(case: &StoreCase) -> Result<(), String> {
                     let _ = fs::create_dir_all(parent);
                 }
                 let _ = fs::write(&old_path, old_bytes);
-                model.damaged.entry(key.to_owned()).or_default().insert(shard);
+                model.damaged.entry(model.holder(key)).or_default().insert(shard);
             }
             StoreOp::TransientFaults { slot } => {
                 plan.inject(Rule::at(
@@ -896,6 +905,6 @@ fn damage(
     };
     let Ok(meta) = fs::metadata(&path) else { return };
     if hurt(&path, meta.len()).is_ok() {
-        model.damaged.entry(key.to_owned()).or_default().insert(shard);
+        model.damaged.entry(model.holder(key)).or_default().insert(shard);
     }
 }

@@ -312,6 +312,9 @@ pub struct ScrubReport {
     pub finished_unix: u64,
     /// Per location.
     pub locations: Vec<LocationSummary>,
+    /// With repair, what became of the packs that needed compacting (a store with packs).
+    #[serde(default)]
+    pub compaction: crate::CompactionSummary,
 }
 
 /// What a scrub made of [`ScrubOptions::resume`].
@@ -687,6 +690,12 @@ impl Store {
         }
         for lost in &mut report.unrecoverable {
             self.name_packed_keys(lost);
+        }
+        // Only a whole scrub that left every pack verified (or rebuilt) compacts: a pack still
+        // damaged, or not looked at, is not read to be copied.
+        let whole = options.prefix.is_none() && options.percent.is_none();
+        if options.repair && whole && report.counts.unrepaired == 0 && report.unrecoverable.is_empty() {
+            report.compaction = self.compact_packs();
         }
         report.duration_secs = started.elapsed().as_secs_f64();
         report.finished_unix = state::now_unix();

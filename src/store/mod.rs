@@ -1,6 +1,7 @@
 //! The store: create/open, put/get/delete/list/stat over `k + m` locations.
 
 mod builder;
+mod compaction;
 mod group_commit;
 mod object_writer;
 pub(crate) mod packs;
@@ -25,6 +26,7 @@ use crate::location::{write_atomically, Durability, LocalDir, Location, MAX_STOR
 use crate::lock::ObjectLocks;
 
 pub use builder::{LocationWrapper, StoreBuilder};
+pub use compaction::CompactionSummary;
 pub use object_writer::ObjectWriter;
 pub use reader::{ObjectReader, ReadStats};
 pub use writer::{PutMode, PutOutcome};

@@ -11,7 +11,7 @@
 //! acknowledged pack (write quorums intersect read quorums, as for any object). The tables of the
 //! packs found are the index, kept in memory and brought up to date before each use.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::sync::MutexGuard;
 
@@ -30,8 +30,9 @@ const PACK_BUCKET: u8 = 0xff;
 /// whose state could not be settled at the last look.
 #[derive(Debug, Default)]
 pub(crate) struct PackIndex {
-    loaded: BTreeSet<ObjectId>,
-    newest: HashMap<String, Packed>,
+    /// The loaded packs, each with its table (compaction needs every entry, not only the newest).
+    pub(super) loaded: BTreeMap<ObjectId, PackTable>,
+    pub(super) newest: HashMap<String, Packed>,
     /// Packs that may or may not have been acknowledged (too few of their files to tell), with
     /// the entries their tables name: a key they name may have a newer write in them.
     doubtful: Vec<(ObjectId, Doubt, PackTable)>,
@@ -83,17 +84,34 @@ pub(crate) struct Packed {
 }
 
 impl PackIndex {
+    /// Whether every pack found was read and is certain: none in doubt, none lost.
+    pub(super) fn settled(&self) -> bool {
+        self.doubtful.is_empty() && self.lost.is_empty()
+    }
+
+    /// Drops `packs` (compacted away, their current entries already added in newer packs) and
+    /// finds each key's newest entry again among the tables left.
+    pub(super) fn forget(&mut self, packs: &[ObjectId]) {
+        let mut loaded = std::mem::take(&mut self.loaded);
+        loaded.retain(|pack, _| !packs.contains(pack));
+        self.newest.clear();
+        for (pack, table) in loaded {
+            self.add(pack, table);
+        }
+    }
+
     fn add(&mut self, pack: ObjectId, table: PackTable) {
-        for entry in table.entries {
+        for entry in &table.entries {
             let newer = self
                 .newest
                 .get(&entry.key)
                 .is_none_or(|known| entry.stamp > known.entry.stamp);
             if newer {
+                let entry = entry.clone();
                 self.newest.insert(entry.key.clone(), Packed { pack, entry });
             }
         }
-        self.loaded.insert(pack);
+        self.loaded.insert(pack, table);
     }
 
     /// The newest packed write of `key` that is certain, or the error saying a newer one may
@@ -216,10 +234,14 @@ impl Store {
         // A pack gone from the listings may have held some key's newest entry: start afresh.
         let (reset, new) = {
             let index = index();
-            let reset = index.loaded.iter().any(|p| !listed.contains(p));
+            let reset = index.loaded.keys().any(|p| !listed.contains(p));
             let new: Vec<ObjectId> = match reset {
                 true => listed.iter().copied().collect(),
-                false => listed.difference(&index.loaded).copied().collect(),
+                false => listed
+                    .iter()
+                    .filter(|p| !index.loaded.contains_key(p))
+                    .copied()
+                    .collect(),
             };
             (reset, new)
         };
@@ -244,7 +266,7 @@ impl Store {
             *index = PackIndex::default();
         }
         for (pack, table) in certain {
-            if !index.loaded.contains(&pack) {
+            if !index.loaded.contains_key(&pack) {
                 index.add(pack, table);
             }
         }
@@ -339,22 +361,40 @@ impl Store {
     /// The table from the first data chunk rebuilt from the chunks that verify (parity
     /// included), on this thread; the table's own CRC confirms the rebuild.
     fn table_rebuilt(&self, pack: ObjectId, resolved: &Resolved) -> Option<PackTable> {
+        let chunks = self.pack_data(pack, resolved)?;
+        PackTable::decode_at_end(chunks.first()?, resolved.header.object_len).ok()
+    }
+
+    /// A pack's data chunks (its bytes, in `k` pieces), each verified by its CRC, rebuilt from
+    /// parity on this thread if some do not verify; `None` if too few do.
+    pub(super) fn pack_data(&self, pack: ObjectId, resolved: &Resolved) -> Option<Vec<Vec<u8>>> {
+        let k = usize::from(self.file.geometry.k);
         let len = resolved.header.object_len;
         let chunk_len = self.file.geometry.stripe(len, 0).chunk_len;
-        let mut chunks = vec![vec![0u8; chunk_len]; resolved.shards.len()];
-        let mut present = vec![false; chunks.len()];
+        let mut chunks = vec![Vec::new(); resolved.shards.len()];
         let mut header = resolved.header.clone();
-        for (shard, file) in resolved.shards.iter().enumerate() {
+        let mut read = |shard: usize, chunks: &mut Vec<Vec<u8>>| {
             header.shard_index = shard as u8;
-            if let Some(chunk) = file.as_deref().and_then(|f| read_chunk(f, &header, pack)) {
-                chunks[shard] = chunk;
-                present[shard] = true;
+            let file = resolved.shards[shard].as_deref()?;
+            chunks[shard] = read_chunk(file, &header, pack)?;
+            Some(())
+        };
+        // Every data chunk is read (no stopping at the first bad one): the rebuild needs them.
+        let bad = (0..k).filter(|&shard| read(shard, &mut chunks).is_none()).count();
+        if bad > 0 {
+            for shard in k..chunks.len() {
+                read(shard, &mut chunks);
             }
+            let present: Vec<bool> = chunks.iter().map(|c| !c.is_empty()).collect();
+            for chunk in chunks.iter_mut().filter(|c| c.is_empty()) {
+                chunk.resize(chunk_len, 0);
+            }
+            let mut slices: Vec<(&mut [u8], bool)> =
+                chunks.iter_mut().map(Vec::as_mut_slice).zip(present).collect();
+            self.codec.reconstruct_on_this_thread(&mut slices, true).ok()?;
         }
-        let mut slices: Vec<(&mut [u8], bool)> =
-            chunks.iter_mut().map(Vec::as_mut_slice).zip(present).collect();
-        self.codec.reconstruct_on_this_thread(&mut slices, true).ok()?;
-        PackTable::decode_at_end(&chunks[0], len).ok()
+        chunks.truncate(k);
+        Some(chunks)
     }
 
     /// Where `key`'s current write is: in its own shard files or in a pack, whichever is newer.
@@ -443,7 +483,7 @@ impl Store {
                 "{}; every copy of its table is lost too, so which objects it held is unknown",
                 lost.detail
             )
-        } else if doubtful.is_some() || index.loaded.contains(&pack) {
+        } else if doubtful.is_some() || index.loaded.contains_key(&pack) {
             format!(
                 "{}; it holds the writes of {} objects: {keys:?}",
                 lost.detail,

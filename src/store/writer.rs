@@ -244,6 +244,13 @@ impl Store {
         if self.packs_enabled() {
             return self.delete_packed(key, object);
         }
+        self.delete_own(key, object)
+    }
+
+    /// Deletes the shard files of `key` (whose id is `object`): a tombstone version on every
+    /// location, then the older writes removed, then the tombstones once no location holds
+    /// anything older. The caller holds the object's lock.
+    pub(crate) fn delete_own(&self, key: &str, object: ObjectId) -> Result<()> {
         let stamp = self.next_stamp(key, object)?;
         let header = ShardHeader {
             store_id: self.file.store_id,

@@ -814,6 +814,19 @@ fn print_scrub_report(r: &ScrubReport) {
         r.counts.leftover_files,
         r.counts.leftover_files_removed
     );
+    let c = &r.compaction;
+    if c.packs_compacted > 0 {
+        say!(
+            "packs compacted: {} into {} ({} bytes of overwritten or deleted objects reclaimed, {} delete entries dropped)",
+            c.packs_compacted,
+            c.packs_written,
+            c.dead_bytes_reclaimed,
+            c.deletes_dropped
+        );
+    }
+    if let Some(why) = &c.not_done {
+        say!("packs not compacted: {why} (a later scrub --repair tries again)");
+    }
     match r.resume {
         shardguard::ResumeOutcome::OptionsDiffer => say!(
             "--resume: the checkpoint was of a scrub with other options (repair, deep, prefix or percent); scrubbed from the start"

@@ -1,0 +1,220 @@
+//! Compaction: packs are never changed, so overwrites and deletes of packed objects leave dead
+//! bytes in them, and small packs (a few grouped puts each) cost `k + m` files for a few objects.
+//! A repairing scrub rewrites such packs: the current entries of several are copied, with their
+//! own write stamps and verified bytes, into new full packs; then the old packs are deleted as
+//! any object is (tombstones first), so a power cut at any point leaves each entry in an old
+//! pack, a new one, or both, and the newest write of every key unchanged (FORMAT.md,
+//! "Compaction").
+//!
+//! A delete entry is dropped only when nothing older of its key is left anywhere (no other
+//! entry in any pack, no shard files of its own): until then it is carried into the new pack,
+//! since it outvotes them. A pack holding a key's older entry is always gone before the compaction
+//! that drops its delete starts, so no order of deleting packs can bring a deleted object back.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::format::{ObjectId, PackEntry, PackTable, WriteStamp};
+
+use super::Store;
+
+/// What the compaction of a repairing scrub did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CompactionSummary {
+    /// Packs whose current entries were copied into new packs, and which were then deleted.
+    pub packs_compacted: u64,
+    /// New packs written.
+    pub packs_written: u64,
+    /// Bytes of overwritten or deleted objects reclaimed.
+    pub dead_bytes_reclaimed: u64,
+    /// Delete entries dropped (nothing older of their key was left for them to outvote).
+    pub deletes_dropped: u64,
+    /// Why packs that needed it were not compacted, if they were not (nothing is lost: the
+    /// next repairing scrub tries again).
+    pub not_done: Option<String>,
+}
+
+/// A pack is compacted when less than this share of its room holds current objects.
+const FULL_ENOUGH: f64 = 0.5;
+
+/// At most this many bytes of current objects are held in memory at once: packs are compacted
+/// in groups of about this much.
+const GROUP_BYTES: u64 = 64 << 20;
+
+/// Each packed key's newest entry, and how many entries of it all the packs hold.
+struct Census {
+    newest: HashMap<String, (ObjectId, WriteStamp)>,
+    entries: HashMap<String, usize>,
+}
+
+impl Census {
+    fn is_current(&self, pack: ObjectId, entry: &PackEntry) -> bool {
+        self.newest.get(&entry.key) == Some(&(pack, entry.stamp))
+    }
+}
+
+impl Store {
+    /// Compacts the packs that need it (see the module's doc). Runs only when every location is
+    /// usable and every pack is certain: a pack in doubt may hold writes a compaction must
+    /// not outvote or drop.
+    pub(crate) fn compact_packs(&self) -> CompactionSummary {
+        let mut summary = CompactionSummary::default();
+        if !self.packs_enabled() {
+            return summary;
+        }
+        if let Err(why) = self.try_compact(&mut summary) {
+            summary.not_done = Some(why);
+        }
+        summary
+    }
+
+    fn try_compact(&self, summary: &mut CompactionSummary) -> Result<(), String> {
+        let (tables, census) = {
+            let index = self.pack_index().map_err(said)?;
+            if !index.settled() {
+                return Err("some pack's state is in doubt or lost".into());
+            }
+            let census = Census {
+                newest: index
+                    .newest
+                    .iter()
+                    .map(|(key, p)| (key.clone(), (p.pack, p.entry.stamp)))
+                    .collect(),
+                entries: index.loaded.values().flat_map(|t| &t.entries).fold(
+                    HashMap::new(),
+                    |mut counts, e| {
+                        *counts.entry(e.key.clone()).or_default() += 1;
+                        counts
+                    },
+                ),
+            };
+            (index.loaded.clone(), census)
+        };
+        let g = self.file.geometry;
+        let room = u64::from(g.k) * u64::from(g.chunk_size);
+        let live_bytes = |pack: ObjectId, table: &PackTable| -> u64 {
+            table
+                .entries
+                .iter()
+                .filter(|e| census.is_current(pack, e))
+                .map(|e| e.len)
+                .sum()
+        };
+        let candidates: BTreeMap<ObjectId, &PackTable> = tables
+            .iter()
+            .filter(|(pack, table)| (live_bytes(**pack, table) as f64) < FULL_ENOUGH * room as f64)
+            .map(|(pack, table)| (*pack, table))
+            .collect();
+        let stale = |(pack, table): (&ObjectId, &&PackTable)| {
+            table
+                .entries
+                .iter()
+                .any(|e| !census.is_current(*pack, e) || e.tombstone)
+        };
+        // One pack alone is rewritten only to drop something: else it would be copied as is.
+        if candidates.len() < 2 && !candidates.iter().any(stale) {
+            return Ok(());
+        }
+        if let Some(slot) = self.slots.iter().find(|s| s.usable().is_err()) {
+            return Err(format!(
+                "location {} is unusable, and packs are compacted only with every location usable",
+                slot.dir.display()
+            ));
+        }
+        let mut group: Vec<(ObjectId, &PackTable)> = Vec::new();
+        let mut group_bytes = 0;
+        for (pack, table) in candidates {
+            group_bytes += live_bytes(pack, table);
+            group.push((pack, table));
+            if group_bytes >= GROUP_BYTES {
+                self.compact_group(&group, &census, summary)?;
+                (group, group_bytes) = (Vec::new(), 0);
+            }
+        }
+        if !group.is_empty() {
+            self.compact_group(&group, &census, summary)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the current entries of `packs` into new packs, then deletes `packs`.
+    fn compact_group(
+        &self,
+        packs: &[(ObjectId, &PackTable)],
+        census: &Census,
+        summary: &mut CompactionSummary,
+    ) -> Result<(), String> {
+        let mut kept: Vec<(PackEntry, Vec<u8>, ())> = Vec::new();
+        for &(pack, table) in packs {
+            let resolved = self.resolve(&pack.pack_key()).map_err(said)?;
+            let chunks = self
+                .pack_data(pack, &resolved)
+                .ok_or_else(|| format!("pack {} could not be read whole", pack.to_hex()))?;
+            let body = chunks.concat();
+            for entry in &table.entries {
+                if !census.is_current(pack, entry) {
+                    summary.dead_bytes_reclaimed += entry.len;
+                    continue;
+                }
+                if entry.tombstone
+                    && census.entries.get(&entry.key) == Some(&1)
+                    && self.nothing_older(&entry.key)
+                {
+                    summary.deletes_dropped += 1;
+                    continue;
+                }
+                let bytes = usize::try_from(entry.offset)
+                    .ok()
+                    .zip(usize::try_from(entry.len).ok())
+                    .and_then(|(at, len)| body.get(at..at.checked_add(len)?))
+                    .filter(|bytes| crc32c::crc32c(bytes) == entry.crc)
+                    .ok_or_else(|| {
+                        format!(
+                            "the bytes of {:?} in pack {} do not verify",
+                            entry.key,
+                            pack.to_hex()
+                        )
+                    })?;
+                kept.push((entry.clone(), bytes.to_vec(), ()));
+            }
+        }
+        let mut old: Vec<ObjectId> = packs.iter().map(|(pack, _)| *pack).collect();
+        while !kept.is_empty() {
+            let (taken, laid) = self.lay_out_most(&kept);
+            let laid = laid.ok_or("an entry does not fit in a pack")?;
+            // A pack's id comes from its entries: a new pack holding exactly an old one's
+            // entries would be that pack (and deleted with the old ones). It is kept instead.
+            let id = ObjectId::of_pack(&laid.1.entries);
+            match old.iter().position(|&o| o == id) {
+                Some(same) => drop(old.swap_remove(same)),
+                None => {
+                    self.commit_pack(laid).map_err(said)?;
+                    summary.packs_written += 1;
+                }
+            }
+            kept.drain(..taken);
+        }
+        // Every current entry is now in a new pack too: the old ones outvote nothing. Reads
+        // are sent to the new packs before the old ones go.
+        self.packs.lock().unwrap_or_else(|e| e.into_inner()).forget(&old);
+        for pack in old {
+            let _lock = self.locks.lock(pack).map_err(said)?;
+            self.delete_own(&pack.pack_key(), pack).map_err(said)?;
+            summary.packs_compacted += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether no location holds shard files of `key`'s own (every location listed).
+    fn nothing_older(&self, key: &str) -> bool {
+        self.stamps(ObjectId::of_key(key))
+            .into_iter()
+            .all(|stamps| stamps.is_some_and(|s| s.is_empty()))
+    }
+}
+
+fn said(e: crate::Error) -> String {
+    e.to_string()
+}
