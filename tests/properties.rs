@@ -134,13 +134,11 @@ proptest! {
     }
 }
 
-/// A case the model test found (2026-11-27) that fails on the code before and after compaction:
-/// in a 1 + 1 packing store, a packed key whose pack has one usable file left (the other slot
-/// wiped, its file rotten) is deleted as "not found" instead of being deleted or refused. Open
-/// in issue 13; run with `--ignored` to replay it.
+/// A case the model test found (2026-11-27), replayed: in a 1 + 1 packing store a pack's
+/// parity file rebuilt by a scrub lacked the pack's table (no parity file was left to copy it
+/// from), so once the pack was down to that one file in doubt, a key in it read as absent.
 #[test]
-#[ignore = "open bug (issue 13): a pack whose table is not read from its one usable file is passed over"]
-fn a_packed_key_in_a_pack_with_one_usable_file_is_not_reported_absent() {
+fn a_packed_key_in_a_pack_down_to_a_rebuilt_parity_file_is_not_reported_absent() {
     let bytes: Vec<u8> = vec![
         168, 133, 231, 186, 209, 10, 184, 8, 47, 45, 232, 140, 21, 167, 35, 176, 145, 101, 249, 61, 51, 11,
         43, 214, 252, 88, 166, 199, 191, 119, 223, 222, 103, 230, 154, 106, 203, 234, 85, 177, 69, 99, 94,

@@ -708,13 +708,22 @@ impl Store {
             });
             return Ok(Verified::Amiss(Progress::default()));
         }
-        // Confirmed: apply. A pack's rebuilt parity shard files end with its table, as written.
+        // Confirmed: apply. A pack's rebuilt parity shard files end with its table, as written:
+        // a parity file's footer, or (no parity file left to copy) the table a data chunk holds.
         let footer = match crate::format::is_pack_key(key) && writers.iter().any(Option::is_some) {
-            true => resolved.shards.iter().flatten().find_map(|file| {
-                let footer = crate::store::packs::read_footer(&**file, header)?;
-                crate::format::PackTable::decode(&footer, header.object_len).ok()?;
-                Some(footer)
-            }),
+            true => resolved
+                .shards
+                .iter()
+                .flatten()
+                .find_map(|file| {
+                    let footer = crate::store::packs::read_footer(&**file, header)?;
+                    crate::format::PackTable::decode(&footer, header.object_len).ok()?;
+                    Some(footer)
+                })
+                .or_else(|| {
+                    let table = self.pack_table(object, resolved)?;
+                    Some(table.encode(header.object_len))
+                }),
             false => None,
         };
         for (shard, writer) in writers.into_iter().enumerate() {

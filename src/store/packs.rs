@@ -305,20 +305,10 @@ impl Store {
     fn look_at_pack(&self, pack: ObjectId) -> PackLook {
         let key = pack.pack_key();
         match self.resolve(&key) {
-            Ok(resolved) => {
-                let mut header = resolved.header.clone();
-                let files = resolved.shards.iter().enumerate().filter_map(|(shard, file)| {
-                    header.shard_index = shard as u8;
-                    Some((file.as_deref()?, header.clone()))
-                });
-                match self
-                    .table_in_files(pack, files)
-                    .or_else(|| self.table_rebuilt(pack, &resolved))
-                {
-                    Some(table) => PackLook::Certain(table),
-                    None => PackLook::Unknown,
-                }
-            }
+            Ok(resolved) => match self.pack_table(pack, &resolved) {
+                Some(table) => PackLook::Certain(table),
+                None => PackLook::Unknown,
+            },
             Err(Error::NotFound { .. }) => PackLook::Absent,
             Err(e) => {
                 let gathered = self.gather(pack, false);
@@ -335,6 +325,17 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The table of a resolved pack: from one copy that verifies, or rebuilt from parity.
+    pub(crate) fn pack_table(&self, pack: ObjectId, resolved: &Resolved) -> Option<PackTable> {
+        let mut header = resolved.header.clone();
+        let files = resolved.shards.iter().enumerate().filter_map(|(shard, file)| {
+            header.shard_index = shard as u8;
+            Some((file.as_deref()?, header.clone()))
+        });
+        self.table_in_files(pack, files)
+            .or_else(|| self.table_rebuilt(pack, resolved))
     }
 
     /// The table from the first of `files` (each with its own header) holding a copy that
