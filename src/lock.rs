@@ -121,7 +121,7 @@ impl ObjectLocks {
 
 /// Opens (creating if needed) the lock file, with the care given to every file of the store
 /// (`own_files`); one that is not a regular file is a clear error saying to remove it.
-fn open_lock_file(path: &Path) -> io::Result<File> {
+pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
     let open = || {
         own_files::open_regular(
             fs::OpenOptions::new()

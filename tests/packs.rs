@@ -530,3 +530,33 @@ fn rebuilt_parity_files_of_a_pack_carry_its_table() {
         "the rebuilt parity file differs"
     );
 }
+
+/// A handle skips listing the packs while no other handle changed them (the changes file), yet
+/// always sees what another handle (another process, as a rule) wrote, overwrote, deleted or
+/// compacted, and its own writes never hide another's.
+#[test]
+fn a_handle_sees_every_pack_another_handle_writes_deletes_or_compacts() {
+    let (dir, a) = packing_store();
+    let b = Store::open(dir.path()).unwrap();
+    for round in 0..3u64 {
+        a.put("k", &data(round, 100)[..]).unwrap();
+        assert_eq!(b.get_bytes("k").unwrap(), data(round, 100), "round {round}");
+        // b writes too: its own change must not make it miss a's next one.
+        b.put(&format!("b{round}"), &data(50 + round, 10)[..]).unwrap();
+        assert_eq!(a.get_bytes(&format!("b{round}")).unwrap(), data(50 + round, 10));
+    }
+    a.delete("k").unwrap();
+    assert!(matches!(b.get_bytes("k"), Err(Error::NotFound { .. })));
+    a.put("k", &data(9, 100)[..]).unwrap();
+    let report = a.scrub(&ScrubOptions::default().repair(true), &|_| {}).unwrap();
+    assert!(report.compaction.packs_compacted > 0, "{:?}", report.compaction);
+    // b's index named packs that are gone now: it must read from the compacted one.
+    assert_eq!(b.get_bytes("k").unwrap(), data(9, 100));
+    let next = b.put("k", &data(10, 100)[..]).unwrap();
+    assert!(
+        next.version > 2,
+        "a version above every write of the key: {next:?}"
+    );
+    assert_eq!(a.get_bytes("k").unwrap(), data(10, 100));
+    assert_eq!(b.list().unwrap().len(), 4);
+}

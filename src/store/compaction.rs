@@ -199,9 +199,17 @@ impl Store {
         // Every current entry is now in a new pack too: the old ones outvote nothing. Reads
         // are sent to the new packs before the old ones go.
         self.packs.lock().unwrap_or_else(|e| e.into_inner()).forget(&old);
+        let _change = self.pack_changes.begin(&self.packs).map_err(said)?;
         for pack in old {
-            let _lock = self.locks.lock(pack).map_err(said)?;
-            self.delete_own(&pack.pack_key(), pack).map_err(said)?;
+            let deleted = self
+                .locks
+                .lock(pack)
+                .and_then(|_lock| self.delete_own(&pack.pack_key(), pack));
+            if let Err(e) = deleted {
+                // Half deleted, it is a doubtful pack the next look must find.
+                self.packs.lock().unwrap_or_else(|e| e.into_inner()).seen = None;
+                return Err(said(e));
+            }
             summary.packs_compacted += 1;
         }
         Ok(())

@@ -4,6 +4,7 @@ mod builder;
 mod compaction;
 mod group_commit;
 mod object_writer;
+mod pack_changes;
 pub(crate) mod packs;
 pub(crate) mod reader;
 pub(crate) mod rebuild;
@@ -102,6 +103,8 @@ pub struct StoreState {
     packs: std::sync::Mutex<packs::PackIndex>,
     /// Small objects being put by several threads at once, sharing packs.
     group_commit: group_commit::GroupCommit,
+    /// Whether other handles changed the set of packs since the index was listed.
+    pack_changes: pack_changes::PackChanges,
 }
 
 /// The objects of a store, streamed by [`Store::list_prefix`].
@@ -722,6 +725,7 @@ impl Store {
             poisoned: AtomicBool::new(false),
             packs: Default::default(),
             group_commit: Default::default(),
+            pack_changes: pack_changes::PackChanges::new(root),
         })))
     }
 }

@@ -41,6 +41,9 @@ pub(crate) struct PackIndex {
     /// passed over, so those objects read as an older write, as an object of its own beyond
     /// repair may when older shards of it are about (FORMAT.md, "Packs").
     lost: BTreeSet<ObjectId>,
+    /// The mark of the changes file when the packs were last listed, if nothing was under way
+    /// then and every pack found was settled: while it stands, the index is current.
+    pub(super) seen: Option<super::pack_changes::Mark>,
 }
 
 /// Why a pack's state is in doubt, to answer for a key it may hold.
@@ -230,6 +233,14 @@ impl Store {
         if !self.packs_enabled() {
             return Ok(index());
         }
+        // Read before listing: a change that starts after this moves the mark.
+        let mark = self.pack_changes.settled_mark();
+        {
+            let index = index();
+            if mark.is_some() && index.seen == mark {
+                return Ok(index);
+            }
+        }
         let listed = self.list_packs()?;
         // A pack gone from the listings may have held some key's newest entry: start afresh.
         let (reset, new) = {
@@ -248,10 +259,11 @@ impl Store {
         let mut certain = Vec::with_capacity(new.len());
         let mut doubtful = Vec::new();
         let mut lost = BTreeSet::new();
+        let mut unsettled = false;
         for pack in new {
             // Absent packs (being written, or deleted) are looked for again next time.
             match self.look_at_pack(pack) {
-                PackLook::Absent => {}
+                PackLook::Absent => unsettled = true,
                 PackLook::Certain(table) => certain.push((pack, table)),
                 PackLook::Doubtful(doubt, table) => doubtful.push((pack, doubt, table)),
                 // Every file of an acknowledged pack has a copy of its table: none readable means
@@ -270,8 +282,11 @@ impl Store {
                 index.add(pack, table);
             }
         }
+        unsettled |= !doubtful.is_empty() || !lost.is_empty();
         index.doubtful = doubtful;
         index.lost = lost;
+        let still = self.pack_changes.settled_mark();
+        index.seen = mark.filter(|m| still == Some(*m) && !unsettled);
         Ok(index)
     }
 
@@ -762,12 +777,17 @@ impl Store {
     pub(crate) fn commit_pack(&self, (body, table): (Vec<u8>, PackTable)) -> Result<usize> {
         let pack = ObjectId::of_pack(&table.entries);
         let key = pack.pack_key();
+        let _change = self.pack_changes.begin(&self.packs)?;
         let written = {
             // A new id (no other write has these entries): nobody else waits for this lock.
             let _lock = self.locks.lock(pack)?;
             let footer = table.encode(body.len() as u64);
-            self.write_object_with_footer(&key, pack, body.as_slice(), &footer)?
+            self.write_object_with_footer(&key, pack, body.as_slice(), &footer)
         };
+        let written = written.inspect_err(|_| {
+            // Some of its files may be in place: a doubtful pack the next look must find.
+            self.packs.lock().unwrap_or_else(|e| e.into_inner()).seen = None;
+        })?;
         self.packs
             .lock()
             .unwrap_or_else(|e| e.into_inner())

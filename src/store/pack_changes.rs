@@ -1,0 +1,196 @@
+//! Whether another store handle (another process, as a rule) may have changed the set of packs
+//! since this handle last listed them: if not, the pack index is current without listing bucket
+//! `ff` on every location, which would otherwise cost every small-object operation a directory
+//! listing per location.
+//!
+//! `locks/packs.changes` holds a mark (the id of the handle that last changed the packs and a
+//! count) at bytes 8..24; byte 0 carries a shared lock (an OFD lock, as the object locks) while
+//! any handle is writing or deleting a pack, and byte 1 an exclusive one while a handle moves the
+//! mark. A handle moves the mark before it writes a pack's first file. A reader that reads the
+//! mark, finds no other handle's change under way, lists, and then finds the same mark and still
+//! none under way knows every pack acknowledged before its next look at an unchanged mark: a
+//! change that started after its first read moved the mark; one that started before ended
+//! before its listing (it was not under way at the first check) or is still under way.
+//!
+//! A handle's own changes keep its index current (it adds what it writes), so moving the mark
+//! itself does not make it list again, unless the mark had moved before (another handle's
+//! change it has not listed). A crash leaves the mark moved and the lock released: the next
+//! look lists. The file is advisory: if it cannot be read, every look lists.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg};
+
+use crate::error::{Error, Result};
+use crate::lock::{open_lock_file, LOCKS_DIR};
+
+use super::packs::PackIndex;
+
+/// The file, under the store's root.
+const CHANGES_FILE: &str = "packs.changes";
+/// Byte locked (shared) while a change is under way.
+const UNDER_WAY: i64 = 0;
+/// Byte locked (exclusive) while the mark moves.
+const MOVING: i64 = 1;
+/// Where the mark is.
+const MARK_AT: u64 = 8;
+
+/// Which change of the set of packs was the last: the handle that made it and a count.
+pub(crate) type Mark = [u8; 16];
+
+/// This handle's view of the changes file.
+#[derive(Debug)]
+pub(crate) struct PackChanges {
+    path: PathBuf,
+    file: OnceLock<File>,
+    /// Tells this handle's marks from others'.
+    handle: u64,
+    /// Changes under way through this handle (the shared lock is held while there are any).
+    under_way: Mutex<usize>,
+}
+
+/// A change of the set of packs under way; ends when dropped.
+pub(crate) struct ChangeGuard<'a>(&'a PackChanges);
+
+impl Drop for ChangeGuard<'_> {
+    fn drop(&mut self) {
+        let mut under_way = self.0.under_way();
+        *under_way -= 1;
+        if *under_way == 0 {
+            if let Some(file) = self.0.file.get() {
+                // Cannot fail for a range this descriptor holds; if it did, other handles would
+                // list on every look until this one is dropped: slower, never wrong.
+                let _ = set_lock(file, UNDER_WAY, libc::F_UNLCK);
+            }
+        }
+    }
+}
+
+impl PackChanges {
+    pub fn new(root: &Path) -> Self {
+        PackChanges {
+            path: root.join(LOCKS_DIR).join(CHANGES_FILE),
+            file: OnceLock::new(),
+            handle: crate::ids::random_u64(),
+            under_way: Mutex::new(0),
+        }
+    }
+
+    fn under_way(&self) -> MutexGuard<'_, usize> {
+        self.under_way.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn file(&self) -> std::io::Result<&File> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let opened = open_lock_file(&self.path)?;
+        Ok(self.file.get_or_init(|| opened))
+    }
+
+    /// Starts a change of the set of packs (a pack about to be written, or deleted): moves the
+    /// mark, and keeps `index` current unless another handle had moved it since `index` last
+    /// listed. Must be held until the change is done.
+    pub fn begin<'a>(&'a self, index: &Mutex<PackIndex>) -> Result<ChangeGuard<'a>> {
+        let io = |e| Error::io(&self.path, e);
+        let file = self.file().map_err(io)?;
+        let mut under_way = self.under_way();
+        if *under_way == 0 {
+            set_lock(file, UNDER_WAY, libc::F_RDLCK).map_err(io)?;
+        }
+        *under_way += 1;
+        let guard = ChangeGuard(self);
+        // Held across the move: threads of this handle share its file's locks.
+        let _moving_here = under_way;
+        set_lock(file, MOVING, libc::F_WRLCK).map_err(io)?;
+        let moved = (|| {
+            let before = read_mark(file)?;
+            let count = u64::from_le_bytes(before[8..].try_into().unwrap_or_default());
+            let mut after = [0u8; 16];
+            after[..8].copy_from_slice(&self.handle.to_le_bytes());
+            after[8..].copy_from_slice(&count.wrapping_add(1).to_le_bytes());
+            file.write_all_at(&after, MARK_AT)?;
+            Ok((before, after))
+        })();
+        let _ = set_lock(file, MOVING, libc::F_UNLCK);
+        let (before, after) = moved.map_err(io)?;
+        let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+        index.seen = (index.seen == Some(before)).then_some(after);
+        Ok(guard)
+    }
+
+    /// The mark, if no other handle's change is under way (else `None`: list).
+    pub fn settled_mark(&self) -> Option<Mark> {
+        let file = self.file().ok()?;
+        let mut query = request(UNDER_WAY, libc::F_WRLCK);
+        fcntl(file, FcntlArg::F_OFD_GETLK(&mut query)).ok()?;
+        if query.l_type != libc::F_UNLCK as libc::c_short {
+            return None;
+        }
+        read_mark(file).ok()
+    }
+}
+
+/// The mark (zeros where the file is shorter: no change yet).
+fn read_mark(file: &File) -> std::io::Result<Mark> {
+    let mut mark = [0u8; 16];
+    let mut read = 0;
+    while read < mark.len() {
+        match file.read_at(&mut mark[read..], MARK_AT + read as u64)? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    Ok(mark)
+}
+
+fn request(byte: i64, kind: libc::c_int) -> libc::flock {
+    libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: byte as libc::off_t,
+        l_len: 1,
+        l_pid: 0,
+    }
+}
+
+fn set_lock(file: &File, byte: i64, kind: libc::c_int) -> std::io::Result<()> {
+    let request = request(byte, kind);
+    loop {
+        match fcntl(file, FcntlArg::F_OFD_SETLKW(&request)) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(std::io::Error::from(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handle_that_moves_the_mark_after_another_did_does_not_count_its_index_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (PackChanges::new(dir.path()), PackChanges::new(dir.path()));
+        let (index_a, index_b) = (Mutex::new(PackIndex::default()), Mutex::new(PackIndex::default()));
+        // a has listed at the current mark; its own change keeps that current.
+        index_a.lock().unwrap().seen = a.settled_mark();
+        drop(a.begin(&index_a).unwrap());
+        assert_eq!(index_a.lock().unwrap().seen, a.settled_mark());
+        // b changes the packs: a's index is stale, and stays so through a's next change.
+        drop(b.begin(&index_b).unwrap());
+        assert_ne!(index_a.lock().unwrap().seen, a.settled_mark());
+        drop(a.begin(&index_a).unwrap());
+        assert_eq!(index_a.lock().unwrap().seen, None);
+        // While b's change is under way, a sees no settled mark (it lists).
+        let under_way = b.begin(&index_b).unwrap();
+        assert_eq!(a.settled_mark(), None);
+        drop(under_way);
+        assert!(a.settled_mark().is_some());
+    }
+}
