@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::format::{Geometry, ObjectId};
+use crate::format::Geometry;
 use crate::health::LocationProblem;
 use crate::scrub::ScrubReport;
 use crate::store::Store;
@@ -68,7 +68,8 @@ impl Store {
             .as_ref()
             .map(|l| (l.len() as u64, l.iter().map(|e| e.len).sum()));
         let scrub_coverage = listing.map(|l| {
-            let ids: Vec<ObjectId> = l.iter().map(|e| ObjectId::of_key(&e.key)).collect();
+            // A packed object is scrubbed with its pack.
+            let ids = self.holders(&l);
             let (never_scrubbed, oldest_scrub_unix) = self.scrub_coverage(&ids);
             ScrubCoverage {
                 never_scrubbed,

@@ -560,3 +560,21 @@ fn a_handle_sees_every_pack_another_handle_writes_deletes_or_compacts() {
     assert_eq!(a.get_bytes("k").unwrap(), data(10, 100));
     assert_eq!(b.list().unwrap().len(), 4);
 }
+
+/// A scrub counts the objects a pack holds, not the pack, and status knows they were scrubbed
+/// (with their pack): what an operator reads matches what they stored.
+#[test]
+fn scrub_and_status_count_packed_objects_as_objects() {
+    let (_dir, store) = packing_store();
+    let objects: Vec<(String, Vec<u8>)> = (0..30).map(|i| (format!("o{i}"), data(i, 200))).collect();
+    store
+        .put_many(objects.iter().map(|(k, b)| (k.as_str(), &b[..])))
+        .unwrap();
+    store.put("large", &data(99, 3 * THRESHOLD as usize)[..]).unwrap();
+    let before = store.status().unwrap().scrub_coverage.unwrap();
+    assert_eq!(before.never_scrubbed, 31);
+    let report = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+    assert_eq!(report.objects, 31, "{report:?}");
+    let after = store.status().unwrap().scrub_coverage.unwrap();
+    assert_eq!(after.never_scrubbed, 0);
+}

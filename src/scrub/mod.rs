@@ -286,7 +286,8 @@ pub struct ScrubReport {
     /// Whether parity was recomputed and compared.
     pub deep: bool,
     /// Objects verified by this scrub (a resumed scrub counts those its interrupted run
-    /// verified, and everything that run found).
+    /// verified, and everything that run found); a pack counts as the objects whose current
+    /// write it holds.
     pub objects: u64,
     /// Objects skipped because a resumed scrub had already verified them.
     pub skipped_by_resume: u64,
@@ -554,6 +555,7 @@ impl Store {
         if self.packs_enabled() {
             drop(self.pack_index());
         }
+        let objects_in_packs = self.objects_per_pack();
         let temp_files = self.temp_files();
         let selection = self.select(options.percent, &temp_files)?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -608,10 +610,15 @@ impl Store {
                 for (&object, outcome) in objects.iter().zip(outcomes) {
                     let outcome = outcome?;
                     needs_sync |= outcome.needs_sync;
-                    if outcome.verified {
+                    let verified = outcome.verified;
+                    if verified {
                         unrecorded.push(object);
                     }
                     report.add(outcome);
+                    // A pack stands for the objects whose current write it holds.
+                    if let Some(&held) = objects_in_packs.get(&object).filter(|_| verified) {
+                        report.objects = report.objects - 1 + held;
+                    }
                 }
                 if needs_sync {
                     // Rebuilt files committed without waiting are made durable before the

@@ -513,6 +513,30 @@ impl Store {
         };
     }
 
+    /// The object whose shard files hold each listed write, as the index last saw it: its
+    /// pack's, or the key's own (what a scrub's history records).
+    pub(crate) fn holders(&self, listing: &[super::ListEntry]) -> Vec<ObjectId> {
+        let index = self.packs.lock().unwrap_or_else(|e| e.into_inner());
+        listing
+            .iter()
+            .map(|e| match index.newest.get(&e.key) {
+                Some(p) if p.entry.stamp.version == e.version && !p.entry.tombstone => p.pack,
+                _ => ObjectId::of_key(&e.key),
+            })
+            .collect()
+    }
+
+    /// How many objects' current writes each loaded pack holds (deletes not counted), as the
+    /// index last saw it: what a scrub of the pack verifies.
+    pub(crate) fn objects_per_pack(&self) -> HashMap<ObjectId, u64> {
+        let index = self.packs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts: HashMap<ObjectId, u64> = index.loaded.keys().map(|p| (*p, 0)).collect();
+        for packed in index.newest.values().filter(|p| !p.entry.tombstone) {
+            *counts.entry(packed.pack).or_default() += 1;
+        }
+        counts
+    }
+
     /// The newest packed write of `key` as the index last saw it (no look at the locations):
     /// for a scrub, which loads the index once at its start. A write it lists is certain; one
     /// it misses (written since, by another process) leaves the key's files judged as if
