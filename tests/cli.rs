@@ -631,6 +631,16 @@ fn import_stores_a_tree_under_its_relative_paths_and_rm_deletes_many_keys_at_onc
     let ls = sg(&["ls", p(&store)]);
     assert_eq!(String::from_utf8_lossy(&ls.stdout), "t/a/b/2\n");
     assert_eq!(code(&sg(&["rm", p(&store), "t/a/b/2"])), 0);
+    // A key that would be invalid (here too long): a usage error naming the file, before
+    // anything is stored.
+    let long = "p".repeat(1100);
+    let out = sg(&["import", p(&store), p(&tree), "--prefix", &long]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing imported"),
+        "{out:?}"
+    );
+    assert!(sg(&["ls", p(&store)]).stdout.is_empty());
     // A directory that is not there: one line, exit 8, nothing stored.
     let out = sg(&["import", p(&store), p(&dir.path().join("none"))]);
     assert_eq!(code(&out), 8, "{out:?}");

@@ -107,11 +107,12 @@ impl Store {
             .filter(|(pack, table)| (live_bytes(**pack, table) as f64) < FULL_ENOUGH * room as f64)
             .map(|(pack, table)| (*pack, table))
             .collect();
+        // Something to drop: an entry outvoted, or a delete that may be the last of its key (a
+        // delete that must be carried would only be copied again, every scrub).
         let stale = |(pack, table): (&ObjectId, &&PackTable)| {
-            table
-                .entries
-                .iter()
-                .any(|e| !census.is_current(*pack, e) || e.tombstone)
+            table.entries.iter().any(|e| {
+                !census.is_current(*pack, e) || (e.tombstone && census.entries.get(&e.key) == Some(&1))
+            })
         };
         // One pack alone is rewritten only to drop something: else it would be copied as is.
         if candidates.len() < 2 && !candidates.iter().any(stale) {

@@ -671,8 +671,15 @@ fn files_under(
                     path.display()
                 )));
             };
+            let key = format!("{prefix}{name}");
+            if let Err(e) = shardguard::validate_key(&key) {
+                return Err(Failure::Usage(format!(
+                    "{}: {e} (nothing imported)",
+                    path.display()
+                )));
+            }
             let len = entry.metadata().map_err(io_context(path.display()))?.len();
-            files.push((format!("{prefix}{name}"), path, len));
+            files.push((key, path, len));
         } else {
             eprintln!(
                 "shardguard: skipped {} (not a regular file or directory)",
