@@ -8,6 +8,9 @@
 //! per object, with the files per object; "compacted" is the eight writers' store after a
 //! repairing scrub compacted its small packs.
 //!
+//! Reads: each object read back (page cache warm), from its plain file and from the packing
+//! store.
+//!
 //! `cargo bench --bench small_objects` (env: SHARDGUARD_BENCH_OBJECTS, default 5000;
 //! SHARDGUARD_BENCH_BATCH, default 1000; SHARDGUARD_BENCH_DIR, default "."; 3 runs, medians).
 
@@ -66,6 +69,7 @@ fn main() {
     let keys: Vec<String> = (0..objects).map(|i| format!("mail/{:06}", i)).collect();
     let (mut plain, mut own, mut packed) = (Vec::new(), Vec::new(), Vec::new());
     let (mut plain8, mut packed8) = (Vec::new(), Vec::new());
+    let (mut plain_get, mut packed_get) = (Vec::new(), Vec::new());
     let mut space = Vec::new();
     for run in 0..3 {
         let dir = tempfile::tempdir_in(&base).expect("bench directory");
@@ -101,6 +105,20 @@ fn main() {
                 .expect("put_many");
         }
         packed.push(objects as f64 / started.elapsed().as_secs_f64());
+
+        // Reads, page cache warm: each packed object against its plain file.
+        let started = Instant::now();
+        for key in &keys {
+            let bytes = fs::read(plain_dir.join(key.replace('/', "_"))).expect("read");
+            assert_eq!(bytes.len(), SIZE);
+        }
+        plain_get.push(objects as f64 / started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        for key in &keys {
+            let bytes = packed_store.get_bytes(key).expect("get");
+            assert_eq!(bytes.len(), SIZE);
+        }
+        packed_get.push(objects as f64 / started.elapsed().as_secs_f64());
 
         // Eight writers: plain files, and single puts into a packing store (group commit).
         let writers = 8;
@@ -170,6 +188,13 @@ fn main() {
     println!(
         "  store, put_many of {batch}, packs        {packed:>9.0} obj/s  {:.2}x",
         packed / plain
+    );
+    let (plain_get, packed_get) = (median(plain_get), median(packed_get));
+    println!("get, one reader, page cache warm:");
+    println!("  plain files (read)                      {plain_get:>9.0} obj/s  1.00x");
+    println!(
+        "  store, get_bytes, packs                 {packed_get:>9.0} obj/s  {:.2}x",
+        packed_get / plain_get
     );
     println!("put, eight writers:");
     println!("  plain files (write + fsync + dir fsync)  {plain8:>9.0} obj/s  1.00x");

@@ -59,6 +59,8 @@ pub struct ObjectReader {
     next_stripe: u64,
     /// One buffer per shard: chunk bytes followed by their CRC.
     buffers: Vec<Vec<u8>>,
+    /// Each buffer's length.
+    buffer_len: usize,
     /// The stripe being served and how far into its data.
     current: Option<StripeShape>,
     served: usize,
@@ -70,6 +72,9 @@ pub struct ObjectReader {
     end: u64,
     /// Set when the object read is a pack and the bytes handed out are one packed object.
     packed: Option<PackedView>,
+    /// A packed object's bytes (the range wanted), already verified against its entry's CRC:
+    /// read straight from the one data file holding them, no chunk read.
+    direct: Option<Vec<u8>>,
 }
 
 /// One object of a pack, as its reader sees it.
@@ -121,7 +126,17 @@ impl Store {
                     whole: start == 0 && end == entry.len,
                     running: 0,
                 };
-                self.reader_of(key, pack, entry.offset + start..entry.offset + end, Some(view))
+                let direct = self.entry_bytes(&pack, &entry).map(|mut bytes| {
+                    bytes.truncate(end as usize);
+                    bytes.drain(..start as usize);
+                    bytes
+                });
+                // Rotten, missing or unreadable: read through the chunks (verified, retried,
+                // rebuilt from parity).
+                let range = entry.offset + start..entry.offset + end;
+                let mut reader = self.reader_of(key, pack, range, Some(view));
+                reader.direct = direct;
+                reader
             }
         })
     }
@@ -149,14 +164,34 @@ impl Store {
             next_stripe: start / g.stripe_capacity(),
             start,
             end,
-            buffers: vec![vec![0u8; buffer_len]; g.shards()],
+            // Allocated at the first stripe fetched (never, for a packed object read straight).
+            buffers: Vec::new(),
+            buffer_len,
             current: None,
             served: 0,
             checksum: ObjectChecksum::default(),
             stats: ReadStats::default(),
             resolved,
             packed,
+            direct: None,
         }
+    }
+
+    /// A packed object's bytes, read from the data file of its pack that holds them and
+    /// verified against its entry's CRC32C (the file's header, verified when it was resolved,
+    /// says it is that pack's shard); `None` if they do not verify or cannot be read.
+    fn entry_bytes(&self, pack: &Resolved, entry: &crate::format::PackEntry) -> Option<Vec<u8>> {
+        let chunk_len = self.file.geometry.stripe(pack.header.object_len, 0).chunk_len as u64;
+        let shard = entry.offset.checked_div(chunk_len)?;
+        let within = entry.offset % chunk_len;
+        if within.checked_add(entry.len)? > chunk_len || shard >= u64::from(self.file.geometry.k) {
+            return None;
+        }
+        let file = pack.shards.get(shard as usize)?.as_deref()?;
+        let mut bytes = vec![0u8; usize::try_from(entry.len).ok()?];
+        file.read_exact_at(&mut bytes, pack.header.encoded_len() as u64 + within)
+            .ok()?;
+        (crc32c::crc32c(&bytes) == entry.crc).then_some(bytes)
     }
 
     /// Reads the object into the file at `path`, verified, atomically: the bytes go to a
@@ -271,6 +306,13 @@ impl ObjectReader {
     /// The verified bytes ready to hand out: the rest of the current chunk, fetching the next
     /// stripe when needed. Empty at the end of the object.
     fn available(&mut self) -> Result<&[u8]> {
+        if self.direct.is_some() {
+            let served = self.served;
+            return Ok(self
+                .direct
+                .as_deref()
+                .map_or(&[][..], |b| &b[served.min(b.len())..]));
+        }
         loop {
             if let Some(shape) = self.current {
                 // What the range still wants of this stripe.
@@ -322,6 +364,10 @@ impl ObjectReader {
     }
 
     fn consume(&mut self, n: usize) {
+        if self.direct.is_some() {
+            self.served += n;
+            return;
+        }
         if let (Some(view), Some(shape)) = (self.packed.as_mut(), self.current) {
             // What `available` handed out: within one chunk of the current stripe.
             let chunk = self.served / shape.chunk_len;
@@ -363,6 +409,13 @@ impl ObjectReader {
     /// a rotten chunk's stored checksum does not confirm is weighed again with every parity
     /// chunk (see `rebuild`), so a parity chunk written wrong cannot slip into the output.
     fn fetch_stripe(&mut self, shape: StripeShape) -> Result<()> {
+        if self.buffers.is_empty() {
+            // Each its own zeroed allocation (no copies of a first one).
+            let len = self.buffer_len;
+            self.buffers = (0..self.store.file.geometry.shards())
+                .map(|_| vec![0u8; len])
+                .collect();
+        }
         let k = usize::from(self.store.file.geometry.k);
         let n = self.buffers.len();
         let has_file: Vec<bool> = self.resolved.shards.iter().map(Option::is_some).collect();
