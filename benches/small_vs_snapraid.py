@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from vs_snapraid import snapraid_synced
+
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 OBJECTS = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
 SIZE = 4096
@@ -96,15 +98,7 @@ def main():
                 f.write(os.urandom(SIZE))
             names.append((f"d{i % 4}/{name}", path))
 
-        conf = os.path.join(root, "snapraid.conf")
-        with open(conf, "w") as f:
-            f.write(f"parity {root}/parity/snapraid.parity\n")
-            f.write(f"content {root}/content/snapraid.content\n")
-            f.write(f"content {root}/parity/snapraid.content\n")
-            for i, d in enumerate(disks):
-                f.write(f"data d{i} {d}/\n")
-        snap = ["snapraid", "-c", conf, "--test-skip-device"]
-        run(*snap, "sync")
+        snap = snapraid_synced(root, disks, [f"{root}/content", f"{root}/parity"])
 
         store = os.path.join(root, "sg")
         run(SG, "init", store, "--data", "4", "--parity", "2", "--pack-threshold", "64KiB")

@@ -37,6 +37,21 @@ def median_time(*cmd, ok=(0,)):
     return statistics.median(timed(*cmd, ok=ok) for _ in range(RUNS))
 
 
+def snapraid_synced(root, disks, content_dirs):
+    """Writes a SnapRAID configuration for `disks` (one parity file in root/parity, a content
+    file in each of `content_dirs`), runs `snapraid sync`, and returns the command prefix."""
+    conf = os.path.join(root, "snapraid.conf")
+    with open(conf, "w") as f:
+        f.write(f"parity {root}/parity/snapraid.parity\n")
+        for d in content_dirs:
+            f.write(f"content {d}/snapraid.content\n")
+        for i, d in enumerate(disks):
+            f.write(f"data d{i} {d}/\n")
+    snap = ["snapraid", "-c", conf, "--test-skip-device"]
+    run(*snap, "sync")
+    return snap
+
+
 def wipe(directory, keep=()):
     for name in os.listdir(directory):
         if name in keep:
@@ -66,15 +81,7 @@ def main():
                 f.write(block[(n * 4096) % (1 << 20):][:size] if size < (1 << 20) else block[:size])
         total = sum(size for _, size in files)
 
-        conf = os.path.join(root, "snapraid.conf")
-        with open(conf, "w") as f:
-            f.write(f"parity {root}/parity/snapraid.parity\n")
-            f.write(f"content {root}/content/snapraid.content\n")
-            f.write(f"content {root}/d0/snapraid.content\n")
-            for i, d in enumerate(disks):
-                f.write(f"data d{i} {d}/\n")
-        snap = ["snapraid", "-c", conf, "--test-skip-device"]
-        run(*snap, "sync")
+        snap = snapraid_synced(root, disks, [f"{root}/content", f"{root}/d0"])
 
         store = os.path.join(root, "sg")
         run(SG, "init", store, "--data", "4", "--parity", "1")

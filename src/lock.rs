@@ -152,21 +152,30 @@ pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
 fn lock_request(object: ObjectId, kind: libc::c_int) -> libc::flock {
     let mut id = [0u8; 8];
     id.copy_from_slice(&object.0[..8]);
+    byte_lock_request((u64::from_le_bytes(id) >> 1) as libc::off_t, kind)
+}
+
+/// An OFD lock request of `kind` for one byte of a file.
+pub(crate) fn byte_lock_request(byte: libc::off_t, kind: libc::c_int) -> libc::flock {
     libc::flock {
         l_type: kind as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: (u64::from_le_bytes(id) >> 1) as libc::off_t,
+        l_start: byte,
         l_len: 1,
         l_pid: 0,
     }
 }
 
 fn set_lock(file: &File, object: ObjectId, kind: libc::c_int, wait: bool) -> io::Result<()> {
-    let request = lock_request(object, kind);
+    set_byte_lock(file, &lock_request(object, kind), wait)
+}
+
+/// Sets (or, with `F_UNLCK`, releases) an OFD lock, waiting for it if `wait`.
+pub(crate) fn set_byte_lock(file: &File, request: &libc::flock, wait: bool) -> io::Result<()> {
     loop {
         let result = match wait {
-            true => fcntl(file, FcntlArg::F_OFD_SETLKW(&request)),
-            false => fcntl(file, FcntlArg::F_OFD_SETLK(&request)),
+            true => fcntl(file, FcntlArg::F_OFD_SETLKW(request)),
+            false => fcntl(file, FcntlArg::F_OFD_SETLK(request)),
         };
         match result {
             Ok(_) => return Ok(()),

@@ -22,20 +22,19 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
 
 use crate::error::{Error, Result};
-use crate::lock::{open_lock_file, LOCKS_DIR};
+use crate::lock::{byte_lock_request, open_lock_file, set_byte_lock, LOCKS_DIR};
 
 use super::packs::PackIndex;
 
 /// The file, under the store's root.
 const CHANGES_FILE: &str = "packs.changes";
 /// Byte locked (shared) while a change is under way.
-const UNDER_WAY: i64 = 0;
+const UNDER_WAY: libc::off_t = 0;
 /// Byte locked (exclusive) while the mark moves.
-const MOVING: i64 = 1;
+const MOVING: libc::off_t = 1;
 /// Where the mark is.
 const MARK_AT: u64 = 8;
 
@@ -126,7 +125,7 @@ impl PackChanges {
     /// The mark, if no other handle's change is under way (else `None`: list).
     pub fn settled_mark(&self) -> Option<Mark> {
         let file = self.file().ok()?;
-        let mut query = request(UNDER_WAY, libc::F_WRLCK);
+        let mut query = byte_lock_request(UNDER_WAY, libc::F_WRLCK);
         fcntl(file, FcntlArg::F_OFD_GETLK(&mut query)).ok()?;
         if query.l_type != libc::F_UNLCK as libc::c_short {
             return None;
@@ -148,25 +147,8 @@ fn read_mark(file: &File) -> std::io::Result<Mark> {
     Ok(mark)
 }
 
-fn request(byte: i64, kind: libc::c_int) -> libc::flock {
-    libc::flock {
-        l_type: kind as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: byte as libc::off_t,
-        l_len: 1,
-        l_pid: 0,
-    }
-}
-
-fn set_lock(file: &File, byte: i64, kind: libc::c_int) -> std::io::Result<()> {
-    let request = request(byte, kind);
-    loop {
-        match fcntl(file, FcntlArg::F_OFD_SETLKW(&request)) {
-            Ok(_) => return Ok(()),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(std::io::Error::from(e)),
-        }
-    }
+fn set_lock(file: &File, byte: libc::off_t, kind: libc::c_int) -> std::io::Result<()> {
+    set_byte_lock(file, &byte_lock_request(byte, kind), true)
 }
 
 #[cfg(test)]
