@@ -56,25 +56,11 @@ fn puts_over_one_bucket_from_a_callers_rayon_pool_never_deadlock() {
     );
     let keys = common::keys_in_bucket(0, 400);
     for round in 0..3u64 {
-        let (pool_store, pool_keys) = (Arc::clone(&store), keys.clone());
-        common::within(
-            Duration::from_secs(120),
-            &format!("pool puts, round {round}"),
-            move || {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(8).build().unwrap();
-                // Every key twice, so the pool also runs two puts of one key at once.
-                pool.install(|| {
-                    pool_keys
-                        .par_iter()
-                        .chain(pool_keys.par_iter())
-                        .enumerate()
-                        .for_each(|(i, key)| {
-                            let bytes = common::data(round * 10_000 + i as u64 % 400, 64 << 10);
-                            pool_store.put(key, &bytes[..]).unwrap();
-                        })
-                });
-            },
-        );
+        let pool_store = Arc::clone(&store);
+        put_every_key_twice_from_a_pool(&format!("pool puts, round {round}"), &keys, move |i, key| {
+            let bytes = common::data(round * 10_000 + i as u64 % 400, 64 << 10);
+            pool_store.put(key, &bytes[..]).unwrap();
+        });
         for (i, key) in keys.iter().enumerate() {
             assert_eq!(
                 store.get_bytes(key).unwrap(),
@@ -107,24 +93,12 @@ fn packed_puts_from_a_callers_rayon_pool_reading_each_others_packs_never_deadloc
     let handles = [store, other];
     let keys = common::keys_in_bucket(0, 100);
     for round in 0..3u64 {
-        let (pool_handles, pool_keys) = (handles.clone(), keys.clone());
-        common::within(
-            Duration::from_secs(120),
-            &format!("packed pool puts, round {round}"),
-            move || {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(8).build().unwrap();
-                pool.install(|| {
-                    pool_keys
-                        .par_iter()
-                        .chain(pool_keys.par_iter())
-                        .enumerate()
-                        .for_each(|(i, key)| {
-                            let bytes = common::data(round * 10_000 + i as u64 % 100, 3000);
-                            pool_handles[i % 2].put(key, &bytes[..]).unwrap();
-                        })
-                });
-            },
-        );
+        let pool_handles = handles.clone();
+        let what = format!("packed pool puts, round {round}");
+        put_every_key_twice_from_a_pool(&what, &keys, move |i, key| {
+            let bytes = common::data(round * 10_000 + i as u64 % 100, 3000);
+            pool_handles[i % 2].put(key, &bytes[..]).unwrap();
+        });
         for (i, key) in keys.iter().enumerate() {
             assert_eq!(
                 handles[1].get_bytes(key).unwrap(),
@@ -133,4 +107,23 @@ fn packed_puts_from_a_callers_rayon_pool_reading_each_others_packs_never_deadloc
             );
         }
     }
+}
+
+/// Runs `put(i, key)` for every key twice (so the pool also runs two puts of one key at once)
+/// on a rayon pool of eight threads, failing if it takes over two minutes (a deadlock).
+fn put_every_key_twice_from_a_pool(
+    what: &str,
+    keys: &[String],
+    put: impl Fn(usize, &str) + Send + Sync + 'static,
+) {
+    let keys = keys.to_vec();
+    common::within(Duration::from_secs(120), what, move || {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(8).build().unwrap();
+        pool.install(|| {
+            keys.par_iter()
+                .chain(keys.par_iter())
+                .enumerate()
+                .for_each(|(i, key)| put(i, key))
+        });
+    });
 }

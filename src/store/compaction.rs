@@ -149,11 +149,7 @@ impl Store {
     ) -> Result<(), String> {
         let mut kept: Vec<(PackEntry, Vec<u8>, ())> = Vec::new();
         for &(pack, table) in packs {
-            let resolved = self.resolve(&pack.pack_key()).map_err(said)?;
-            let chunks = self
-                .pack_data(pack, &resolved)
-                .ok_or_else(|| format!("pack {} could not be read whole", pack.to_hex()))?;
-            let body = chunks.concat();
+            let body = self.pack_body(pack)?;
             for entry in &table.entries {
                 if !census.is_current(pack, entry) {
                     summary.dead_bytes_reclaimed += entry.len;
@@ -166,18 +162,7 @@ impl Store {
                     summary.deletes_dropped += 1;
                     continue;
                 }
-                let bytes = usize::try_from(entry.offset)
-                    .ok()
-                    .zip(usize::try_from(entry.len).ok())
-                    .and_then(|(at, len)| body.get(at..at.checked_add(len)?))
-                    .filter(|bytes| crc32c::crc32c(bytes) == entry.crc)
-                    .ok_or_else(|| {
-                        format!(
-                            "the bytes of {:?} in pack {} do not verify",
-                            entry.key,
-                            pack.to_hex()
-                        )
-                    })?;
+                let bytes = verified_bytes(&body, entry, pack)?;
                 kept.push((entry.clone(), bytes.to_vec(), ()));
             }
         }
@@ -191,8 +176,15 @@ impl Store {
             match old.iter().position(|&o| o == id) {
                 Some(same) => drop(old.swap_remove(same)),
                 None => {
+                    let table = laid.1.clone();
                     self.commit_pack(laid).map_err(said)?;
                     summary.packs_written += 1;
+                    // Deleting the old packs destroys the other copy: the new one must read
+                    // back first, every entry verifying.
+                    let body = self.pack_body(id)?;
+                    for entry in &table.entries {
+                        verified_bytes(&body, entry, id)?;
+                    }
                 }
             }
             kept.drain(..taken);
@@ -216,12 +208,37 @@ impl Store {
         Ok(())
     }
 
+    /// A pack's bytes, read whole (its data chunks verified, rebuilt from parity if need be).
+    fn pack_body(&self, pack: ObjectId) -> Result<Vec<u8>, String> {
+        let resolved = self.resolve(&pack.pack_key()).map_err(said)?;
+        let chunks = self
+            .pack_data(pack, &resolved)
+            .ok_or_else(|| format!("pack {} could not be read whole", pack.to_hex()))?;
+        Ok(chunks.concat())
+    }
+
     /// Whether no location holds shard files of `key`'s own (every location listed).
     fn nothing_older(&self, key: &str) -> bool {
         self.stamps(ObjectId::of_key(key))
             .into_iter()
             .all(|stamps| stamps.is_some_and(|s| s.is_empty()))
     }
+}
+
+/// An entry's bytes in its pack's `body`, if they verify against its CRC32C.
+fn verified_bytes<'b>(body: &'b [u8], entry: &PackEntry, pack: ObjectId) -> Result<&'b [u8], String> {
+    usize::try_from(entry.offset)
+        .ok()
+        .zip(usize::try_from(entry.len).ok())
+        .and_then(|(at, len)| body.get(at..at.checked_add(len)?))
+        .filter(|bytes| crc32c::crc32c(bytes) == entry.crc)
+        .ok_or_else(|| {
+            format!(
+                "the bytes of {:?} in pack {} do not verify",
+                entry.key,
+                pack.to_hex()
+            )
+        })
 }
 
 fn said(e: crate::Error) -> String {

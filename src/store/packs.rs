@@ -144,28 +144,31 @@ impl PackIndex {
         }
     }
 
-    /// Whether `key` is there to delete, as [`Store::locate`] would find it: given its write in
-    /// shard files of its own (or why none could be read), its current write is not a delete.
-    /// An unreadable write counts as there: it may still be deleted.
-    fn holds_current(&self, key: &str, own: &Result<Resolved>) -> bool {
-        let own_stamp = match own {
-            Ok(resolved) => Some(resolved.header.stamp),
+    /// `key`'s current write, given its write in shard files of its own (or why none could be
+    /// read): the newer of that and its newest packed write; absent if that is a delete or
+    /// there is neither.
+    fn current(&self, key: &str, own: Result<Resolved>) -> Result<Current> {
+        let own = match own {
+            Ok(resolved) => Some(resolved),
             Err(Error::NotFound { .. }) => None,
-            Err(Error::NoQuorum { version, .. }) => {
-                let outvoted = self.newest_stamp(key).is_some_and(|p| p.version > *version);
-                if !outvoted {
-                    return true;
-                }
+            // Shard files of a write too few to read are no matter once a packed write of the
+            // key is newer than it.
+            Err(Error::NoQuorum { version, .. })
+                if self.newest_stamp(key).is_some_and(|p| p.version > version) =>
+            {
                 None
             }
-            Err(_) => return true,
+            Err(e) => return Err(e),
         };
-        match self.newest(key, own_stamp) {
-            Ok(Some(p)) if own_stamp.is_none_or(|o| p.entry.stamp > o) => !p.entry.tombstone,
-            Ok(_) => own_stamp.is_some(),
-            // A doubtful newer write that is not a delete: there as far as anyone can tell.
-            Err(_) => true,
-        }
+        let own_stamp = own.as_ref().map(|o| o.header.stamp);
+        let packed = self.newest(key, own_stamp)?;
+        Ok(
+            match packed.filter(|p| own_stamp.is_none_or(|o| p.entry.stamp > o)) {
+                Some(p) if p.entry.tombstone => Current::Absent,
+                Some(p) => Current::Packed(p),
+                None => own.map_or(Current::Absent, Current::Own),
+            },
+        )
     }
 
     /// The newest packed write of `key`, certain or doubtful (it may have been acknowledged):
@@ -203,6 +206,14 @@ pub(crate) enum Located {
     Own(Resolved),
     /// In a pack (resolved), as `entry`.
     Packed { pack: Resolved, entry: PackEntry },
+}
+
+/// A key's current write, as the index decides it.
+enum Current {
+    Own(Resolved),
+    Packed(Packed),
+    /// Deleted, or never written.
+    Absent,
 }
 
 /// What a look at one pack found.
@@ -423,29 +434,11 @@ impl Store {
         if !self.packs_enabled() {
             return own.map(Located::Own);
         }
-        let own = match own {
-            Ok(resolved) => Some(resolved),
-            Err(Error::NotFound { .. }) => None,
-            // Shard files of a write too few to read are no matter once a packed write of the
-            // key is newer than it.
-            Err(Error::NoQuorum { version, .. })
-                if self
-                    .newest_packed_stamp(key)?
-                    .is_some_and(|p| p.version > version) =>
-            {
-                None
-            }
-            Err(e) => return Err(e),
+        let Packed { pack, entry } = match self.pack_index()?.current(key, own)? {
+            Current::Own(resolved) => return Ok(Located::Own(resolved)),
+            Current::Absent => return Err(not_found(key)),
+            Current::Packed(packed) => packed,
         };
-        let own_stamp = own.as_ref().map(|o| o.header.stamp);
-        let packed = self.pack_index()?.newest(key, own_stamp)?;
-        let newer_packed = packed.filter(|p| own_stamp.is_none_or(|o| p.entry.stamp > o));
-        let Some(Packed { pack, entry }) = newer_packed else {
-            return own.map(Located::Own).ok_or_else(|| not_found(key));
-        };
-        if entry.tombstone {
-            return Err(not_found(key));
-        }
         match self.resolve(&pack.pack_key()) {
             Ok(pack) => Ok(Located::Packed { pack, entry }),
             // Its pack's files are gone since its table was read: the write is held nowhere.
@@ -739,10 +732,11 @@ impl Store {
             let index = self.pack_index()?;
             order
                 .iter()
-                .zip(&own)
+                .zip(own)
                 .map(|(&i, own)| {
-                    let packed = index.newest_stamp(keys[i]);
-                    (index.holds_current(keys[i], own), packed)
+                    // An unreadable write is there: it may still be deleted (as by `delete`).
+                    let absent = matches!(index.current(keys[i], own), Ok(Current::Absent));
+                    (!absent, index.newest_stamp(keys[i]))
                 })
                 .collect()
         };
