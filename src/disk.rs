@@ -61,8 +61,8 @@ fn power_lost() -> io::Error {
     io::Error::other("simulated power loss")
 }
 
-/// Runs `change` unless the simulated power is off.
-fn changing<T>(path: &Path, change: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+/// Runs `change` (of `path`'s entries or content) unless the simulated power is off.
+pub(crate) fn changing<T>(path: &Path, change: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     match watch(Call::Change(path)) {
         Verdict::PowerLost => Err(power_lost()),
         Verdict::Proceed | Verdict::Done => change(),
@@ -148,4 +148,14 @@ pub(crate) fn commits_in_parallel() -> bool {
         return false;
     }
     true
+}
+
+/// The length of a small-write log segment: `usual`, or under a power-loss watch 128 KiB, so
+/// that a sweep's copies stay small and its workload fills segments and starts new ones.
+pub(crate) fn log_segment_len(usual: u64) -> u64 {
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::power::watching() {
+        return 128 << 10;
+    }
+    usual
 }

@@ -25,7 +25,11 @@ const HISTORY_MAGIC: [u8; 8] = *b"SGHIST\0\0";
 const PACK_MAGIC: [u8; 8] = *b"SGPACK\0\0";
 const FORMAT_VERSION: u16 = 1;
 /// The store file's version when the store packs small objects (FORMAT.md, "Packs").
-const STORE_VERSION_PACKS: u16 = 2;
+/// A store that packs small objects, without a small-write log (development builds only):
+/// read as [`STORE_VERSION_PACKS`], the same layout.
+const STORE_VERSION_PACKS_UNLOGGED: u16 = 2;
+/// A store that packs small objects and logs grouped small writes (FORMAT.md).
+const STORE_VERSION_PACKS: u16 = 3;
 
 /// Size of the shard header without the key and its trailing CRC.
 pub const SHARD_HEADER_FIXED_LEN: usize = 82;
@@ -538,7 +542,7 @@ pub struct StoreFile {
     /// Erasure-coding parameters.
     pub geometry: Geometry,
     /// Objects shorter than this many bytes are stored in packs (0: none are). A store that
-    /// packs is written as version 2, which older builds refuse; one that does not stays
+    /// packs is written as version 3, which older builds refuse; one that does not stays
     /// version 1.
     pub pack_threshold: u32,
     /// Location directories, one per shard slot (`k + m` of them), as raw path bytes; relative
@@ -547,6 +551,12 @@ pub struct StoreFile {
 }
 
 impl StoreFile {
+    /// Whether grouped small writes are made durable through the small-write log (a store
+    /// that packs: FORMAT.md, "The small-write log").
+    pub fn logs_small_writes(&self) -> bool {
+        self.pack_threshold > 0
+    }
+
     /// Encodes the store file.
     pub fn encode(&self) -> Vec<u8> {
         let version = match self.pack_threshold {
@@ -573,7 +583,11 @@ impl StoreFile {
     /// Decodes a store file; the input must be exactly one store file.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes);
-        let version = r.magic_of_versions(STORE_MAGIC, "store", &[FORMAT_VERSION, STORE_VERSION_PACKS])?;
+        let version = r.magic_of_versions(
+            STORE_MAGIC,
+            "store",
+            &[FORMAT_VERSION, STORE_VERSION_PACKS_UNLOGGED, STORE_VERSION_PACKS],
+        )?;
         let reserved = r.u16()?;
         let store_id = r.array::<16>()?;
         let k = r.u8()?;
@@ -586,7 +600,7 @@ impl StoreFile {
         };
         debug_assert_eq!(r.pos, STORE_FIXED_LEN);
         let pack_threshold = match version {
-            STORE_VERSION_PACKS => match r.u32()? {
+            STORE_VERSION_PACKS_UNLOGGED | STORE_VERSION_PACKS => match r.u32()? {
                 0 => {
                     return Err(FormatError::InvalidField {
                         field: "pack_threshold",
@@ -1308,8 +1322,8 @@ mod tests {
 
     #[test]
     fn store_file_round_trips_and_rejects_damage() {
-        // Version 1 without packs, version 2 with.
-        for (pack_threshold, version) in [(0, 1u16), (65536, 2)] {
+        // Version 1 without packs, version 3 with (version 2, of development builds, is read too).
+        for (pack_threshold, version) in [(0, 1u16), (65536, 3)] {
             let s = StoreFile {
                 store_id: [9; 16],
                 geometry: Geometry {

@@ -10,6 +10,7 @@
 //! objects/<2 hex>/<32 hex>/<stamp>.shard one shard file per write of an object
 //! objects/<2 hex>/<32 hex>/<stamp>.pending one whose put has not finished committing
 //! tmp/<random>.tmp                       shard files being written
+//! log/<16 hex>.log                       a handle's small-write log segment (FORMAT.md)
 //! ```
 
 use std::fmt;
@@ -32,6 +33,9 @@ pub const STORE_COPY_FILE: &str = "SHARDGUARD-STORE";
 pub(crate) const MAX_STORE_FILE_LEN: usize = 2 << 20;
 const OBJECTS_DIR: &str = "objects";
 const TMP_DIR: &str = "tmp";
+const LOG_DIR: &str = "log";
+/// Bound on a log segment read back whole (a segment is far smaller: FORMAT.md).
+const MAX_LOG_LEN: u64 = 64 << 20;
 /// A shard file being written to a `Fsync` location has its writeback started every this many
 /// bytes, so the commit's fsync finds little left to write and the kernel's dirty-page
 /// throttling never stalls a large put (RocksDB's `bytes_per_sync`, same reason).
@@ -112,6 +116,12 @@ pub trait ShardWriter: Send {
     /// missing or unverifiable file, which was missing anyway): a scrub rebuilding a location
     /// syncs once per batch instead of three times per file.
     fn commit_deferred(self: Box<Self>) -> io::Result<()>;
+    /// Renames the file into place as pending without waiting for the disk: the first step
+    /// of a write made durable otherwise (by its small-write log records, FORMAT.md). By
+    /// default, [`ShardWriter::stage`].
+    fn stage_deferred(self: Box<Self>) -> io::Result<()> {
+        self.stage()
+    }
 }
 
 /// One place where shard files are stored.
@@ -195,6 +205,11 @@ pub trait Location: Send + Sync + fmt::Debug {
     /// Turns a pending shard file into a committed one, durably (per the location's
     /// [`Durability`]): the second step of committing a put (FORMAT.md).
     fn promote(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()>;
+    /// [`Location::promote`] without waiting for the disk (the write is durable by its log
+    /// records). By default, `promote`.
+    fn promote_deferred(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
+        self.promote(object, stamp)
+    }
     /// The path of a shard file, for messages.
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf;
     /// Overwrites bytes of a committed shard file in place and makes them durable. Only used to
@@ -206,6 +221,33 @@ pub trait Location: Send + Sync + fmt::Debug {
     fn remove_temp(&self, name: &str) -> io::Result<()>;
     /// Makes every completed write here durable (per the location's [`Durability`]).
     fn sync(&self) -> io::Result<()>;
+    /// Creates log segment `segment` as `len` bytes of zeros, durable with its name, so that
+    /// appends into it change no file metadata (FORMAT.md, "The small-write log"). A location
+    /// that keeps no log (the default) says `Unsupported`, and small writes commit without one.
+    fn create_log(&self, segment: u64, len: u64) -> io::Result<()> {
+        let _ = (segment, len);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Writes `bytes` at `offset` of log segment `segment` (inside its length) and makes them
+    /// durable (per the durability): with fsync durability, one `fdatasync`.
+    fn append_log(&self, segment: u64, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let _ = (segment, offset, bytes);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// The log segments here.
+    fn list_logs(&self) -> io::Result<Vec<u64>> {
+        Ok(Vec::new())
+    }
+    /// A log segment's bytes; `InvalidData` if it is not a regular file of at most 64 MiB.
+    fn read_log(&self, segment: u64) -> io::Result<Vec<u8>> {
+        let _ = segment;
+        Err(io::ErrorKind::NotFound.into())
+    }
+    /// Removes a log segment, durably (per the durability).
+    fn remove_log(&self, segment: u64) -> io::Result<()> {
+        let _ = segment;
+        Ok(())
+    }
     /// What the location lives on right now (for a local directory, its device): checked
     /// before writing, so a disk unmounted or swapped under a running process is noticed
     /// rather than written through to whatever is left at its path.
@@ -490,6 +532,11 @@ impl Location for LocalDir {
         self.sync_dir(&dir)
     }
 
+    fn promote_deferred(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
+        let dir = self.object_dir(object);
+        disk::rename(&dir.join(stamp.pending_file_name()), &dir.join(stamp.file_name()))
+    }
+
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
         self.object_dir(object).join(stamp.file_name())
     }
@@ -524,6 +571,72 @@ impl Location for LocalDir {
         Ok(fs::metadata(&self.dir)?.dev())
     }
 
+    fn create_log(&self, segment: u64, len: u64) -> io::Result<()> {
+        let dir = self.dir.join(LOG_DIR);
+        self.create_dirs(&dir, true)?;
+        let path = log_path(&dir, segment);
+        let mut file = disk::open_for_writing(OpenOptions::new().write(true).create_new(true), &path)?;
+        // Written, not `fallocate`d: an append into unwritten extents would change the extent
+        // tree, and its `fdatasync` would wait for a journal commit like any new file's.
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        if self.durability == Durability::Fsync {
+            disk::sync_file(&file, &path, false)?;
+        }
+        self.sync_dir(&dir)
+    }
+
+    fn append_log(&self, segment: u64, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let path = log_path(&self.dir.join(LOG_DIR), segment);
+        let file = File::from(rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
+            rustix::fs::Mode::empty(),
+        )?);
+        if offset + bytes.len() as u64 > file.metadata()?.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "append past the log segment's end"));
+        }
+        disk::changing(&path, || file.write_all_at(bytes, offset))?;
+        if self.durability == Durability::Fsync {
+            disk::sync_file(&file, &path, true)?;
+        }
+        Ok(())
+    }
+
+    fn list_logs(&self) -> io::Result<Vec<u64>> {
+        parsed_names(&self.dir.join(LOG_DIR), |name| {
+            let hex = name.strip_suffix(".log").filter(|h| h.len() == 16)?;
+            u64::from_str_radix(hex, 16).ok()
+        })
+    }
+
+    fn read_log(&self, segment: u64) -> io::Result<Vec<u8>> {
+        let path = log_path(&self.dir.join(LOG_DIR), segment);
+        let fd = rustix::fs::open(&path, READ_FLAGS, rustix::fs::Mode::empty())?;
+        let file = File::from(fd);
+        let metadata = file.metadata()?;
+        if !metadata.is_file() || metadata.len() > MAX_LOG_LEN {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a log segment"));
+        }
+        let mut bytes = vec![0u8; metadata.len() as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    }
+
+    fn remove_log(&self, segment: u64) -> io::Result<()> {
+        let dir = self.dir.join(LOG_DIR);
+        match disk::remove_file(&log_path(&dir, segment)) {
+            Ok(()) => self.sync_dir(&dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn sync(&self) -> io::Result<()> {
         if self.durability == Durability::Fsync {
             // One syncfs flushes the whole filesystem the location lives on.
@@ -531,6 +644,10 @@ impl Location for LocalDir {
         }
         Ok(())
     }
+}
+
+fn log_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:016x}.log"))
 }
 
 /// How shard files are opened for reading: never through a symbolic link, never blocking on a
@@ -653,6 +770,10 @@ impl ShardWriter for LocalShardWriter {
 
     fn commit_deferred(self: Box<Self>) -> io::Result<()> {
         (*self).finish(false, false)
+    }
+
+    fn stage_deferred(self: Box<Self>) -> io::Result<()> {
+        (*self).finish(false, true)
     }
 }
 

@@ -187,7 +187,7 @@ fn a_store_without_packs_stays_in_the_first_format_version() {
     let dir = tempfile::tempdir().unwrap();
     Store::builder().pack_threshold(4096).create(dir.path()).unwrap();
     let bytes = std::fs::read(dir.path().join(shardguard::STORE_FILE)).unwrap();
-    assert_eq!(bytes[8..10], 2u16.to_le_bytes());
+    assert_eq!(bytes[8..10], 3u16.to_le_bytes());
     // Too large a threshold is refused before anything is written.
     let refused = tempfile::tempdir().unwrap();
     assert!(matches!(

@@ -411,6 +411,10 @@ impl Location for FaultyLocation {
         self.plan
             .after_fsync(self.slot, self.inner.promote(object, stamp))
     }
+    fn promote_deferred(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
+        self.inner.promote_deferred(object, stamp)
+    }
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
         self.inner.shard_path(object, stamp)
     }
@@ -434,6 +438,25 @@ impl Location for FaultyLocation {
     }
     fn instance(&self) -> io::Result<u64> {
         self.inner.instance()
+    }
+    fn create_log(&self, segment: u64, len: u64) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
+        self.plan.after_fsync(self.slot, self.inner.create_log(segment, len))
+    }
+    fn append_log(&self, segment: u64, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
+        self.plan
+            .after_fsync(self.slot, self.inner.append_log(segment, offset, bytes))
+    }
+    fn list_logs(&self) -> io::Result<Vec<u64>> {
+        self.inner.list_logs()
+    }
+    fn read_log(&self, segment: u64) -> io::Result<Vec<u8>> {
+        self.inner.read_log(segment)
+    }
+    fn remove_log(&self, segment: u64) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
+        self.inner.remove_log(segment)
     }
 }
 
@@ -489,5 +512,8 @@ impl ShardWriter for FaultyWriter {
     }
     fn commit_deferred(self: Box<Self>) -> io::Result<()> {
         self.inner.commit_deferred()
+    }
+    fn stage_deferred(self: Box<Self>) -> io::Result<()> {
+        self.inner.stage_deferred()
     }
 }

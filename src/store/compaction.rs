@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::{ObjectId, PackEntry, PackTable, WriteStamp};
 
+use super::packs::PackCommit;
 use super::Store;
 
 /// What the compaction of a repairing scrub did.
@@ -177,7 +178,7 @@ impl Store {
                 Some(same) => drop(old.swap_remove(same)),
                 None => {
                     let table = laid.1.clone();
-                    self.commit_pack(laid).map_err(said)?;
+                    self.commit_pack(laid, PackCommit::Direct).map_err(said)?;
                     summary.packs_written += 1;
                     // Deleting the old packs destroys the other copy: the new one must read
                     // back first, every entry verifying.

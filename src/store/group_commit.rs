@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use crate::error::{Error, Result};
 use crate::format::PackEntry;
 
+use super::packs::PackCommit;
 use super::Store;
 
 /// The writes waiting for a pack, and whether one is being written.
@@ -96,7 +97,7 @@ impl Store {
         while !rest.is_empty() {
             let (taken, laid) = self.lay_out_most(&rest);
             let outcome = match laid {
-                Some(laid) => self.commit_pack(laid).map_err(Arc::new),
+                Some(laid) => self.commit_pack(laid, PackCommit::Logged).map_err(Arc::new),
                 None => Err(Arc::new(Error::Input {
                     source: std::io::Error::other("an object does not fit in a pack"),
                 })),

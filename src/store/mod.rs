@@ -5,6 +5,7 @@ mod compaction;
 mod group_commit;
 mod object_writer;
 mod pack_changes;
+mod small_log;
 pub(crate) mod packs;
 pub(crate) mod reader;
 pub(crate) mod rebuild;
@@ -77,6 +78,16 @@ impl Slot {
 #[derive(Debug, Clone)]
 pub struct Store(Arc<StoreState>);
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The last handle closing: what it logged is made durable in place and its segment
+        // deleted (if this fails, or two clones drop at once, the next open replays it).
+        if Arc::strong_count(&self.0) == 1 {
+            let _ = self.checkpoint_small_log();
+        }
+    }
+}
+
 impl std::ops::Deref for Store {
     type Target = StoreState;
 
@@ -105,6 +116,8 @@ pub struct StoreState {
     group_commit: group_commit::GroupCommit,
     /// Whether other handles changed the set of packs since the index was listed.
     pack_changes: pack_changes::PackChanges,
+    /// The log grouped small writes are made durable by.
+    small_log: small_log::SmallLog,
 }
 
 /// The objects of a store, streamed by [`Store::list_prefix`].
@@ -713,7 +726,7 @@ impl Store {
                 }
             })
             .collect();
-        Ok(Store(Arc::new(StoreState {
+        let store = Store(Arc::new(StoreState {
             root: root.to_path_buf(),
             codec: Codec::new(usize::from(file.geometry.k), usize::from(file.geometry.m)),
             file,
@@ -726,7 +739,10 @@ impl Store {
             packs: Default::default(),
             group_commit: Default::default(),
             pack_changes: pack_changes::PackChanges::new(root),
-        })))
+            small_log: small_log::SmallLog::new(root),
+        }));
+        store.replay_small_logs_if_free();
+        Ok(store)
     }
 }
 

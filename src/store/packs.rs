@@ -200,6 +200,17 @@ impl PackIndex {
     }
 }
 
+/// How a pack's shard files are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PackCommit {
+    /// Each fsynced, in the two steps of any write: for packs of many objects (a batch, a
+    /// compaction), whose fsyncs are shared by all of them anyway.
+    Direct,
+    /// Through the small-write log when it can take them: for groups of single puts, where
+    /// the fsyncs of `k + m` new files would cost more than the objects' bytes.
+    Logged,
+}
+
 /// Where a key's current write is.
 pub(crate) enum Located {
     /// In shard files of its own.
@@ -672,7 +683,7 @@ impl Store {
             let laid = laid.ok_or_else(|| Error::Input {
                 source: std::io::Error::other("an object does not fit in a pack"),
             })?;
-            let shards_written = self.commit_pack(laid)?;
+            let shards_written = self.commit_pack(laid, PackCommit::Direct)?;
             for (entry, _, (index, object)) in rest.drain(..taken) {
                 self.retire_older(object, entry.stamp);
                 committed.push((index, entry, shards_written));
@@ -792,16 +803,22 @@ impl Store {
 
     /// Writes a laid-out pack as an object of the store (each shard file ending with the
     /// table) and adds it to the index; returns the shard files written.
-    pub(crate) fn commit_pack(&self, (body, table): (Vec<u8>, PackTable)) -> Result<usize> {
+    pub(crate) fn commit_pack(&self, (body, table): (Vec<u8>, PackTable), commit: PackCommit) -> Result<usize> {
         let pack = ObjectId::of_pack(&table.entries);
         let key = pack.pack_key();
         let _change = self.pack_changes.begin(&self.packs)?;
-        let written = {
+        let written = (|| -> Result<usize> {
             // A new id (no other write has these entries): nobody else waits for this lock.
             let _lock = self.locks.lock(pack)?;
             let footer = table.encode(body.len() as u64);
-            self.write_object_with_footer(&key, pack, body.as_slice(), &footer)
-        };
+            if commit == PackCommit::Logged {
+                if let Some(written) = self.write_pack_logged(&key, pack, &body, &footer)? {
+                    return Ok(written);
+                }
+            }
+            let written = self.write_object_with_footer(&key, pack, body.as_slice(), &footer)?;
+            Ok(written.shards_written)
+        })();
         let written = written.inspect_err(|_| {
             // Some of its files may be in place: a doubtful pack the next look must find.
             self.packs.lock().unwrap_or_else(|e| e.into_inner()).seen = None;
@@ -810,7 +827,7 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .add(pack, table);
-        Ok(written.shards_written)
+        Ok(written)
     }
 
     /// Whether the bytes of `data` make a small object: reads up to the pack threshold. Returns

@@ -225,6 +225,55 @@ impl Store {
         })
     }
 
+    /// Writes a pack (`body`, one stripe; `footer` after each parity chunk) through the
+    /// small-write log (the `small_log` module): its shard files in place without waiting for
+    /// the disk, durable by their log records. `None` when the log cannot take it: the caller
+    /// writes it with [`Store::write_object_with_footer`]. The caller holds the pack's lock.
+    pub(crate) fn write_pack_logged(
+        &self,
+        key: &str,
+        pack: ObjectId,
+        body: &[u8],
+        footer: &[u8],
+    ) -> Result<Option<usize>> {
+        let g = self.file.geometry;
+        if body.is_empty() || body.len() > usize::from(g.k) * g.chunk_size as usize {
+            return Ok(None);
+        }
+        let stamp = self.next_stamp(key, pack)?;
+        let mut stripe = Stripe::new(g);
+        let mut object_crc = ObjectChecksum::default();
+        let filled = stripe
+            .fill(&mut &body[..], 0)
+            .map_err(|source| Error::Input { source })?;
+        stripe.encode(&self.codec, pack, stamp, &mut object_crc);
+        let header = ShardHeader {
+            store_id: self.file.store_id,
+            key: key.to_owned(),
+            stamp,
+            tombstone: false,
+            geometry: g,
+            shard_index: 0,
+            object_len: filled as u64,
+            object_crc: object_crc.value(),
+        };
+        let n = self.slots.len();
+        let shards = (0..n)
+            .map(|shard| {
+                let mut header = header.clone();
+                header.shard_index = shard as u8;
+                let mut bytes = header.encode();
+                bytes.extend_from_slice(stripe.chunk(shard));
+                bytes.extend_from_slice(&stripe.bound_crcs[shard].to_le_bytes());
+                if shard >= usize::from(g.k) {
+                    bytes.extend_from_slice(footer);
+                }
+                (placement::slot_of_shard(pack, shard, n), bytes)
+            })
+            .collect();
+        self.log_shards(key, pack, stamp, shards)
+    }
+
     /// Deletes `key`: writes a tombstone version to every location, removes the older writes,
     /// then the tombstones once every location has dropped the object.
     ///
@@ -417,7 +466,7 @@ impl Store {
 
     /// Runs `job` for each (slot, input): on a thread per location when fsyncs are made (they
     /// overlap), one after another otherwise.
-    fn on_each_location<T: Send>(
+    pub(crate) fn on_each_location<T: Send>(
         &self,
         jobs: Vec<(usize, T)>,
         job: impl Fn(T) -> io::Result<()> + Sync,
@@ -445,7 +494,7 @@ impl Store {
     }
 
     /// The slots whose job succeeded; the errors are noted (a failed fsync poisons the store).
-    fn succeeded(
+    pub(crate) fn succeeded(
         &self,
         results: Vec<(usize, io::Result<()>)>,
         last_error: &mut Option<io::Error>,
@@ -583,18 +632,22 @@ impl Stripe {
         }
     }
 
+    /// Shard `shard`'s chunk of this stripe.
+    fn chunk(&self, shard: usize) -> &[u8] {
+        let len = self.chunk_len;
+        match shard < self.k {
+            true => &self.data[shard * len..(shard + 1) * len],
+            false => &self.parity[shard - self.k][..len],
+        }
+    }
+
     /// Appends each chunk, framed with its checksum, to its shard file; a file that fails is
     /// dropped (and its error kept).
     fn append_to(&self, writers: &mut Writers, last_error: &mut Option<io::Error>) {
-        let len = self.chunk_len;
         for (shard, writer) in writers.iter_mut().enumerate() {
             let Some(w) = writer else { continue };
-            let chunk = match shard < self.k {
-                true => &self.data[shard * len..(shard + 1) * len],
-                false => &self.parity[shard - self.k][..len],
-            };
             let written = w
-                .write_all(chunk)
+                .write_all(self.chunk(shard))
                 .and_then(|()| w.write_all(&self.bound_crcs[shard].to_le_bytes()));
             if let Err(e) = written {
                 *writer = None;
