@@ -599,7 +599,10 @@ impl Location for LocalDir {
             rustix::fs::Mode::empty(),
         )?);
         if offset + bytes.len() as u64 > file.metadata()?.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "append past the log segment's end"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "append past the log segment's end",
+            ));
         }
         disk::changing(&path, || file.write_all_at(bytes, offset))?;
         if self.durability == Durability::Fsync {

@@ -441,7 +441,8 @@ impl Location for FaultyLocation {
     }
     fn create_log(&self, segment: u64, len: u64) -> io::Result<()> {
         self.plan.read_only(self.slot)?;
-        self.plan.after_fsync(self.slot, self.inner.create_log(segment, len))
+        self.plan
+            .after_fsync(self.slot, self.inner.create_log(segment, len))
     }
     fn append_log(&self, segment: u64, offset: u64, bytes: &[u8]) -> io::Result<()> {
         self.plan.read_only(self.slot)?;

@@ -72,6 +72,26 @@ impl Store {
     }
 
     fn try_compact(&self, summary: &mut CompactionSummary) -> Result<(), String> {
+        // No pack may be deleted while a log record could bring it back: every segment left
+        // is replayed and deleted first, and no handle logs until the compaction is done.
+        let _log = match self.file.logs_small_writes() {
+            true => {
+                let exclusive = self.exclusive_log().map_err(said)?.ok_or_else(|| {
+                    "another handle is writing small objects through its log (compaction waits \
+                     until it closes)"
+                        .to_owned()
+                })?;
+                let replayed = self.replay_small_logs(&exclusive);
+                if replayed.left > 0 {
+                    return Err(format!(
+                        "{} small-write log segments could not be replayed yet",
+                        replayed.left
+                    ));
+                }
+                Some(exclusive)
+            }
+            false => None,
+        };
         let (tables, census) = {
             let index = self.pack_index().map_err(said)?;
             if !index.settled() {

@@ -5,11 +5,11 @@ mod compaction;
 mod group_commit;
 mod object_writer;
 mod pack_changes;
-mod small_log;
 pub(crate) mod packs;
 pub(crate) mod reader;
 pub(crate) mod rebuild;
 pub(crate) mod resolve;
+mod small_log;
 mod writer;
 
 use std::fs;

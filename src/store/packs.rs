@@ -803,7 +803,11 @@ impl Store {
 
     /// Writes a laid-out pack as an object of the store (each shard file ending with the
     /// table) and adds it to the index; returns the shard files written.
-    pub(crate) fn commit_pack(&self, (body, table): (Vec<u8>, PackTable), commit: PackCommit) -> Result<usize> {
+    pub(crate) fn commit_pack(
+        &self,
+        (body, table): (Vec<u8>, PackTable),
+        commit: PackCommit,
+    ) -> Result<usize> {
         let pack = ObjectId::of_pack(&table.entries);
         let key = pack.pack_key();
         let _change = self.pack_changes.begin(&self.packs)?;

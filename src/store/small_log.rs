@@ -160,6 +160,9 @@ pub(crate) fn records(segment: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+/// One write's records: (slot, the shard file's bytes).
+type Records<'a> = Vec<(usize, &'a [u8])>;
+
 /// What a replay did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Replayed {
@@ -198,7 +201,10 @@ impl Store {
         if state.exclusive {
             return Ok(None);
         }
-        let records: Vec<(usize, Vec<u8>)> = shards.iter().map(|(slot, bytes)| (*slot, record(bytes))).collect();
+        let records: Vec<(usize, Vec<u8>)> = shards
+            .iter()
+            .map(|(slot, bytes)| (*slot, record(bytes)))
+            .collect();
         let Some(segment) = self.segment_for(&mut state, &records)? else {
             return Ok(None);
         };
@@ -253,7 +259,11 @@ impl Store {
 
     /// The segment `records` go into: this handle's, if they fit, else a new one (the old
     /// one checkpointed). `None` if another handle holds the log exclusively.
-    fn segment_for<'a>(&self, state: &'a mut LogState, records: &[(usize, Vec<u8>)]) -> Result<Option<&'a mut Segment>> {
+    fn segment_for<'a>(
+        &self,
+        state: &'a mut LogState,
+        records: &[(usize, Vec<u8>)],
+    ) -> Result<Option<&'a mut Segment>> {
         let fits = |segment: &Segment| {
             records
                 .iter()
@@ -264,7 +274,10 @@ impl Store {
         }
         if state.segment.is_none() {
             let io = |e| Error::io(&self.small_log.lock_path, e);
-            if !state.try_lock(&self.small_log.lock_path, libc::F_RDLCK).map_err(io)? {
+            if !state
+                .try_lock(&self.small_log.lock_path, libc::F_RDLCK)
+                .map_err(io)?
+            {
                 return Ok(None);
             }
             let id = crate::ids::random_u64();
@@ -324,7 +337,10 @@ impl Store {
             return Ok(None);
         }
         let io = |e| Error::io(&self.small_log.lock_path, e);
-        if !state.try_lock(&self.small_log.lock_path, libc::F_WRLCK).map_err(io)? {
+        if !state
+            .try_lock(&self.small_log.lock_path, libc::F_WRLCK)
+            .map_err(io)?
+        {
             return Ok(None);
         }
         state.exclusive = true;
@@ -365,7 +381,7 @@ impl Store {
             };
         }
         // Each pack write's records: (slot, shard file bytes).
-        let mut writes: BTreeMap<(ObjectId, WriteStamp), Vec<(usize, &[u8])>> = BTreeMap::new();
+        let mut writes: BTreeMap<(ObjectId, WriteStamp), Records<'_>> = BTreeMap::new();
         for (slot, bytes) in &contents {
             for body in records(bytes) {
                 if let Some(write) = self.record_shard(*slot, body) {
@@ -412,11 +428,11 @@ impl Store {
                 }
             }
         }
-        for slot in 0..n {
-            if !failed[slot] {
-                if let Err(e) = self.slots[slot].location.sync() {
+        for (slot, failed) in self.slots.iter().zip(&mut failed) {
+            if !*failed {
+                if let Err(e) = slot.location.sync() {
                     self.note_write_error(&e);
-                    failed[slot] = true;
+                    *failed = true;
                 }
             }
         }
@@ -454,7 +470,12 @@ impl Store {
 }
 
 /// Whether the committed shard file of (`object`, `stamp`) holds exactly `body`.
-fn shard_holds(location: &dyn crate::location::Location, object: ObjectId, stamp: WriteStamp, body: &[u8]) -> bool {
+fn shard_holds(
+    location: &dyn crate::location::Location,
+    object: ObjectId,
+    stamp: WriteStamp,
+    body: &[u8],
+) -> bool {
     let Ok(file) = location.open_shard(object, stamp) else {
         return false;
     };
