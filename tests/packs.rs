@@ -180,14 +180,32 @@ fn a_lost_location_and_rotten_pack_chunks_cost_nothing_and_scrub_repairs_them() 
 
 #[test]
 fn a_store_without_packs_stays_in_the_first_format_version() {
-    let dir = tempfile::tempdir().unwrap();
-    Store::create(dir.path()).unwrap();
-    let bytes = std::fs::read(dir.path().join(shardguard::STORE_FILE)).unwrap();
-    assert_eq!(bytes[8..10], 1u16.to_le_bytes());
-    let dir = tempfile::tempdir().unwrap();
-    Store::builder().pack_threshold(4096).create(dir.path()).unwrap();
-    let bytes = std::fs::read(dir.path().join(shardguard::STORE_FILE)).unwrap();
-    assert_eq!(bytes[8..10], 3u16.to_le_bytes());
+    let version_and_threshold = |builder: shardguard::StoreBuilder| {
+        let dir = tempfile::tempdir().unwrap();
+        builder.create(dir.path()).unwrap();
+        let bytes = std::fs::read(dir.path().join(shardguard::STORE_FILE)).unwrap();
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        let threshold = match version {
+            1 => 0,
+            _ => u32::from_le_bytes(bytes[36..40].try_into().unwrap()),
+        };
+        (version, threshold)
+    };
+    assert_eq!(version_and_threshold(Store::builder().pack_threshold(0)), (1, 0));
+    assert_eq!(
+        version_and_threshold(Store::builder().pack_threshold(4096)),
+        (3, 4096)
+    );
+    // By default a store packs objects under 64 KiB, when its chunks have room for them.
+    assert_eq!(version_and_threshold(Store::builder()), (3, 64 << 10));
+    assert_eq!(
+        version_and_threshold(Store::builder().chunk_size(65536 + 1095)),
+        (3, 64 << 10)
+    );
+    assert_eq!(
+        version_and_threshold(Store::builder().chunk_size(65536 + 1094)),
+        (1, 0)
+    );
     // Too large a threshold is refused before anything is written.
     let refused = tempfile::tempdir().unwrap();
     assert!(matches!(

@@ -17,6 +17,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use common::copy_tree;
 use shardguard::fault::power::{Aftermath, PowerLoss};
 use shardguard::{Durability, Error, ScrubOptions, ScrubVerdict, Store};
 
@@ -247,19 +248,6 @@ fn check_after_reboot(dir: &Path, expected: &Expected, ctx: &str) {
         match was {
             Ok(was) => assert!(now == *was, "{ctx}: the repair changed what {key:?} reads as"),
             Err(_) => assert!(expected.allows(key, &now), "{ctx}: {key:?} after repair"),
-        }
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
         }
     }
 }

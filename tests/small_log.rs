@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::data;
+use common::{copy_tree, data};
 use shardguard::{Durability, ScrubOptions, ScrubVerdict, Store};
 
 fn fsync_packing_store(dir: &Path) -> Store {
@@ -33,18 +33,6 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        match entry.file_type().unwrap().is_dir() {
-            true => copy_tree(&entry.path(), &target),
-            false => drop(fs::copy(entry.path(), &target).unwrap()),
-        }
-    }
 }
 
 fn repair() -> ScrubOptions {

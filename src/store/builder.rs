@@ -40,7 +40,8 @@ pub struct StoreBuilder {
     pub(super) parity_shards: u8,
     pub(super) chunk_size: u32,
     pub(super) locations: Option<Vec<PathBuf>>,
-    pub(super) pack_threshold: u32,
+    /// `None`: the default for the chunk size ([`StoreBuilder::pack_threshold`]).
+    pub(super) pack_threshold: Option<u32>,
     pub(super) retry: RetryPolicy,
     pub(super) durability: Durability,
     pub(super) wrapper: Option<LocationWrapper>,
@@ -54,7 +55,7 @@ impl Default for StoreBuilder {
             parity_shards: 2,
             chunk_size: 1 << 20,
             locations: None,
-            pack_threshold: 0,
+            pack_threshold: None,
             retry: RetryPolicy::default(),
             durability: Durability::Fsync,
             wrapper: None,
@@ -109,11 +110,25 @@ impl StoreBuilder {
     }
 
     /// Objects shorter than this many bytes are stored in packs shared with other small
-    /// objects instead of `k + m` shard files of their own (`create` only; FORMAT.md, "Packs").
-    /// Default 0: none are. A store that packs is refused by builds older than packs.
+    /// objects instead of `k + m` shard files of their own (`create` only; FORMAT.md, "Packs");
+    /// 0: none are. Default: 64 KiB when the chunk size leaves room for it and a pack's table
+    /// (chunks of at least 64 KiB + 1,095 bytes), else 0. Measured (README): own shard files
+    /// cost 12x an object's size at 4 KiB, 1.25x the code's ideal at 64 KiB, 1.06x at 256 KiB.
+    /// A store that packs is refused by builds older than the small-write log.
     pub fn pack_threshold(mut self, bytes: u32) -> Self {
-        self.pack_threshold = bytes;
+        self.pack_threshold = Some(bytes);
         self
+    }
+
+    /// The pack threshold a store is created with: the one asked for, or the default.
+    pub(super) fn chosen_pack_threshold(&self) -> u32 {
+        const DEFAULT: u32 = 64 << 10;
+        self.pack_threshold.unwrap_or(
+            match DEFAULT as usize + super::PACK_TABLE_ROOM <= self.chunk_size as usize {
+                true => DEFAULT,
+                false => 0,
+            },
+        )
     }
 
     /// Retransmission policy for chunk reads. Default: [`RetryPolicy::default`].

@@ -35,6 +35,10 @@ pub use writer::{PutMode, PutOutcome};
 
 /// The largest pack threshold: a packed object is held in memory while it is written.
 const MAX_PACK_THRESHOLD: u32 = 16 << 20;
+/// Room a chunk keeps beside a packed object for a pack's table of one entry (the longest key).
+const PACK_TABLE_ROOM: usize = crate::format::PackTable::ENTRY_FIXED_LEN
+    + crate::format::MAX_KEY_LEN
+    + crate::format::PackTable::TRAILER_LEN;
 
 /// Name of the store file at the store's root.
 pub const STORE_FILE: &str = "shardguard.store";
@@ -579,13 +583,11 @@ impl Store {
                 reason,
             })
         })?;
-        let table_room = crate::format::PackTable::ENTRY_FIXED_LEN
-            + crate::format::MAX_KEY_LEN
-            + crate::format::PackTable::TRAILER_LEN;
-        let fits = (config.pack_threshold as usize + table_room) <= config.chunk_size as usize;
-        if config.pack_threshold > 0 && (config.pack_threshold > MAX_PACK_THRESHOLD || !fits) {
+        let pack_threshold = config.chosen_pack_threshold();
+        let fits = (pack_threshold as usize + PACK_TABLE_ROOM) <= config.chunk_size as usize;
+        if pack_threshold > 0 && (pack_threshold > MAX_PACK_THRESHOLD || !fits) {
             return Err(Error::invalid_config(ConfigProblem::PackThreshold {
-                threshold: config.pack_threshold,
+                threshold: pack_threshold,
                 chunk_size: config.chunk_size,
             }));
         }
@@ -653,7 +655,7 @@ impl Store {
         let bytes = StoreFile {
             store_id,
             geometry,
-            pack_threshold: config.pack_threshold,
+            pack_threshold,
             locations: recorded,
         }
         .encode();

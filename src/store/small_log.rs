@@ -179,7 +179,7 @@ impl Store {
     /// Commits the shard files of one write of a pack through the log: `shards` are (slot,
     /// the shard file's bytes). `None` when the log cannot take it (not fsync durability, a
     /// location not writable, a replay or compaction under way, records too long): the caller
-    /// commits the usual way. Else the slots where the write is durable, or the write quorum
+    /// commits the usual way. Else how many locations hold the write, or the write quorum
     /// error (the files and records written are taken back).
     pub(crate) fn log_shards(
         &self,

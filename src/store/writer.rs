@@ -126,16 +126,7 @@ impl Store {
     ) -> Result<PutOutcome> {
         let stamp = self.next_stamp(key, object)?;
         let g = self.file.geometry;
-        let mut header = ShardHeader {
-            store_id: self.file.store_id,
-            key: key.to_owned(),
-            stamp,
-            tombstone: false,
-            geometry: g,
-            shard_index: 0,
-            object_len: 0,
-            object_crc: 0,
-        };
+        let mut header = self.data_header(key, stamp);
         let writers = self.start_writes(object, stamp, &header)?;
         let quorum = self.write_quorum();
         let mut object_len = 0u64;
@@ -225,6 +216,21 @@ impl Store {
         })
     }
 
+    /// The header of shard 0 of a write of `key`'s bytes (not a tombstone), before its length
+    /// and checksum are known.
+    fn data_header(&self, key: &str, stamp: WriteStamp) -> ShardHeader {
+        ShardHeader {
+            store_id: self.file.store_id,
+            key: key.to_owned(),
+            stamp,
+            tombstone: false,
+            geometry: self.file.geometry,
+            shard_index: 0,
+            object_len: 0,
+            object_crc: 0,
+        }
+    }
+
     /// Writes a pack (`body`, one stripe; `footer` after each parity chunk) through the
     /// small-write log (the `small_log` module): its shard files in place without waiting for
     /// the disk, durable by their log records. `None` when the log cannot take it: the caller
@@ -248,14 +254,9 @@ impl Store {
             .map_err(|source| Error::Input { source })?;
         stripe.encode(&self.codec, pack, stamp, &mut object_crc);
         let header = ShardHeader {
-            store_id: self.file.store_id,
-            key: key.to_owned(),
-            stamp,
-            tombstone: false,
-            geometry: g,
-            shard_index: 0,
             object_len: filled as u64,
             object_crc: object_crc.value(),
+            ..self.data_header(key, stamp)
         };
         let n = self.slots.len();
         let shards = (0..n)

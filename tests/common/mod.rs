@@ -111,3 +111,17 @@ pub fn within<T: Send + 'static>(
         Err(_) => panic!("{what}: not finished within {limit:?} (deadlock or hang)"),
     }
 }
+
+/// Copies the tree under `from` to `to` (a snapshot of a store, as a power cut would find it).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

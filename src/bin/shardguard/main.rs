@@ -69,9 +69,10 @@ enum Command {
         #[arg(long = "location")]
         locations: Vec<PathBuf>,
         /// Store objects smaller than this in shared packs, e.g. 64KiB (0: never; at most
-        /// 16MiB). A packing store is refused by builds older than packs.
-        #[arg(long, default_value = "0", value_parser = parse_chunk_size)]
-        pack_threshold: u32,
+        /// 16MiB) [default: 64KiB, or 0 for chunks under 64KiB + 1095 bytes]. A packing store
+        /// is refused by builds older than the small-write log.
+        #[arg(long, value_parser = parse_chunk_size)]
+        pack_threshold: Option<u32>,
     },
     /// Store an object (from FILE, or standard input when FILE is omitted or "-").
     Put {
@@ -321,8 +322,10 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             let mut builder = Store::builder()
                 .data_shards(data)
                 .parity_shards(parity)
-                .chunk_size(chunk_size)
-                .pack_threshold(pack_threshold);
+                .chunk_size(chunk_size);
+            if let Some(threshold) = pack_threshold {
+                builder = builder.pack_threshold(threshold);
+            }
             if !locations.is_empty() {
                 builder = builder.locations(locations);
             }
