@@ -1407,3 +1407,85 @@ mod tests {
         assert!(!ObjectId::of_key(&fake).is_pack());
     }
 }
+
+/// Small-write log records (FORMAT.md, "The small-write log"): 24-byte header (magic, body
+/// length u32, body CRC32C u32, CRC32C of the 16 bytes before u32, zero u32), then the body.
+pub(crate) mod log_record {
+    use super::{ObjectId, WriteStamp};
+
+    /// A record's header length.
+    pub const HEADER_LEN: usize = 24;
+    /// A shard record: the body is a shard file's bytes.
+    pub const SHARD: &[u8; 8] = b"SGLOGREC";
+    /// A commit record: the body is the object id and the write's version and write id.
+    pub const COMMIT: &[u8; 8] = b"SGLOGCOM";
+    /// Written over the start of a segment whose packs are folded (empty body): the segment
+    /// holds nothing any more, wherever a copy of it is left.
+    pub const FOLDED: &[u8; 8] = b"SGLOGFLD";
+
+    /// `body` framed as a record of `kind`.
+    pub fn frame(kind: &[u8; 8], body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        let header_crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&header_crc.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// The commit record of (`object`, `stamp`).
+    pub fn commit(object: ObjectId, stamp: WriteStamp) -> Vec<u8> {
+        let mut body = object.0.to_vec();
+        body.extend_from_slice(&stamp.version.to_le_bytes());
+        body.extend_from_slice(&stamp.write_id.to_le_bytes());
+        frame(COMMIT, &body)
+    }
+
+    /// What a commit record's body names.
+    pub fn committed(body: &[u8]) -> Option<(ObjectId, WriteStamp)> {
+        let id: [u8; 16] = body.get(..16)?.try_into().ok()?;
+        let word = |at: usize| Some(u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?));
+        (body.len() == 32).then_some(())?;
+        Some((ObjectId(id), WriteStamp { version: word(16)?, write_id: word(24)? }))
+    }
+
+    /// A record's header, if it verifies: its kind and body length.
+    pub fn header(header: &[u8]) -> Option<(&'static [u8; 8], usize)> {
+        let header = header.get(..HEADER_LEN)?;
+        let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let kind = [SHARD, COMMIT, FOLDED].into_iter().find(|k| header[..8] == k[..])?;
+        (crc32c::crc32c(&header[..16]) == word(16) && word(20) == 0).then_some((kind, word(8) as usize))
+    }
+
+    /// Whether a segment starting with `start` is folded.
+    pub fn is_folded(start: &[u8]) -> bool {
+        header(start).is_some_and(|(kind, _)| kind == FOLDED)
+    }
+
+    /// Whether a body verifies against its header.
+    pub fn body_verifies(header: &[u8], body: &[u8]) -> bool {
+        header.len() >= 16 && crc32c::crc32c(body).to_le_bytes() == header[12..16]
+    }
+
+    /// The records of a segment's bytes, in order, as (kind, offset of the body, body): a
+    /// record whose body fails its CRC is skipped, the first header that fails its own (zeros:
+    /// the end; a torn append) ends them. Also returns where that end is.
+    pub fn parse(segment: &[u8]) -> (Vec<(&'static [u8; 8], usize, &[u8])>, usize) {
+        let mut out = Vec::new();
+        let mut at = 0usize;
+        while let Some((kind, len)) = segment.get(at..).and_then(header) {
+            let start = at + HEADER_LEN;
+            let Some(body) = segment.get(start..start + len) else {
+                break;
+            };
+            if body_verifies(&segment[at..start], body) {
+                out.push((kind, start, body));
+            }
+            at = start + len;
+        }
+        (out, at)
+    }
+}

@@ -96,6 +96,7 @@ mod ids;
 mod key;
 pub mod location;
 mod lock;
+mod log_view;
 mod own_files;
 mod scrub;
 mod status;

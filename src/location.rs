@@ -34,6 +34,8 @@ pub(crate) const MAX_STORE_FILE_LEN: usize = 2 << 20;
 const OBJECTS_DIR: &str = "objects";
 const TMP_DIR: &str = "tmp";
 const LOG_DIR: &str = "log";
+/// The bucket of every pack (the only objects written through the log).
+const PACK_BUCKET: u8 = 0xff;
 /// Bound on a log segment read back whole (a segment is far smaller: FORMAT.md).
 const MAX_LOG_LEN: u64 = 64 << 20;
 /// A shard file being written to a `Fsync` location has its writeback started every this many
@@ -116,12 +118,6 @@ pub trait ShardWriter: Send {
     /// missing or unverifiable file, which was missing anyway): a scrub rebuilding a location
     /// syncs once per batch instead of three times per file.
     fn commit_deferred(self: Box<Self>) -> io::Result<()>;
-    /// Renames the file into place as pending without waiting for the disk: the first step
-    /// of a write made durable otherwise (by its small-write log records, FORMAT.md). By
-    /// default, [`ShardWriter::stage`].
-    fn stage_deferred(self: Box<Self>) -> io::Result<()> {
-        self.stage()
-    }
 }
 
 /// One place where shard files are stored.
@@ -205,11 +201,6 @@ pub trait Location: Send + Sync + fmt::Debug {
     /// Turns a pending shard file into a committed one, durably (per the location's
     /// [`Durability`]): the second step of committing a put (FORMAT.md).
     fn promote(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()>;
-    /// [`Location::promote`] without waiting for the disk (the write is durable by its log
-    /// records). By default, `promote`.
-    fn promote_deferred(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
-        self.promote(object, stamp)
-    }
     /// The path of a shard file, for messages.
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf;
     /// Overwrites bytes of a committed shard file in place and makes them durable. Only used to
@@ -228,10 +219,11 @@ pub trait Location: Send + Sync + fmt::Debug {
         let _ = (segment, len);
         Err(io::ErrorKind::Unsupported.into())
     }
-    /// Writes `bytes` at `offset` of log segment `segment` (inside its length) and makes them
-    /// durable (per the durability): with fsync durability, one `fdatasync`.
-    fn append_log(&self, segment: u64, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        let _ = (segment, offset, bytes);
+    /// Writes `bytes` at `offset` of log segment `segment` (inside its length), and if
+    /// `durable` makes them durable (per the durability): with fsync durability, one
+    /// `fdatasync`.
+    fn append_log(&self, segment: u64, offset: u64, bytes: &[u8], durable: bool) -> io::Result<()> {
+        let _ = (segment, offset, bytes, durable);
         Err(io::ErrorKind::Unsupported.into())
     }
     /// The log segments here.
@@ -313,6 +305,8 @@ pub(crate) fn temp_file_object(name: &str) -> Option<ObjectId> {
 pub struct LocalDir {
     dir: PathBuf,
     durability: Durability,
+    /// The pack writes held only in this location's small-write log.
+    log_view: std::sync::Mutex<crate::log_view::LogView>,
 }
 
 impl LocalDir {
@@ -321,7 +315,33 @@ impl LocalDir {
         LocalDir {
             dir: dir.into(),
             durability,
+            log_view: Default::default(),
         }
+    }
+
+    /// `f` of the log view, brought up to date with the segments first.
+    fn logged<T>(&self, f: impl FnOnce(&crate::log_view::LogView) -> T) -> T {
+        let mut view = self.log_view.lock().unwrap_or_else(|e| e.into_inner());
+        self.refresh_log_view(&mut view);
+        f(&view)
+    }
+
+    /// `f` of the log view as it is, or if that finds nothing, brought up to date. A pack's
+    /// logged write, once seen, does not change: looking one up costs no listing of the
+    /// segments unless it is new.
+    fn logged_lookup<T>(&self, f: impl Fn(&crate::log_view::LogView) -> Option<T>) -> Option<T> {
+        let mut view = self.log_view.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = f(&view) {
+            return Some(found);
+        }
+        self.refresh_log_view(&mut view);
+        f(&view)
+    }
+
+    fn refresh_log_view(&self, view: &mut crate::log_view::LogView) {
+        let dir = self.dir.join(LOG_DIR);
+        let listed = self.list_logs().unwrap_or_default();
+        view.refresh(&listed, |id| crate::log_view::open_segment(&log_path(&dir, id)));
     }
 
     fn object_dir(&self, object: ObjectId) -> PathBuf {
@@ -437,18 +457,41 @@ impl Location for LocalDir {
     }
 
     fn list_buckets(&self) -> io::Result<Vec<u8>> {
-        parsed_names(&self.dir.join(OBJECTS_DIR), bucket_from_hex)
+        let mut buckets = parsed_names(&self.dir.join(OBJECTS_DIR), bucket_from_hex)?;
+        if !buckets.contains(&PACK_BUCKET) && self.logged(|view| view.has_bucket(PACK_BUCKET)) {
+            buckets.push(PACK_BUCKET);
+        }
+        Ok(buckets)
     }
 
     fn list_bucket(&self, bucket: u8) -> io::Result<Vec<ObjectId>> {
         let dir = self.dir.join(OBJECTS_DIR).join(format!("{bucket:02x}"));
-        parsed_names(&dir, |name| {
+        let mut objects = parsed_names(&dir, |name| {
             ObjectId::from_hex(name).filter(|id| id.0[0] == bucket)
-        })
+        })?;
+        if bucket == PACK_BUCKET {
+            let logged: Vec<ObjectId> = self.logged(|view| view.objects_in(bucket).collect());
+            objects.extend(
+                logged
+                    .into_iter()
+                    .filter(|o| !objects.contains(o))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        Ok(objects)
     }
 
     fn list_shards(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>> {
-        parsed_names(&self.object_dir(object), WriteStamp::from_file_name)
+        let mut stamps = parsed_names(&self.object_dir(object), WriteStamp::from_file_name)?;
+        if object.is_pack() {
+            let logged = self.logged_lookup(|view| Some(view.stamps(object)).filter(|s| !s.is_empty()));
+            for stamp in logged.unwrap_or_default() {
+                if !stamps.contains(&stamp) {
+                    stamps.push(stamp);
+                }
+            }
+        }
+        Ok(stamps)
     }
 
     fn list_pending(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>> {
@@ -457,8 +500,13 @@ impl Location for LocalDir {
 
     fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
         let path = self.shard_path(object, stamp);
-        let fd = rustix::fs::open(&path, READ_FLAGS, rustix::fs::Mode::empty())?;
-        LocalShardFile::from_fd(fd)
+        match rustix::fs::open(&path, READ_FLAGS, rustix::fs::Mode::empty()) {
+            Ok(fd) => LocalShardFile::from_fd(fd),
+            Err(rustix::io::Errno::NOENT) if object.is_pack() => self
+                .logged_lookup(|view| view.open(object, stamp))
+                .ok_or_else(|| io::ErrorKind::NotFound.into()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn open_pending(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
@@ -474,7 +522,7 @@ impl Location for LocalDir {
         let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         let dir = match rustix::fs::open(self.object_dir(object), dir_flags, Mode::empty()) {
             Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) => return Ok(Vec::new()),
+            Err(rustix::io::Errno::NOENT) => return Ok(self.logged_shards::<()>(object, &[]).collect()),
             Err(e) => return Err(e.into()),
         };
         let mut entries = Dir::new(dir)?;
@@ -490,6 +538,7 @@ impl Location for LocalDir {
             }
         }
         let dir = entries.fd()?;
+        let logged: Vec<OpenedShard> = self.logged_shards(object, &names).collect();
         Ok(names
             .into_iter()
             .map(|(stamp, pending, name)| {
@@ -498,6 +547,7 @@ impl Location for LocalDir {
                     .and_then(LocalShardFile::from_fd);
                 OpenedShard { stamp, pending, file }
             })
+            .chain(logged)
             .collect())
     }
 
@@ -532,17 +582,31 @@ impl Location for LocalDir {
         self.sync_dir(&dir)
     }
 
-    fn promote_deferred(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
-        let dir = self.object_dir(object);
-        disk::rename(&dir.join(stamp.pending_file_name()), &dir.join(stamp.file_name()))
-    }
-
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
         self.object_dir(object).join(stamp.file_name())
     }
 
     fn patch_shard(&self, object: ObjectId, stamp: WriteStamp, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let path = self.shard_path(object, stamp);
+        if !path.exists() && object.is_pack() {
+            // Held only in the log: the patched bytes become a shard file of its own, which
+            // outranks the record from then on.
+            let logged = self
+                .logged_lookup(|view| view.open(object, stamp))
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+            let mut whole = vec![0u8; logged.len() as usize];
+            logged.read_exact_at(&mut whole, 0)?;
+            let end = usize::try_from(offset)
+                .ok()
+                .and_then(|at| Some(at..at.checked_add(bytes.len())?));
+            let Some(range) = end.filter(|r| r.end <= whole.len()) else {
+                return Err(io::ErrorKind::InvalidInput.into());
+            };
+            whole[range].copy_from_slice(bytes);
+            let mut writer = self.create_shard(object, stamp)?;
+            writer.write_all(&whole)?;
+            return writer.commit();
+        }
         let file = disk::open_for_writing(OpenOptions::new().write(true), &path)?;
         file.write_all_at(bytes, offset)?;
         if self.durability == Durability::Fsync {
@@ -591,7 +655,7 @@ impl Location for LocalDir {
         self.sync_dir(&dir)
     }
 
-    fn append_log(&self, segment: u64, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    fn append_log(&self, segment: u64, offset: u64, bytes: &[u8], durable: bool) -> io::Result<()> {
         let path = log_path(&self.dir.join(LOG_DIR), segment);
         let file = File::from(rustix::fs::open(
             &path,
@@ -605,7 +669,7 @@ impl Location for LocalDir {
             ));
         }
         disk::changing(&path, || file.write_all_at(bytes, offset))?;
-        if self.durability == Durability::Fsync {
+        if durable && self.durability == Durability::Fsync {
             disk::sync_file(&file, &path, true)?;
         }
         Ok(())
@@ -649,6 +713,34 @@ impl Location for LocalDir {
     }
 }
 
+impl LocalDir {
+    /// The committed logged shard files of `object` not among the files `named` in its
+    /// directory (a file of the same write outranks its record).
+    fn logged_shards<'a, N>(
+        &self,
+        object: ObjectId,
+        named: &'a [(WriteStamp, bool, N)],
+    ) -> impl Iterator<Item = OpenedShard> + 'a {
+        let logged: Vec<OpenedShard> = match object.is_pack() {
+            true => self
+                .logged_lookup(|view| Some(view.stamps(object)).filter(|s| !s.is_empty()))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|stamp| !named.iter().any(|(s, pending, _)| s == stamp && !pending))
+                .filter_map(|stamp| {
+                    let file = self.logged_lookup(|view| view.open(object, stamp))?;
+                    Some(OpenedShard {
+                        stamp,
+                        pending: false,
+                        file: Ok(file),
+                    })
+                })
+                .collect(),
+            false => Vec::new(),
+        };
+        logged.into_iter()
+    }
+}
 fn log_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:016x}.log"))
 }
@@ -773,10 +865,6 @@ impl ShardWriter for LocalShardWriter {
 
     fn commit_deferred(self: Box<Self>) -> io::Result<()> {
         (*self).finish(false, false)
-    }
-
-    fn stage_deferred(self: Box<Self>) -> io::Result<()> {
-        (*self).finish(false, true)
     }
 }
 

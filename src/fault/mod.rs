@@ -411,10 +411,6 @@ impl Location for FaultyLocation {
         self.plan
             .after_fsync(self.slot, self.inner.promote(object, stamp))
     }
-    fn promote_deferred(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
-        self.plan.read_only(self.slot)?;
-        self.inner.promote_deferred(object, stamp)
-    }
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
         self.inner.shard_path(object, stamp)
     }
@@ -444,10 +440,10 @@ impl Location for FaultyLocation {
         self.plan
             .after_fsync(self.slot, self.inner.create_log(segment, len))
     }
-    fn append_log(&self, segment: u64, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    fn append_log(&self, segment: u64, offset: u64, bytes: &[u8], durable: bool) -> io::Result<()> {
         self.plan.read_only(self.slot)?;
         self.plan
-            .after_fsync(self.slot, self.inner.append_log(segment, offset, bytes))
+            .after_fsync(self.slot, self.inner.append_log(segment, offset, bytes, durable))
     }
     fn list_logs(&self) -> io::Result<Vec<u64>> {
         self.inner.list_logs()
@@ -513,8 +509,5 @@ impl ShardWriter for FaultyWriter {
     }
     fn commit_deferred(self: Box<Self>) -> io::Result<()> {
         self.inner.commit_deferred()
-    }
-    fn stage_deferred(self: Box<Self>) -> io::Result<()> {
-        self.inner.stage_deferred()
     }
 }

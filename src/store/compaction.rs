@@ -229,6 +229,64 @@ impl Store {
         Ok(())
     }
 
+    /// Copies every entry of the logged pack `writes` (their bytes verified) into packs of
+    /// their own files, made durable; then removes any shard file of the logged writes a
+    /// repair wrote beside their records, and forgets them. The caller deletes the segments
+    /// after: until then each entry is in both (the same write twice, which outvotes nothing).
+    pub(crate) fn fold_logged(&self, writes: &[(ObjectId, WriteStamp)]) -> crate::Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let unreadable = |pack: ObjectId, why: String| crate::Error::Io {
+            path: self.root.clone(),
+            source: std::io::Error::other(format!("logged pack {}: {why}", pack.to_hex())),
+        };
+        let tables: Vec<(ObjectId, PackTable)> = {
+            let index = self.pack_index()?;
+            writes
+                .iter()
+                .map(|&(pack, _)| match index.loaded.get(&pack) {
+                    Some(table) => Ok((pack, table.clone())),
+                    None => Err(unreadable(pack, "its table is not readable".into())),
+                })
+                .collect::<crate::Result<_>>()?
+        };
+        let mut kept: Vec<(PackEntry, Vec<u8>, ())> = Vec::new();
+        for (pack, table) in &tables {
+            let body = self.pack_body(*pack).map_err(|why| unreadable(*pack, why))?;
+            for entry in &table.entries {
+                let bytes = verified_bytes(&body, entry, *pack).map_err(|why| unreadable(*pack, why))?;
+                kept.push((entry.clone(), bytes.to_vec(), ()));
+            }
+        }
+        let mut written = Vec::new();
+        while !kept.is_empty() {
+            let (taken, laid) = self.lay_out_most(&kept);
+            let Some(laid) = laid else {
+                return Err(unreadable(writes[0].0, "an entry does not fit in a pack".into()));
+            };
+            // Even with the id of a logged pack: then it is that pack's next write.
+            written.push(ObjectId::of_pack(&laid.1.entries));
+            self.commit_pack(laid, PackCommit::Direct)?;
+            kept.drain(..taken);
+        }
+        for &(pack, stamp) in writes {
+            for slot in &self.slots {
+                let _ = slot.location.remove_shard(pack, stamp);
+            }
+        }
+        let packs: Vec<ObjectId> = writes
+            .iter()
+            .map(|(pack, _)| *pack)
+            .filter(|pack| !written.contains(pack))
+            .collect();
+        self.packs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(&packs);
+        Ok(())
+    }
+
     /// A pack's bytes, read whole (its data chunks verified, rebuilt from parity if need be).
     fn pack_body(&self, pack: ObjectId) -> Result<Vec<u8>, String> {
         let resolved = self.resolve(&pack.pack_key()).map_err(said)?;

@@ -1,22 +1,24 @@
 //! The small-write log: how a pack of grouped small writes is made durable with one
-//! `fdatasync` per location instead of `k + m` new files and directories fsynced twice.
+//! `fdatasync` per location, and no new file or directory at all.
 //!
-//! A handle that commits a group logs it: each location gets its shard file of the pack in
-//! place without waiting for the disk, then the same bytes appended, as a record, to the
-//! handle's *segment* there (a file written full of zeros when it was created, so an append
-//! changes no metadata and its `fdatasync` waits for no journal commit). The put is
-//! acknowledged once a write quorum of records is durable. A *checkpoint* (segment full, handle
-//! closed) syncs the locations and deletes the segment. After a power loss, a *replay* puts
-//! back every shard file a surviving record holds that the disk lost or tore (FORMAT.md, "The
-//! small-write log").
+//! A handle that commits a group logs it: each location gets its shard file of the pack as a
+//! *record* appended to the handle's *segment* there (a file written full of zeros when it was
+//! created, so an append changes no metadata and its `fdatasync` waits for no journal commit).
+//! Once a write quorum of records is durable the put is acknowledged, and a *commit record*
+//! is appended beside each (not synced: it only makes the pack visible). Every handle reads
+//! committed records as shard files (`log_view`), so a logged pack is read, scrubbed and
+//! repaired as any pack. A *fold* copies the entries of a segment's packs into full packs of
+//! their own files (fsynced), then deletes the segment: when the segment is full, when the
+//! handle closes, and, for segments a crash left, in a *replay* (FORMAT.md, "The small-write
+//! log").
 //!
-//! A replayed record must never bring back a pack that has since been deleted (compaction
-//! deletes packs, and may later drop a delete entry that only such a pack's entries needed).
-//! So `locks/small-log` carries an OFD lock on byte 0: shared while a handle's segment exists,
-//! exclusive for a replay or a compaction. A compaction thus replays every segment left and
-//! deletes it before it deletes a pack, and no handle logs while it runs (they commit the
-//! usual way). A handle opening a store replays what is left when it can take the lock
-//! exclusively: always after a power loss, which leaves no handle alive.
+//! A record must never bring back a pack's entries after a compaction dropped what they need
+//! (a delete entry is dropped once nothing older of its key is left). So `locks/small-log`
+//! carries an OFD lock on byte 0: shared while a handle's segment exists, exclusive for a
+//! replay or a compaction. A compaction thus folds every segment left before it deletes a
+//! pack, and no handle logs while it runs (they commit the usual way). A handle opening a store
+//! replays what is left when it can take the lock exclusively: always after a power loss,
+//! which leaves no handle alive.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -25,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::format::{is_pack_key, ObjectId, ShardHeader, WriteStamp};
+use crate::format::{is_pack_key, log_record, ObjectId, ShardHeader, WriteStamp};
 use crate::location::Durability;
 use crate::lock::{byte_lock_request, open_lock_file, set_byte_lock, LOCKS_DIR};
 use crate::placement;
@@ -41,9 +43,9 @@ fn segment_len() -> u64 {
 fn max_record_len() -> usize {
     (segment_len() / 4) as usize
 }
-const RECORD_MAGIC: &[u8; 8] = b"SGLOGREC";
-/// Magic, body length u32, body CRC32C u32, CRC32C of the 16 bytes before u32, zero u32.
-const RECORD_HEADER_LEN: usize = 24;
+
+/// A commit record's length.
+const COMMIT_LEN: usize = log_record::HEADER_LEN + 32;
 
 /// The lock file, under the store's root.
 const LOCK_FILE: &str = "small-log";
@@ -72,6 +74,11 @@ struct Segment {
     id: u64,
     /// Where the next record goes, per slot.
     ends: Vec<u64>,
+    /// The pack writes committed through it, to fold.
+    writes: Vec<(ObjectId, WriteStamp)>,
+    /// An append failed part way on some location: its end there is uncertain, so the
+    /// segment takes no more records (readers would miss one written over a torn one).
+    torn: bool,
 }
 
 /// The exclusive lock, held by a replay or a compaction; released when dropped.
@@ -125,51 +132,13 @@ impl LogState {
     }
 }
 
-/// `body` framed as a record.
-pub(crate) fn record(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + body.len());
-    out.extend_from_slice(RECORD_MAGIC);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
-    let header_crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&header_crc.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-/// The bodies of a segment's records, in order: a record whose body fails its CRC is skipped,
-/// the first header that fails its own (zeros: the end; a torn append) ends the segment.
-pub(crate) fn records(segment: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while let Some(header) = segment.get(at..at + RECORD_HEADER_LEN) {
-        let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        if &header[..8] != RECORD_MAGIC || crc32c::crc32c(&header[..16]) != word(16) || word(20) != 0 {
-            break;
-        }
-        let start = at + RECORD_HEADER_LEN;
-        let Some(body) = segment.get(start..start + word(8) as usize) else {
-            break;
-        };
-        if crc32c::crc32c(body) == word(12) {
-            out.push(body);
-        }
-        at = start + body.len();
-    }
-    out
-}
-
-/// One write's records: (slot, the shard file's bytes).
-type Records<'a> = Vec<(usize, &'a [u8])>;
-
 /// What a replay did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Replayed {
     /// Segments read and deleted.
     pub segments: usize,
-    /// Shard files put back from records (missing, or not what the record holds).
-    pub restored: usize,
+    /// Pack writes folded into packs of their own files.
+    pub folded: usize,
     /// Segments kept for the next replay: some location could not be read, or a segment not
     /// deleted.
     pub left: usize,
@@ -203,58 +172,46 @@ impl Store {
         }
         let records: Vec<(usize, Vec<u8>)> = shards
             .iter()
-            .map(|(slot, bytes)| (*slot, record(bytes)))
+            .map(|(slot, bytes)| (*slot, log_record::frame(log_record::SHARD, bytes)))
             .collect();
         let Some(segment) = self.segment_for(&mut state, &records)? else {
             return Ok(None);
         };
         let id = segment.id;
-        let jobs = shards
-            .into_iter()
-            .zip(&records)
-            .map(|((slot, bytes), (_, record))| (slot, (slot, bytes, segment.ends[slot], record.as_slice())))
+        let jobs = records
+            .iter()
+            .map(|(slot, record)| (*slot, (*slot, segment.ends[*slot], record.as_slice())))
             .collect();
-        // The shard file first, pending, then its record; once a write quorum of records is
-        // durable the files are promoted. A power cut before leaves pending files (never read)
-        // and too few records to replay; after, records a replay puts the files back from.
         let mut last_error = None;
-        let stage = |(slot, bytes, offset, record): (usize, Vec<u8>, u64, &[u8])| {
-            let location = &self.slots[slot].location;
-            let mut writer = location.create_shard(object, stamp)?;
-            writer.write_all(&bytes)?;
-            writer.stage_deferred()?;
-            location.append_log(id, offset, record)
+        let append = |(slot, offset, record): (usize, u64, &[u8])| {
+            self.slots[slot].location.append_log(id, offset, record, true)
         };
-        let logged = self.succeeded(self.on_each_location(jobs, stage), &mut last_error);
-        let promoted = match logged.len() >= self.write_quorum() {
-            true => {
-                let promote = |&slot: &usize| self.slots[slot].location.promote_deferred(object, stamp);
-                let results = logged.iter().map(|&slot| (slot, promote(&slot))).collect();
-                self.succeeded(results, &mut last_error)
-            }
-            false => Vec::new(),
-        };
-        if promoted.len() < self.write_quorum() {
-            // Taken back: the records first (a replay must not count them), then the files.
-            for &slot in &logged {
-                let location = &self.slots[slot].location;
-                let _ = location.append_log(id, segment.ends[slot], &[0u8; RECORD_HEADER_LEN]);
-                let _ = location.remove_shard(object, stamp);
-                let _ = location.remove_pending(object, stamp);
-            }
+        let logged = self.succeeded(self.on_each_location(jobs, append), &mut last_error);
+        segment.torn |= logged.len() < records.len();
+        for (slot, record) in &records {
+            segment.ends[*slot] += record.len() as u64;
+        }
+        if logged.len() < self.write_quorum() {
+            // Never committed: no reader sees its records, a replay counts too few of them.
             return Err(Error::WriteQuorum {
                 key: key.to_owned(),
-                written: promoted.len(),
+                written: logged.len(),
                 needed: self.write_quorum(),
                 source: last_error.unwrap_or_else(|| io::Error::other("too few usable locations")),
             });
         }
-        for (slot, record) in &records {
-            if logged.contains(slot) {
-                segment.ends[*slot] += record.len() as u64;
+        // Acknowledged: the commit records make it visible (a replay finds it committed by
+        // its quorum of records if a power cut takes them).
+        let commit = log_record::commit(object, stamp);
+        for &slot in &logged {
+            let at = segment.ends[slot];
+            match self.slots[slot].location.append_log(id, at, &commit, false) {
+                Ok(()) => segment.ends[slot] += commit.len() as u64,
+                Err(_) => segment.torn = true,
             }
         }
-        Ok(Some(promoted.len()))
+        segment.writes.push((object, stamp));
+        Ok(Some(logged.len()))
     }
 
     /// The segment `records` go into: this handle's, if they fit, else a new one (the old
@@ -265,11 +222,11 @@ impl Store {
         records: &[(usize, Vec<u8>)],
     ) -> Result<Option<&'a mut Segment>> {
         let fits = |segment: &Segment| {
-            records
-                .iter()
-                .all(|(slot, record)| segment.ends[*slot] + record.len() as u64 <= segment_len())
+            records.iter().all(|(slot, record)| {
+                segment.ends[*slot] + (record.len() + COMMIT_LEN) as u64 <= segment_len()
+            })
         };
-        if state.segment.as_ref().is_some_and(|s| !fits(s)) {
+        if state.segment.as_ref().is_some_and(|s| s.torn || !fits(s)) {
             self.checkpoint(state)?;
         }
         if state.segment.is_none() {
@@ -294,32 +251,38 @@ impl Store {
             state.segment = Some(Segment {
                 id,
                 ends: vec![0; self.slots.len()],
+                writes: Vec::new(),
+                torn: false,
             });
         }
         Ok(state.segment.as_mut())
     }
 
-    /// Makes everything this handle logged durable in place (a sync of every location), then
-    /// deletes its segment and lets the lock go. A segment that cannot be deleted is left for
-    /// a replay.
+    /// Folds the packs this handle logged into packs of their own files, then deletes its
+    /// segment and lets the lock go. A segment that cannot be folded or deleted is left for a
+    /// replay (its packs stay readable meanwhile).
     fn checkpoint(&self, state: &mut LogState) -> Result<()> {
         let Some(segment) = state.segment.take() else {
             return Ok(());
         };
-        let mut synced = Ok(());
-        for slot in &self.slots {
-            if let Err(e) = slot.location.sync() {
-                self.note_write_error(&e);
-                synced = Err(Error::io(slot.location.path(), e));
-            }
-        }
-        if synced.is_ok() {
-            for slot in &self.slots {
-                let _ = slot.location.remove_log(segment.id);
-            }
+        let folded = self.fold_logged(&segment.writes);
+        if folded.is_ok() {
+            self.delete_folded(segment.id);
         }
         state.unlock();
-        synced
+        folded
+    }
+
+    /// Deletes a folded segment: first marked folded on every location (so a copy left by a
+    /// crash part way is known for one), then removed.
+    fn delete_folded(&self, id: u64) {
+        let folded = log_record::frame(log_record::FOLDED, &[]);
+        for slot in &self.slots {
+            let _ = slot.location.append_log(id, 0, &folded, true);
+        }
+        for slot in &self.slots {
+            let _ = slot.location.remove_log(id);
+        }
     }
 
     /// Checkpoints this handle's log, if it has one (the last handle of a store closing).
@@ -347,13 +310,13 @@ impl Store {
         Ok(Some(Exclusive(&self.small_log)))
     }
 
-    /// Puts back what the segments left on the locations hold, then deletes them (the caller
-    /// holds the log exclusively). Only with every location usable and every segment read: how
-    /// many records a write has on all of them decides what its records may bring back.
+    /// Folds what the segments left on the locations hold, then deletes them (the caller
+    /// holds the log exclusively). Only with every location usable and every segment read:
+    /// how many records a write has on all of them decides whether it may have been
+    /// acknowledged.
     pub(crate) fn replay_small_logs(&self, _exclusive: &Exclusive<'_>) -> Replayed {
         let n = self.slots.len();
-        let mut segments: Vec<(usize, u64)> = Vec::new();
-        let mut contents: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut segments: Vec<(usize, u64, Vec<u8>)> = Vec::new();
         let mut unread = 0;
         for slot in 0..n {
             let listed = match self.writable(slot) {
@@ -366,80 +329,81 @@ impl Store {
             };
             for id in listed {
                 match self.slots[slot].location.read_log(id) {
-                    Ok(bytes) => {
-                        segments.push((slot, id));
-                        contents.push((slot, bytes));
-                    }
+                    Ok(bytes) => segments.push((slot, id, bytes)),
                     Err(_) => unread += 1,
                 }
             }
         }
-        if unread > 0 {
+        if unread > 0 || segments.is_empty() {
             return Replayed {
                 left: unread + segments.len(),
                 ..Replayed::default()
             };
         }
-        // Each pack write's records: (slot, shard file bytes).
-        let mut writes: BTreeMap<(ObjectId, WriteStamp), Records<'_>> = BTreeMap::new();
-        for (slot, bytes) in &contents {
-            for body in records(bytes) {
-                if let Some(write) = self.record_shard(*slot, body) {
-                    let held = writes.entry(write).or_default();
-                    if !held.iter().any(|(s, _)| s == slot) {
-                        held.push((*slot, body));
+        // Each pack write's records, by slot, and whether a commit record names it.
+        let mut writes: BTreeMap<(ObjectId, WriteStamp), (Vec<usize>, bool)> = BTreeMap::new();
+        let mut ends = Vec::new();
+        let folded: Vec<u64> = segments
+            .iter()
+            .filter(|(_, _, bytes)| log_record::is_folded(bytes))
+            .map(|(_, id, _)| *id)
+            .collect();
+        for (slot, id, bytes) in &segments {
+            if folded.contains(id) {
+                continue;
+            }
+            let (records, end) = log_record::parse(bytes);
+            ends.push((*slot, *id, end as u64));
+            for (kind, _, body) in records {
+                if kind == log_record::COMMIT {
+                    if let Some(write) = log_record::committed(body) {
+                        writes.entry(write).or_default().1 = true;
+                    }
+                } else if let Some(write) = self.record_shard(*slot, body) {
+                    let held = &mut writes.entry(write).or_default().0;
+                    if !held.contains(slot) {
+                        held.push(*slot);
                     }
                 }
             }
         }
+        // A write with a commit record, or a quorum of records, may have been acknowledged:
+        // each of its records is made visible (committed) where it lacks a commit record, and
+        // it is folded. One with fewer was not, and goes with the segments.
+        let acknowledged: Vec<(ObjectId, WriteStamp)> = writes
+            .iter()
+            .filter(|(_, (held, committed))| *committed || held.len() >= self.write_quorum())
+            .map(|(write, _)| *write)
+            .collect();
         let mut replayed = Replayed::default();
-        let mut change = None;
-        let mut failed = vec![false; n];
-        for ((object, stamp), held) in &writes {
-            // A write with a quorum of records may have been acknowledged: each of its files is
-            // put back. One with fewer was not (its files were only promoted after a quorum),
-            // unless a location's records were lost since: then only its files that exist are
-            // mended, and none is made committed that never was.
-            let acknowledged = held.len() >= self.write_quorum();
-            for &(slot, body) in held {
+        for &(slot, id, end) in &ends {
+            let mut at = end;
+            for &(object, stamp) in &acknowledged {
+                let commit = log_record::commit(object, stamp);
                 let location = &self.slots[slot].location;
-                let exists = location.open_shard(*object, *stamp).is_ok();
-                if !acknowledged && !exists {
-                    continue;
+                if location.append_log(id, at, &commit, false).is_err() {
+                    replayed.left += 1;
                 }
-                // Its pending file, if a power cut kept one, is a copy that may be torn.
-                let _ = location.remove_pending(*object, *stamp);
-                if shard_holds(&**location, *object, *stamp, body) {
-                    continue;
-                }
-                if change.is_none() {
-                    change = self.pack_changes.begin(&self.packs).ok();
-                }
-                let restored = location.create_shard(*object, *stamp).and_then(|mut writer| {
-                    writer.write_all(body)?;
-                    writer.commit_deferred()
-                });
-                match restored {
-                    Ok(()) => replayed.restored += 1,
-                    Err(e) => {
-                        self.note_write_error(&e);
-                        failed[slot] = true;
-                    }
-                }
+                at += commit.len() as u64;
             }
         }
-        for (slot, failed) in self.slots.iter().zip(&mut failed) {
-            if !*failed {
-                if let Err(e) = slot.location.sync() {
-                    self.note_write_error(&e);
-                    *failed = true;
-                }
-            }
+        // The index lists again: the packs just made visible are new to it.
+        self.packs.lock().unwrap_or_else(|e| e.into_inner()).seen = None;
+        if self.fold_logged(&acknowledged).is_err() {
+            replayed.left += segments.len();
+            return replayed;
         }
-        for &(slot, id) in &segments {
-            match !failed[slot] && self.slots[slot].location.remove_log(id).is_ok() {
-                true => replayed.segments += 1,
-                false => replayed.left += 1,
+        replayed.folded = acknowledged.len();
+        let mut ids: Vec<u64> = segments.iter().map(|(_, id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            self.delete_folded(id);
+        }
+        for (slot, id, _) in &segments {
+            match self.slots[*slot].location.list_logs() {
+                Ok(left) if !left.contains(id) => replayed.segments += 1,
+                _ => replayed.left += 1,
             }
         }
         replayed
@@ -466,48 +430,5 @@ impl Store {
         if let Ok(Some(exclusive)) = self.exclusive_log() {
             self.replay_small_logs(&exclusive);
         }
-    }
-}
-
-/// Whether the committed shard file of (`object`, `stamp`) holds exactly `body`.
-fn shard_holds(
-    location: &dyn crate::location::Location,
-    object: ObjectId,
-    stamp: WriteStamp,
-    body: &[u8],
-) -> bool {
-    let Ok(file) = location.open_shard(object, stamp) else {
-        return false;
-    };
-    if file.len() != body.len() as u64 {
-        return false;
-    }
-    let mut bytes = vec![0u8; body.len()];
-    file.read_exact_at(&mut bytes, 0).is_ok() && bytes == body
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_are_read_back_in_order_and_a_torn_or_rotten_one_is_not() {
-        let mut segment = vec![0u8; 4096];
-        let (a, b, c) = (record(b"first"), record(b"second body"), record(b"third"));
-        let mut at = 0;
-        for r in [&a, &b, &c] {
-            segment[at..at + r.len()].copy_from_slice(r);
-            at += r.len();
-        }
-        assert_eq!(records(&segment), vec![&b"first"[..], b"second body", b"third"]);
-        // Rot in a body: that record is skipped, the ones after it still read.
-        let mut rotten = segment.clone();
-        rotten[a.len() + RECORD_HEADER_LEN + 2] ^= 1;
-        assert_eq!(records(&rotten), vec![&b"first"[..], b"third"]);
-        // A torn header ends the segment.
-        let mut torn = segment.clone();
-        torn[a.len() + 9] ^= 1;
-        assert_eq!(records(&torn), vec![&b"first"[..]]);
-        assert!(records(&[0u8; 100]).is_empty());
     }
 }

@@ -243,30 +243,66 @@ impl Store {
         footer: &[u8],
     ) -> Result<Option<usize>> {
         let g = self.file.geometry;
-        if body.is_empty() || body.len() > usize::from(g.k) * g.chunk_size as usize {
+        let k = usize::from(g.k);
+        // A pack is one stripe of `k` equal chunks (FORMAT.md, "Packs").
+        if body.is_empty() || body.len() % k != 0 || body.len() > k * g.chunk_size as usize {
             return Ok(None);
         }
-        let stamp = self.next_stamp(key, pack)?;
-        let mut stripe = Stripe::new(g);
+        // A pack's id comes from its entries, new writes: no other write has it (one that
+        // failed before a quorum was never committed), unless the index knows one.
+        let known = self
+            .packs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .loaded
+            .contains_key(&pack);
+        let stamp = match known {
+            true => self.next_stamp(key, pack)?,
+            false => WriteStamp {
+                version: 1,
+                write_id: crate::ids::random_u64(),
+            },
+        };
+        let len = body.len() / k;
+        let mut chunks: Vec<Vec<u8>> = body.chunks(len).map(<[u8]>::to_vec).collect();
+        chunks.resize(g.shards(), vec![0u8; len]);
+        let mut refs: Vec<&mut [u8]> = chunks.iter_mut().map(Vec::as_mut_slice).collect();
+        self.codec.encode_on_this_thread(&mut refs);
         let mut object_crc = ObjectChecksum::default();
-        let filled = stripe
-            .fill(&mut &body[..], 0)
-            .map_err(|source| Error::Input { source })?;
-        stripe.encode(&self.codec, pack, stamp, &mut object_crc);
+        let bound: Vec<u32> = chunks
+            .iter()
+            .enumerate()
+            .map(|(shard, chunk)| {
+                let data_crc = crc32c::crc32c(chunk);
+                if shard < k {
+                    object_crc.push(data_crc);
+                }
+                let id = ChunkId {
+                    object: pack,
+                    stamp,
+                    shard: shard as u8,
+                    stripe: 0,
+                };
+                id.bind(data_crc)
+            })
+            .collect();
         let header = ShardHeader {
-            object_len: filled as u64,
+            object_len: body.len() as u64,
             object_crc: object_crc.value(),
             ..self.data_header(key, stamp)
         };
         let n = self.slots.len();
-        let shards = (0..n)
-            .map(|shard| {
+        let shards = chunks
+            .iter()
+            .zip(&bound)
+            .enumerate()
+            .map(|(shard, (chunk, crc))| {
                 let mut header = header.clone();
                 header.shard_index = shard as u8;
                 let mut bytes = header.encode();
-                bytes.extend_from_slice(stripe.chunk(shard));
-                bytes.extend_from_slice(&stripe.bound_crcs[shard].to_le_bytes());
-                if shard >= usize::from(g.k) {
+                bytes.extend_from_slice(chunk);
+                bytes.extend_from_slice(&crc.to_le_bytes());
+                if shard >= k {
                     bytes.extend_from_slice(footer);
                 }
                 (placement::slot_of_shard(pack, shard, n), bytes)

@@ -1,0 +1,180 @@
+//! A local location's view of its small-write log segments: the committed pack writes whose
+//! shard files live only as records there (FORMAT.md, "The small-write log"). Listing and
+//! opening shard files consult it beside the object directories, so a logged pack is read,
+//! scrubbed and repaired as any object; its records are read in place from the segment.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::format::log_record;
+use crate::format::{ObjectId, ShardHeader, WriteStamp};
+use crate::location::ShardFile;
+
+/// Segments read so far, by id.
+#[derive(Debug, Default)]
+pub(crate) struct LogView {
+    segments: HashMap<u64, Segment>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    file: Arc<File>,
+    /// Where the next record to read starts.
+    scanned: u64,
+    /// Shard records whose write is not committed yet: where their bodies are.
+    pending: HashMap<(ObjectId, WriteStamp), (u64, u64)>,
+    /// Committed shard records.
+    committed: HashMap<ObjectId, Vec<(WriteStamp, u64, u64)>>,
+}
+
+/// A shard file held as a record of a segment.
+struct LoggedShard {
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+}
+
+impl ShardFile for LoggedShard {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset + buf.len() as u64 > self.len {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.file.read_exact_at(buf, self.offset + offset)
+    }
+}
+
+impl LogView {
+    /// Reads what was appended to the segments in `dir` since the last look (`open` opens one
+    /// for reading), and forgets the segments gone.
+    pub fn refresh(&mut self, listed: &[u64], open: impl Fn(u64) -> io::Result<File>) {
+        self.segments.retain(|id, _| listed.contains(id));
+        for &id in listed {
+            if !self.segments.contains_key(&id) {
+                let Ok(file) = open(id) else { continue };
+                self.segments.insert(
+                    id,
+                    Segment {
+                        file: Arc::new(file),
+                        scanned: 0,
+                        pending: HashMap::new(),
+                        committed: HashMap::new(),
+                    },
+                );
+            }
+            if let Some(segment) = self.segments.get_mut(&id) {
+                segment.read_on();
+                // Folded: its packs are in packs of their own files now.
+                if segment.folded() {
+                    segment.pending.clear();
+                    segment.committed.clear();
+                }
+            }
+        }
+    }
+
+    /// The objects with committed logged writes in `bucket`.
+    pub fn objects_in(&self, bucket: u8) -> impl Iterator<Item = ObjectId> + '_ {
+        self.segments
+            .values()
+            .flat_map(|s| s.committed.keys())
+            .filter(move |o| o.0[0] == bucket)
+            .copied()
+    }
+
+    /// Whether any committed logged write is in `bucket`.
+    pub fn has_bucket(&self, bucket: u8) -> bool {
+        self.objects_in(bucket).next().is_some()
+    }
+
+    /// The committed logged writes of `object`.
+    pub fn stamps(&self, object: ObjectId) -> Vec<WriteStamp> {
+        let mut stamps: Vec<WriteStamp> = self
+            .segments
+            .values()
+            .flat_map(|s| s.committed.get(&object).into_iter().flatten())
+            .map(|(stamp, _, _)| *stamp)
+            .collect();
+        stamps.sort();
+        stamps.dedup();
+        stamps
+    }
+
+    /// The committed logged shard file of (`object`, `stamp`), if there is one.
+    pub fn open(&self, object: ObjectId, stamp: WriteStamp) -> Option<Arc<dyn ShardFile>> {
+        self.segments.values().find_map(|s| {
+            let &(_, offset, len) = s.committed.get(&object)?.iter().find(|(st, _, _)| *st == stamp)?;
+            Some(Arc::new(LoggedShard {
+                file: Arc::clone(&s.file),
+                offset,
+                len,
+            }) as Arc<dyn ShardFile>)
+        })
+    }
+}
+
+impl Segment {
+    fn folded(&self) -> bool {
+        let mut start = [0u8; log_record::HEADER_LEN];
+        self.file.read_exact_at(&mut start, 0).is_ok() && log_record::is_folded(&start)
+    }
+
+    /// Reads the records appended since the last look, one at a time, up to the first header
+    /// that does not verify (the end for now).
+    fn read_on(&mut self) {
+        let mut header = [0u8; log_record::HEADER_LEN];
+        loop {
+            if self.file.read_exact_at(&mut header, self.scanned).is_err() {
+                return;
+            }
+            let Some((kind, len)) = log_record::header(&header) else {
+                return;
+            };
+            let start = self.scanned + log_record::HEADER_LEN as u64;
+            let mut body = vec![0u8; len];
+            if self.file.read_exact_at(&mut body, start).is_err() {
+                return;
+            }
+            self.scanned = start + len as u64;
+            if !log_record::body_verifies(&header, &body) {
+                continue;
+            }
+            if kind == log_record::FOLDED {
+                return;
+            }
+            if kind == log_record::SHARD {
+                if let Ok((shard, _)) = ShardHeader::decode_prefix(&body) {
+                    let write = (shard.object_id(), shard.stamp);
+                    self.pending.insert(write, (start, len as u64));
+                }
+            } else if let Some(write) = log_record::committed(&body) {
+                if let Some((offset, len)) = self.pending.remove(&write) {
+                    self.committed
+                        .entry(write.0)
+                        .or_default()
+                        .push((write.1, offset, len));
+                }
+            }
+        }
+    }
+}
+
+/// Opens a segment for reading: a regular file, never through a link.
+pub(crate) fn open_segment(path: &Path) -> io::Result<File> {
+    let flags = rustix::fs::OFlags::RDONLY
+        | rustix::fs::OFlags::CLOEXEC
+        | rustix::fs::OFlags::NOFOLLOW
+        | rustix::fs::OFlags::NONBLOCK;
+    let file = File::from(rustix::fs::open(path, flags, rustix::fs::Mode::empty())?);
+    match file.metadata()?.is_file() {
+        true => Ok(file),
+        false => Err(io::Error::new(io::ErrorKind::InvalidData, "not a log segment")),
+    }
+}
