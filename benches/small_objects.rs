@@ -3,8 +3,8 @@
 //!
 //! Baseline: the same objects as plain files in one directory, each written, fsynced, and the
 //! directory fsynced (what a careful program does for a durable small file). Measured: one
-//! `put` per object into a store without packs, and `put_many` batches into a store with a
-//! 64 KiB pack threshold. Disk space is the blocks allocated (`st_blocks`) under each tree,
+//! `put` per object into a store without packs and into a default store (packs, through the
+//! small-write log), and `put_many` batches into a store with a 64 KiB pack threshold. Disk space is the blocks allocated (`st_blocks`) under each tree,
 //! per object, with the files per object; "compacted" is the eight writers' store after a
 //! repairing scrub compacted its small packs.
 //!
@@ -68,6 +68,7 @@ fn main() {
     let data: Vec<Vec<u8>> = (0..objects).map(object).collect();
     let keys: Vec<String> = (0..objects).map(|i| format!("mail/{:06}", i)).collect();
     let (mut plain, mut own, mut packed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut single = Vec::new();
     let (mut plain8, mut packed8) = (Vec::new(), Vec::new());
     let (mut plain_get, mut packed_get) = (Vec::new(), Vec::new());
     let mut space = Vec::new();
@@ -87,12 +88,24 @@ fn main() {
         }
         plain.push(objects as f64 / started.elapsed().as_secs_f64());
 
-        let own_store = Store::create(dir.path().join("own")).expect("create store");
+        let own_store = Store::builder()
+            .pack_threshold(0)
+            .create(dir.path().join("own"))
+            .expect("create store");
         let started = Instant::now();
         for (key, bytes) in keys.iter().zip(&data) {
             own_store.put(key, &bytes[..]).expect("put");
         }
         own.push(objects as f64 / started.elapsed().as_secs_f64());
+
+        // The default store: single puts of small objects go to packs, through the log.
+        let single_store = Store::create(dir.path().join("single")).expect("create store");
+        let started = Instant::now();
+        for (key, bytes) in keys.iter().zip(&data) {
+            single_store.put(key, &bytes[..]).expect("put");
+        }
+        single.push(objects as f64 / started.elapsed().as_secs_f64());
+        drop(single_store);
 
         let packed_store = Store::builder()
             .pack_threshold(64 << 10)
@@ -176,7 +189,7 @@ fn main() {
             space.push(("compacted", usage(&dir.path().join("grouped"))));
         }
     }
-    let (plain, own, packed) = (median(plain), median(own), median(packed));
+    let (plain, own, packed, single) = (median(plain), median(own), median(packed), median(single));
     let (plain8, packed8) = (median(plain8), median(packed8));
     println!("{objects} objects of {SIZE} bytes, fsync durability, 3 runs, medians");
     println!("put, one writer:");
@@ -184,6 +197,10 @@ fn main() {
     println!(
         "  store, put, own shard files             {own:>9.0} obj/s  {:.2}x",
         own / plain
+    );
+    println!(
+        "  store, put, packs (default store)       {single:>9.0} obj/s  {:.2}x",
+        single / plain
     );
     println!(
         "  store, put_many of {batch}, packs        {packed:>9.0} obj/s  {:.2}x",

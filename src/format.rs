@@ -1470,10 +1470,13 @@ pub(crate) mod log_record {
         header.len() >= 16 && crc32c::crc32c(body).to_le_bytes() == header[12..16]
     }
 
-    /// The records of a segment's bytes, in order, as (kind, offset of the body, body): a
-    /// record whose body fails its CRC is skipped, the first header that fails its own (zeros:
-    /// the end; a torn append) ends them. Also returns where that end is.
-    pub fn parse(segment: &[u8]) -> (Vec<(&'static [u8; 8], usize, &[u8])>, usize) {
+    /// A record read back: its kind and body.
+    pub type Record<'a> = (&'static [u8; 8], &'a [u8]);
+
+    /// The records of a segment's bytes, in order: a record whose body fails its CRC is
+    /// skipped, the first header that fails its own (zeros: the end; a torn append) ends them.
+    /// Also returns where that end is.
+    pub fn parse(segment: &[u8]) -> (Vec<Record<'_>>, usize) {
         let mut out = Vec::new();
         let mut at = 0usize;
         while let Some((kind, len)) = segment.get(at..).and_then(header) {
@@ -1482,7 +1485,7 @@ pub(crate) mod log_record {
                 break;
             };
             if body_verifies(&segment[at..start], body) {
-                out.push((kind, start, body));
+                out.push((kind, body));
             }
             at = start + len;
         }

@@ -57,17 +57,14 @@ impl LogView {
     pub fn refresh(&mut self, listed: &[u64], open: impl Fn(u64) -> io::Result<File>) {
         self.segments.retain(|id, _| listed.contains(id));
         for &id in listed {
-            if !self.segments.contains_key(&id) {
+            if let std::collections::hash_map::Entry::Vacant(vacant) = self.segments.entry(id) {
                 let Ok(file) = open(id) else { continue };
-                self.segments.insert(
-                    id,
-                    Segment {
-                        file: Arc::new(file),
-                        scanned: 0,
-                        pending: HashMap::new(),
-                        committed: HashMap::new(),
-                    },
-                );
+                vacant.insert(Segment {
+                    file: Arc::new(file),
+                    scanned: 0,
+                    pending: HashMap::new(),
+                    committed: HashMap::new(),
+                });
             }
             if let Some(segment) = self.segments.get_mut(&id) {
                 segment.read_on();

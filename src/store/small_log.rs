@@ -354,7 +354,7 @@ impl Store {
             }
             let (records, end) = log_record::parse(bytes);
             ends.push((*slot, *id, end as u64));
-            for (kind, _, body) in records {
+            for (kind, body) in records {
                 if kind == log_record::COMMIT {
                     if let Some(write) = log_record::committed(body) {
                         writes.entry(write).or_default().1 = true;
