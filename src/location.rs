@@ -307,6 +307,9 @@ pub struct LocalDir {
     durability: Durability,
     /// The pack writes held only in this location's small-write log.
     log_view: std::sync::Mutex<crate::log_view::LogView>,
+    /// The segment this handle appends to, open, with its length (one open per segment, not
+    /// per record).
+    appending: std::sync::Mutex<Option<(u64, Arc<File>, u64)>>,
 }
 
 impl LocalDir {
@@ -316,6 +319,7 @@ impl LocalDir {
             dir: dir.into(),
             durability,
             log_view: Default::default(),
+            appending: Default::default(),
         }
     }
 
@@ -657,12 +661,25 @@ impl Location for LocalDir {
 
     fn append_log(&self, segment: u64, offset: u64, bytes: &[u8], durable: bool) -> io::Result<()> {
         let path = log_path(&self.dir.join(LOG_DIR), segment);
-        let file = File::from(rustix::fs::open(
-            &path,
-            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
-            rustix::fs::Mode::empty(),
-        )?);
-        if offset + bytes.len() as u64 > file.metadata()?.len() {
+        let (file, len) = {
+            let mut appending = self.appending.lock().unwrap_or_else(|e| e.into_inner());
+            match &*appending {
+                Some((id, file, len)) if *id == segment => (Arc::clone(file), *len),
+                _ => {
+                    let file = Arc::new(File::from(rustix::fs::open(
+                        &path,
+                        rustix::fs::OFlags::WRONLY
+                            | rustix::fs::OFlags::CLOEXEC
+                            | rustix::fs::OFlags::NOFOLLOW,
+                        rustix::fs::Mode::empty(),
+                    )?));
+                    let len = file.metadata()?.len();
+                    *appending = Some((segment, Arc::clone(&file), len));
+                    (file, len)
+                }
+            }
+        };
+        if offset + bytes.len() as u64 > len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "append past the log segment's end",
@@ -697,6 +714,11 @@ impl Location for LocalDir {
 
     fn remove_log(&self, segment: u64) -> io::Result<()> {
         let dir = self.dir.join(LOG_DIR);
+        let mut appending = self.appending.lock().unwrap_or_else(|e| e.into_inner());
+        if appending.as_ref().is_some_and(|(id, _, _)| *id == segment) {
+            *appending = None;
+        }
+        drop(appending);
         match disk::remove_file(&log_path(&dir, segment)) {
             Ok(()) => self.sync_dir(&dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
