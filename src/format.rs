@@ -1491,4 +1491,37 @@ pub(crate) mod log_record {
         }
         (out, at)
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn records_read_back_in_order_a_rotten_one_is_skipped_a_torn_header_ends_them() {
+            let (a, b, c) = (frame(SHARD, b"first"), frame(SHARD, b"second"), frame(SHARD, b"third"));
+            let mut segment = vec![0u8; 4096];
+            let mut at = 0;
+            for r in [&a, &b, &c] {
+                segment[at..at + r.len()].copy_from_slice(r);
+                at += r.len();
+            }
+            let bodies = |bytes: &[u8]| parse(bytes).0.into_iter().map(|(_, b)| b.to_vec()).collect::<Vec<_>>();
+            assert_eq!(bodies(&segment), [&b"first"[..], b"second", b"third"]);
+            assert_eq!(parse(&segment).1, at, "the end: where the next record goes");
+            let mut rotten = segment.clone();
+            rotten[a.len() + HEADER_LEN + 2] ^= 1;
+            assert_eq!(bodies(&rotten), [&b"first"[..], b"third"]);
+            let mut torn = segment.clone();
+            torn[a.len() + 9] ^= 1;
+            assert_eq!(bodies(&torn), [&b"first"[..]]);
+            assert!(!is_folded(&segment));
+            let mut folded = segment.clone();
+            folded[..HEADER_LEN].copy_from_slice(&frame(FOLDED, &[]));
+            assert!(is_folded(&folded));
+            let object = ObjectId([7; 16]);
+            let stamp = WriteStamp { version: 3, write_id: 9 };
+            let commit = commit(object, stamp);
+            assert_eq!(committed(&commit[HEADER_LEN..]), Some((object, stamp)));
+        }
+    }
 }

@@ -73,7 +73,7 @@ impl Store {
 
     fn try_compact(&self, summary: &mut CompactionSummary) -> Result<(), String> {
         // No pack may be deleted while a log record could bring it back: every segment left
-        // is replayed and deleted first, and no handle logs until the compaction is done.
+        // is folded and deleted first, and no handle logs until the compaction is done.
         let _log = match self.file.logs_small_writes() {
             true => {
                 let exclusive = self.exclusive_log().map_err(said)?.ok_or_else(|| {
@@ -81,11 +81,10 @@ impl Store {
                      until it closes)"
                         .to_owned()
                 })?;
-                let replayed = self.replay_small_logs(&exclusive);
-                if replayed.left > 0 {
+                let left = self.replay_small_logs(&exclusive);
+                if left > 0 {
                     return Err(format!(
-                        "{} small-write log segments could not be replayed yet",
-                        replayed.left
+                        "{left} small-write log segments could not be replayed yet"
                     ));
                 }
                 Some(exclusive)

@@ -132,24 +132,12 @@ impl LogState {
     }
 }
 
-/// What a replay did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Replayed {
-    /// Segments read and deleted.
-    pub segments: usize,
-    /// Pack writes folded into packs of their own files.
-    pub folded: usize,
-    /// Segments kept for the next replay: some location could not be read, or a segment not
-    /// deleted.
-    pub left: usize,
-}
-
 impl Store {
     /// Commits the shard files of one write of a pack through the log: `shards` are (slot,
     /// the shard file's bytes). `None` when the log cannot take it (not fsync durability, a
     /// location not writable, a replay or compaction under way, records too long): the caller
     /// commits the usual way. Else how many locations hold the write, or the write quorum
-    /// error (the files and records written are taken back).
+    /// error (its records stay uncommitted: nobody reads them, a replay drops them).
     pub(crate) fn log_shards(
         &self,
         key: &str,
@@ -313,8 +301,8 @@ impl Store {
     /// Folds what the segments left on the locations hold, then deletes them (the caller
     /// holds the log exclusively). Only with every location usable and every segment read:
     /// how many records a write has on all of them decides whether it may have been
-    /// acknowledged.
-    pub(crate) fn replay_small_logs(&self, _exclusive: &Exclusive<'_>) -> Replayed {
+    /// acknowledged. Returns how many segments are left (to replay later).
+    pub(crate) fn replay_small_logs(&self, _exclusive: &Exclusive<'_>) -> usize {
         let n = self.slots.len();
         let mut segments: Vec<(usize, u64, Vec<u8>)> = Vec::new();
         let mut unread = 0;
@@ -335,10 +323,7 @@ impl Store {
             }
         }
         if unread > 0 || segments.is_empty() {
-            return Replayed {
-                left: unread + segments.len(),
-                ..Replayed::default()
-            };
+            return unread + segments.len();
         }
         // Each pack write's records, by slot, and whether a commit record names it.
         let mut writes: BTreeMap<(ObjectId, WriteStamp), (Vec<usize>, bool)> = BTreeMap::new();
@@ -375,14 +360,14 @@ impl Store {
             .filter(|(_, (held, committed))| *committed || held.len() >= self.write_quorum())
             .map(|(write, _)| *write)
             .collect();
-        let mut replayed = Replayed::default();
+        let mut left = 0;
         for &(slot, id, end) in &ends {
             let mut at = end;
             for &(object, stamp) in &acknowledged {
                 let commit = log_record::commit(object, stamp);
                 let location = &self.slots[slot].location;
                 if location.append_log(id, at, &commit, false).is_err() {
-                    replayed.left += 1;
+                    left += 1;
                 }
                 at += commit.len() as u64;
             }
@@ -390,10 +375,8 @@ impl Store {
         // The index lists again: the packs just made visible are new to it.
         self.packs.lock().unwrap_or_else(|e| e.into_inner()).seen = None;
         if self.fold_logged(&acknowledged).is_err() {
-            replayed.left += segments.len();
-            return replayed;
+            return segments.len();
         }
-        replayed.folded = acknowledged.len();
         let mut ids: Vec<u64> = segments.iter().map(|(_, id, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -402,11 +385,11 @@ impl Store {
         }
         for (slot, id, _) in &segments {
             match self.slots[*slot].location.list_logs() {
-                Ok(left) if !left.contains(id) => replayed.segments += 1,
-                _ => replayed.left += 1,
+                Ok(listed) if !listed.contains(id) => {}
+                _ => left += 1,
             }
         }
-        replayed
+        left
     }
 
     /// The pack write a record at `slot` is a shard file of, if it is one of this store's
