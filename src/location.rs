@@ -487,7 +487,8 @@ impl Location for LocalDir {
 
     fn list_shards(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>> {
         let mut stamps = parsed_names(&self.object_dir(object), WriteStamp::from_file_name)?;
-        if object.is_pack() {
+        // A pack with a committed file here is not looked for in the log (see `logged_shards`).
+        if object.is_pack() && stamps.is_empty() {
             let logged = self.logged_lookup(|view| Some(view.stamps(object)).filter(|s| !s.is_empty()));
             for stamp in logged.unwrap_or_default() {
                 if !stamps.contains(&stamp) {
@@ -736,14 +737,18 @@ impl Location for LocalDir {
 }
 
 impl LocalDir {
-    /// The committed logged shard files of `object` not among the files `named` in its
-    /// directory (a file of the same write outranks its record).
+    /// The committed logged shard files of `object`, if it is a pack with no committed file
+    /// among those `named` in its directory here. A pack has files of its own here only once
+    /// folded (a write of it newer than its logged one) or once a repair wrote the logged
+    /// write's file (which outranks its record): either way the log has nothing newer, and
+    /// a read of a folded pack lists no segments.
     fn logged_shards<'a, N>(
         &self,
         object: ObjectId,
         named: &'a [(WriteStamp, bool, N)],
     ) -> impl Iterator<Item = OpenedShard> + 'a {
-        let logged: Vec<OpenedShard> = match object.is_pack() {
+        let has_files = named.iter().any(|(_, pending, _)| !pending);
+        let logged: Vec<OpenedShard> = match object.is_pack() && !has_files {
             true => self
                 .logged_lookup(|view| Some(view.stamps(object)).filter(|s| !s.is_empty()))
                 .unwrap_or_default()
