@@ -410,6 +410,15 @@ impl Store {
         if !self.file.logs_small_writes() {
             return;
         }
+        // Nothing left to replay (the rule when the last handle closed cleanly): no lock taken,
+        // no lock file created, which a cold cache would make every command pay for.
+        let nothing_left = self.slots.iter().all(|slot| {
+            slot.usable()
+                .is_ok_and(|location| location.list_logs().is_ok_and(|l| l.is_empty()))
+        });
+        if nothing_left {
+            return;
+        }
         if let Ok(Some(exclusive)) = self.exclusive_log() {
             self.replay_small_logs(&exclusive);
         }
