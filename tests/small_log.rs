@@ -44,6 +44,10 @@ fn repair() -> ScrubOptions {
 fn a_grouped_put_is_logged_on_every_location_and_the_log_is_gone_once_the_store_closes() {
     let dir = tempfile::tempdir().unwrap();
     let store = fsync_packing_store(dir.path());
+    // A handle's first small write commits the usual way (one command, one object), the
+    // next ones through the log.
+    store.put("first", &data(0, 100)[..]).unwrap();
+    assert!(files_ending(&store.locations()[0].join("log"), ".log").is_empty());
     store.put("small", &data(1, 3000)[..]).unwrap();
     let locations = store.locations();
     for location in &locations {
@@ -68,13 +72,16 @@ fn a_grouped_put_is_logged_on_every_location_and_the_log_is_gone_once_the_store_
 fn logged_packs_are_read_from_the_log_and_a_crashed_handle_s_log_is_folded_when_the_store_opens() {
     let dir = tempfile::tempdir().unwrap();
     let store = fsync_packing_store(dir.path());
+    store.put("first", &data(9, 100)[..]).unwrap();
+    let first = files_ending(dir.path(), ".shard").len();
+    assert_eq!(first, 6, "the handle's first small write: a pack of files");
     for i in 0..3 {
         store
             .put(&format!("k{i}"), &data(i, 1000 + 700 * i as usize)[..])
             .unwrap();
     }
     // Logged puts create no file: another handle reads them from the log.
-    assert!(files_ending(dir.path(), ".shard").is_empty());
+    assert_eq!(files_ending(dir.path(), ".shard").len(), first);
     let reader = Store::open(dir.path()).unwrap();
     for i in 0..3 {
         let expected = data(i, 1000 + 700 * i as usize);
@@ -94,8 +101,8 @@ fn logged_packs_are_read_from_the_log_and_a_crashed_handle_s_log_is_folded_when_
     }
     assert_eq!(
         files_ending(crashed.path(), ".shard").len(),
-        6,
-        "one pack of 4 + 2 files"
+        first + 6,
+        "the first pack, and the folded one of 4 + 2 files"
     );
     for i in 0..3 {
         let expected = data(i, 1000 + 700 * i as usize);
@@ -120,9 +127,9 @@ fn compaction_waits_while_another_handle_logs_and_runs_once_it_closed() {
         "compaction went ahead beside a live log: {report:?}"
     );
     assert_eq!(report.compaction.packs_compacted, 0);
-    // Closing, the writer folds its four logged packs into one of files of its own.
+    // Closing, the writer folds its three logged packs (the first was not logged) into one.
     drop(writer);
-    assert_eq!(files_ending(dir.path(), ".shard").len(), 6);
+    assert_eq!(files_ending(dir.path(), ".shard").len(), 2 * 6);
     let report = scrubber.scrub(&repair(), &|_| {}).unwrap();
     assert_eq!(report.compaction.not_done, None, "{report:?}");
     for i in 0..4 {

@@ -67,6 +67,8 @@ struct LogState {
     segment: Option<Segment>,
     /// This handle holds the exclusive lock: it logs nothing until it lets it go.
     exclusive: bool,
+    /// Small writes this handle committed, logged or not: its first commits the usual way.
+    commits: u64,
 }
 
 #[derive(Debug)]
@@ -135,7 +137,8 @@ impl LogState {
 impl Store {
     /// Commits the shard files of one write of a pack through the log: `shards` are (slot,
     /// the shard file's bytes). `None` when the log cannot take it (not fsync durability, a
-    /// location not writable, a replay or compaction under way, records too long): the caller
+    /// location not writable, a replay or compaction under way, records too long, the handle's
+    /// first small write): the caller
     /// commits the usual way. Else how many locations hold the write, or the write quorum
     /// error (its records stay uncommitted: nobody reads them, a replay drops them).
     pub(crate) fn log_shards(
@@ -155,7 +158,11 @@ impl Store {
         }
         // Held throughout: one logged commit at a time per handle (group commit has one anyway).
         let mut state = self.small_log.state();
-        if state.exclusive {
+        state.commits += 1;
+        // A handle's first small write commits the usual way: a command that puts or deletes
+        // one object (`shardguard put`) would otherwise create a segment, write 4 MiB of zeros
+        // per location and fold it at once, for one record.
+        if state.exclusive || state.commits == 1 {
             return Ok(None);
         }
         let records: Vec<(usize, Vec<u8>)> = shards
