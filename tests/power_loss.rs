@@ -136,6 +136,15 @@ const KEYS: [&str; 8] = ["keep", "old", "gone", "big", "new", "late", "batch-a",
 thread_local! {
     /// Packs compacted by the workload's repairing scrubs run on this thread.
     static PACKS_COMPACTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Steps of the workload after which a small-write log segment was open (its puts logged).
+    static STEPS_LOGGING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether any location of the store at `dir` holds a small-write log segment.
+fn logging(dir: &Path) -> bool {
+    fs::read_dir(dir).unwrap().flatten().any(|location| {
+        fs::read_dir(location.path().join("log")).is_ok_and(|mut segments| segments.next().is_some())
+    })
 }
 
 fn repair_options() -> ScrubOptions {
@@ -191,6 +200,9 @@ fn run_case(
                         })
                     }
                 };
+                if !watch.power_lost() && logging(dir) {
+                    STEPS_LOGGING.set(STEPS_LOGGING.get() + 1);
+                }
                 match result {
                     Ok(()) => {
                         for (key, value) in std::mem::take(&mut expected.in_flight) {
@@ -283,6 +295,13 @@ fn sweep(layout: Layout) {
     let calls = run_case(&base, &dir.path().join("count"), None, Aftermath::Drop, stored());
     // In a packing store the sweep cuts compactions too.
     let compacted = PACKS_COMPACTED.get();
+    // In a packing store it cuts the small-write log too.
+    let logging = STEPS_LOGGING.get();
+    assert_eq!(
+        logging > 0,
+        layout.pack_threshold > 0,
+        "{logging} steps with a log open"
+    );
     assert_eq!(
         compacted > 0,
         layout.pack_threshold > 0,
