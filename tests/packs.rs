@@ -25,6 +25,15 @@ fn packing_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// Puts objects `o0` … of `len` bytes each in one `put_many` batch; returns them.
+fn put_batch(store: &Store, count: u64, len: usize) -> Vec<(String, Vec<u8>)> {
+    let objects: Vec<(String, Vec<u8>)> = (0..count).map(|i| (format!("o{i}"), data(i, len))).collect();
+    store
+        .put_many(objects.iter().map(|(k, b)| (k.as_str(), &b[..])))
+        .unwrap();
+    objects
+}
+
 /// Shard files of every kind under the store's locations.
 fn shard_files(store: &Store) -> usize {
     fn count(dir: &std::path::Path) -> usize {
@@ -596,10 +605,7 @@ fn a_handle_sees_every_pack_another_handle_writes_deletes_or_compacts() {
 #[test]
 fn scrub_and_status_count_packed_objects_as_objects() {
     let (_dir, store) = packing_store();
-    let objects: Vec<(String, Vec<u8>)> = (0..30).map(|i| (format!("o{i}"), data(i, 200))).collect();
-    store
-        .put_many(objects.iter().map(|(k, b)| (k.as_str(), &b[..])))
-        .unwrap();
+    put_batch(&store, 30, 200);
     store.put("large", &data(99, 3 * THRESHOLD as usize)[..]).unwrap();
     let before = store.status().unwrap().scrub_coverage.unwrap();
     assert_eq!(before.never_scrubbed, 31);
@@ -615,10 +621,7 @@ fn scrub_and_status_count_packed_objects_as_objects() {
 #[test]
 fn a_packed_object_is_read_from_its_own_bytes_and_rot_in_them_is_rebuilt() {
     let (_dir, store) = packing_store();
-    let objects: Vec<(String, Vec<u8>)> = (0..8).map(|i| (format!("o{i}"), data(i, 3000))).collect();
-    store
-        .put_many(objects.iter().map(|(k, b)| (k.as_str(), &b[..])))
-        .unwrap();
+    let objects = put_batch(&store, 8, 3000);
     // Eight objects of 3,000 bytes in four data chunks: two share each chunk.
     let path = store.shard_path("o0", 0).unwrap();
     let file = std::fs::read(&path).unwrap();

@@ -196,15 +196,8 @@ impl Store {
             match old.iter().position(|&o| o == id) {
                 Some(same) => drop(old.swap_remove(same)),
                 None => {
-                    let table = laid.1.clone();
-                    self.commit_pack(laid, PackCommit::Direct).map_err(said)?;
+                    self.commit_verified(laid)?;
                     summary.packs_written += 1;
-                    // Deleting the old packs destroys the other copy: the new one must read
-                    // back first, every entry verifying.
-                    let body = self.pack_body(id)?;
-                    for entry in &table.entries {
-                        verified_bytes(&body, entry, id)?;
-                    }
                 }
             }
             kept.drain(..taken);
@@ -229,7 +222,7 @@ impl Store {
     }
 
     /// Copies every entry of the logged pack `writes` (their bytes verified) into packs of
-    /// their own files, made durable; then removes any shard file of the logged writes a
+    /// their own files, made durable and read back; then removes any shard file of the logged writes a
     /// repair wrote beside their records, and forgets them. The caller deletes the segments
     /// after: until then each entry is in both (the same write twice, which outvotes nothing).
     pub(crate) fn fold_logged(&self, writes: &[(ObjectId, WriteStamp)]) -> crate::Result<()> {
@@ -265,8 +258,10 @@ impl Store {
                 return Err(unreadable(writes[0].0, "an entry does not fit in a pack".into()));
             };
             // Even with the id of a logged pack: then it is that pack's next write.
-            written.push(ObjectId::of_pack(&laid.1.entries));
-            self.commit_pack(laid, PackCommit::Direct)?;
+            let id = self
+                .commit_verified(laid)
+                .map_err(|why| unreadable(writes[0].0, why))?;
+            written.push(id);
             kept.drain(..taken);
         }
         for &(pack, stamp) in writes {
@@ -284,6 +279,20 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .forget(&packs);
         Ok(())
+    }
+
+    /// Commits a new pack of copied entries, then reads it back, every entry verifying: the
+    /// copies it was made from (old packs, log records) are deleted after, and with them the
+    /// other copy of every entry. Returns its id.
+    fn commit_verified(&self, laid: (Vec<u8>, PackTable)) -> Result<ObjectId, String> {
+        let id = ObjectId::of_pack(&laid.1.entries);
+        let table = laid.1.clone();
+        self.commit_pack(laid, PackCommit::Direct).map_err(said)?;
+        let body = self.pack_body(id)?;
+        for entry in &table.entries {
+            verified_bytes(&body, entry, id)?;
+        }
+        Ok(id)
     }
 
     /// A pack's bytes, read whole (its data chunks verified, rebuilt from parity if need be).

@@ -90,11 +90,7 @@ impl Drop for Exclusive<'_> {
     fn drop(&mut self) {
         let mut state = self.0.state();
         state.exclusive = false;
-        if let Some(file) = &state.file {
-            // Cannot fail for a lock this description holds; if it did, the lock goes with the
-            // handle.
-            let _ = set_byte_lock(file, &byte_lock_request(LOG_BYTE, libc::F_UNLCK), false);
-        }
+        state.unlock();
     }
 }
 
@@ -127,6 +123,8 @@ impl LogState {
         }
     }
 
+    /// Lets this handle's lock go. Cannot fail for a lock its description holds; if it did,
+    /// the lock would go with the handle.
     fn unlock(&self) {
         if let Some(file) = &self.file {
             let _ = set_byte_lock(file, &byte_lock_request(LOG_BYTE, libc::F_UNLCK), false);
@@ -390,11 +388,12 @@ impl Store {
         for id in ids {
             self.delete_folded(id);
         }
-        for (slot, id, _) in &segments {
-            match self.slots[*slot].location.list_logs() {
-                Ok(listed) if !listed.contains(id) => {}
-                _ => left += 1,
-            }
+        for slot in 0..n {
+            let remaining = self.slots[slot].location.list_logs();
+            left += segments
+                .iter()
+                .filter(|(s, id, _)| *s == slot && remaining.as_ref().map_or(true, |r| r.contains(id)))
+                .count();
         }
         left
     }

@@ -232,8 +232,8 @@ impl Store {
     }
 
     /// Writes a pack (`body`, one stripe; `footer` after each parity chunk) through the
-    /// small-write log (the `small_log` module): its shard files in place without waiting for
-    /// the disk, durable by their log records. `None` when the log cannot take it: the caller
+    /// small-write log (the `small_log` module): its shard files' bytes as records of the
+    /// handle's segment, no file of their own. `None` when the log cannot take it: the caller
     /// writes it with [`Store::write_object_with_footer`]. The caller holds the pack's lock.
     pub(crate) fn write_pack_logged(
         &self,
@@ -267,25 +267,8 @@ impl Store {
         let mut chunks: Vec<Vec<u8>> = body.chunks(len).map(<[u8]>::to_vec).collect();
         chunks.resize(g.shards(), vec![0u8; len]);
         let mut refs: Vec<&mut [u8]> = chunks.iter_mut().map(Vec::as_mut_slice).collect();
-        self.codec.encode_on_this_thread(&mut refs);
         let mut object_crc = ObjectChecksum::default();
-        let bound: Vec<u32> = chunks
-            .iter()
-            .enumerate()
-            .map(|(shard, chunk)| {
-                let data_crc = crc32c::crc32c(chunk);
-                if shard < k {
-                    object_crc.push(data_crc);
-                }
-                let id = ChunkId {
-                    object: pack,
-                    stamp,
-                    shard: shard as u8,
-                    stripe: 0,
-                };
-                id.bind(data_crc)
-            })
-            .collect();
+        let bound = encode_stripe(&self.codec, &mut refs, k, (pack, stamp, 0), &mut object_crc);
         let header = ShardHeader {
             object_len: body.len() as u64,
             object_crc: object_crc.value(),
@@ -618,7 +601,7 @@ impl Stripe {
             chunk_len: chunk_size,
             data: vec![0u8; usize::from(g.k) * chunk_size],
             parity: vec![vec![0u8; chunk_size]; usize::from(g.m)],
-            bound_crcs: vec![0; g.shards()],
+            bound_crcs: Vec::new(),
         }
     }
 
@@ -653,20 +636,13 @@ impl Stripe {
         let len = self.chunk_len;
         let mut chunks: Vec<&mut [u8]> = self.data[..self.k * len].chunks_mut(len).collect();
         chunks.extend(self.parity.iter_mut().map(|p| &mut p[..len]));
-        codec.encode_on_this_thread(&mut chunks);
-        for (shard, chunk) in chunks.iter().enumerate() {
-            let data_crc = crc32c::crc32c(chunk);
-            if shard < self.k {
-                object_crc.push(data_crc);
-            }
-            let id = ChunkId {
-                object,
-                stamp,
-                shard: shard as u8,
-                stripe: self.index,
-            };
-            self.bound_crcs[shard] = id.bind(data_crc);
-        }
+        self.bound_crcs = encode_stripe(
+            codec,
+            &mut chunks,
+            self.k,
+            (object, stamp, self.index),
+            object_crc,
+        );
     }
 
     /// Shard `shard`'s chunk of this stripe.
@@ -692,6 +668,36 @@ impl Stripe {
             }
         }
     }
+}
+
+/// Encodes one stripe's parity in place (`chunks`: its `k` data chunks, then its parity
+/// chunks) and returns each chunk's checksum bound to its identity (`write`: the object, the
+/// write's stamp, the stripe's index); the data chunks' CRCs feed `object_crc`.
+fn encode_stripe(
+    codec: &Codec,
+    chunks: &mut [&mut [u8]],
+    k: usize,
+    (object, stamp, stripe): (ObjectId, WriteStamp, u64),
+    object_crc: &mut ObjectChecksum,
+) -> Vec<u32> {
+    codec.encode_on_this_thread(chunks);
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(shard, chunk)| {
+            let data_crc = crc32c::crc32c(chunk);
+            if shard < k {
+                object_crc.push(data_crc);
+            }
+            let id = ChunkId {
+                object,
+                stamp,
+                shard: shard as u8,
+                stripe,
+            };
+            id.bind(data_crc)
+        })
+        .collect()
 }
 
 /// The slots where a write's shard files were staged (durable as pending), and those where they
