@@ -213,7 +213,7 @@ impl Store {
                 .and_then(|_lock| self.delete_own(&pack.pack_key(), pack));
             if let Err(e) = deleted {
                 // Half deleted, it is a doubtful pack the next look must find.
-                self.packs.lock().unwrap_or_else(|e| e.into_inner()).seen = None;
+                self.pack_changes.unsettle(&self.packs);
                 return Err(said(e));
             }
             summary.packs_compacted += 1;

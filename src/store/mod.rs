@@ -3,6 +3,7 @@
 mod builder;
 mod compaction;
 mod group_commit;
+mod log_appenders;
 mod object_writer;
 mod pack_changes;
 pub(crate) mod packs;
@@ -122,6 +123,8 @@ pub struct StoreState {
     pack_changes: pack_changes::PackChanges,
     /// The log grouped small writes are made durable by.
     small_log: small_log::SmallLog,
+    /// The threads that append its records, one per location.
+    log_appenders: log_appenders::LogAppenders,
 }
 
 /// The objects of a store, streamed by [`Store::list_prefix`].
@@ -706,7 +709,7 @@ impl Store {
                 None => return Err(e),
             },
         };
-        let slots = file
+        let slots: Vec<Slot> = file
             .locations
             .iter()
             .enumerate()
@@ -728,6 +731,7 @@ impl Store {
                 }
             })
             .collect();
+        let log_appenders = log_appenders::LogAppenders::new(slots.len());
         let store = Store(Arc::new(StoreState {
             root: root.to_path_buf(),
             codec: Codec::new(usize::from(file.geometry.k), usize::from(file.geometry.m)),
@@ -742,6 +746,7 @@ impl Store {
             group_commit: Default::default(),
             pack_changes: pack_changes::PackChanges::new(root),
             small_log: small_log::SmallLog::new(root),
+            log_appenders,
         }));
         store.replay_small_logs_if_free();
         Ok(store)

@@ -14,7 +14,11 @@
 //!
 //! A handle's own changes keep its index current (it adds what it writes), so moving the mark
 //! itself does not make it list again, unless the mark had moved before (another handle's
-//! change it has not listed). A crash leaves the mark moved and the lock released: the next
+//! change it has not listed). Nor does a listing that this handle's own changes overlapped: the
+//! handle remembers the counts it moved the mark to, and a listing that began at one mark and
+//! ended at another, every move between them its own, is current at the second (without this,
+//! eight threads putting small objects through one handle listed every location's packs once
+//! per two groups, each listing overlapping the next group's change). A crash leaves the mark moved and the lock released: the next
 //! look lists. The file is advisory: if it cannot be read, every look lists.
 
 use std::fs::File;
@@ -50,7 +54,12 @@ pub(crate) struct PackChanges {
     handle: u64,
     /// Changes under way through this handle (the shared lock is held while there are any).
     under_way: Mutex<usize>,
+    /// The counts this handle last moved the mark to, oldest first.
+    own_moves: Mutex<std::collections::VecDeque<u64>>,
 }
+
+/// How many of its own moves a handle remembers: more than overlap one listing.
+const OWN_MOVES: usize = 1024;
 
 /// A change of the set of packs under way; ends when dropped.
 pub(crate) struct ChangeGuard<'a>(&'a PackChanges);
@@ -76,6 +85,7 @@ impl PackChanges {
             file: OnceLock::new(),
             handle: crate::ids::random_u64(),
             under_way: Mutex::new(0),
+            own_moves: Mutex::new(std::collections::VecDeque::with_capacity(OWN_MOVES)),
         }
     }
 
@@ -108,18 +118,43 @@ impl PackChanges {
         set_lock(file, MOVING, libc::F_WRLCK).map_err(io)?;
         let moved = (|| {
             let before = read_mark(file)?;
-            let count = u64::from_le_bytes(before[8..].try_into().unwrap_or_default());
+            let count = count_of(&before);
             let mut after = [0u8; 16];
             after[..8].copy_from_slice(&self.handle.to_le_bytes());
             after[8..].copy_from_slice(&count.wrapping_add(1).to_le_bytes());
             file.write_all_at(&after, MARK_AT)?;
             Ok((before, after))
         })();
+        if let Ok((_, after)) = &moved {
+            let mut own = self.own_moves.lock().unwrap_or_else(|e| e.into_inner());
+            if own.len() == OWN_MOVES {
+                own.pop_front();
+            }
+            own.push_back(count_of(after));
+        }
         let _ = set_lock(file, MOVING, libc::F_UNLCK);
         let (before, after) = moved.map_err(io)?;
         let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
         index.seen = (index.seen == Some(before)).then_some(after);
         Ok(guard)
+    }
+
+    /// Makes `index` list at its next look: a change of this handle's may have left packs it
+    /// did not add (half written, half deleted), so no listing it overlapped is current either.
+    pub fn unsettle(&self, index: &Mutex<PackIndex>) {
+        self.own_moves.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        index.lock().unwrap_or_else(|e| e.into_inner()).seen = None;
+    }
+
+    /// Whether every move of the mark from `from` to `to` was this handle's own.
+    pub fn moved_only_here(&self, from: Mark, to: Mark) -> bool {
+        if to[..8] != self.handle.to_le_bytes() {
+            return false;
+        }
+        let (first, last) = (count_of(&from).wrapping_add(1), count_of(&to));
+        let own = self.own_moves.lock().unwrap_or_else(|e| e.into_inner());
+        let moves = last.wrapping_sub(first).wrapping_add(1);
+        moves as usize <= own.len() && (0..moves).all(|i| own.contains(&first.wrapping_add(i)))
     }
 
     /// The mark, if no other handle's change is under way (else `None`: list).
@@ -132,6 +167,11 @@ impl PackChanges {
         }
         read_mark(file).ok()
     }
+}
+
+/// How many moves a mark counts.
+fn count_of(mark: &Mark) -> u64 {
+    u64::from_le_bytes(mark[8..].try_into().unwrap_or_default())
 }
 
 /// The mark (zeros where the file is shorter: no change yet).
@@ -174,5 +214,29 @@ mod tests {
         assert_eq!(a.settled_mark(), None);
         drop(under_way);
         assert!(a.settled_mark().is_some());
+    }
+
+    #[test]
+    fn a_listing_overlapped_only_by_its_own_handles_changes_stays_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (PackChanges::new(dir.path()), PackChanges::new(dir.path()));
+        let (index_a, index_b) = (Mutex::new(PackIndex::default()), Mutex::new(PackIndex::default()));
+        // A listing by a starts at `first`; two changes of a's move the mark meanwhile.
+        let first = a.settled_mark().unwrap();
+        drop(a.begin(&index_a).unwrap());
+        drop(a.begin(&index_a).unwrap());
+        let now = a.settled_mark().unwrap();
+        assert!(a.moved_only_here(first, now));
+        // A change of b's in between: a's listing may have missed b's pack.
+        drop(b.begin(&index_b).unwrap());
+        drop(a.begin(&index_a).unwrap());
+        assert!(!a.moved_only_here(first, a.settled_mark().unwrap()));
+        assert!(!b.moved_only_here(first, a.settled_mark().unwrap()));
+        // A change of a's that failed part way counts as nobody's.
+        let before = a.settled_mark().unwrap();
+        drop(a.begin(&index_a).unwrap());
+        a.unsettle(&index_a);
+        assert!(!a.moved_only_here(before, a.settled_mark().unwrap()));
+        assert_eq!(index_a.lock().unwrap().seen, None);
     }
 }

@@ -21,6 +21,7 @@ use crate::format::{is_pack_key, ObjectId, PackEntry, PackTable, ShardHeader, Wr
 use crate::location::ShardFile;
 
 use super::resolve::Resolved;
+use super::writer::NextStamp;
 use super::{PutOutcome, Store};
 
 /// The bucket every pack lives in (its id's first byte).
@@ -240,6 +241,14 @@ enum PackLook {
     Unknown,
 }
 
+/// Where an entry of a batch comes from: its index in the batch, its key's object, and
+/// whether that has shard files of its own to remove once the entry is in ([`NextStamp`]).
+struct Batched {
+    index: usize,
+    object: ObjectId,
+    older_files: bool,
+}
+
 impl Store {
     /// Whether this store packs small objects.
     pub(crate) fn packs_enabled(&self) -> bool {
@@ -307,8 +316,14 @@ impl Store {
         unsettled |= !doubtful.is_empty() || !lost.is_empty();
         index.doubtful = doubtful;
         index.lost = lost;
+        // Current at the mark read now if only this handle's changes moved it since the first
+        // read (they keep the index current themselves).
         let still = self.pack_changes.settled_mark();
-        index.seen = mark.filter(|m| still == Some(*m) && !unsettled);
+        let current = match (mark, still) {
+            (Some(m), Some(s)) => m == s || self.pack_changes.moved_only_here(m, s),
+            _ => false,
+        };
+        index.seen = still.filter(|_| current && !unsettled);
         Ok(index)
     }
 
@@ -575,11 +590,13 @@ impl Store {
         tombstone: bool,
     ) -> Result<PutOutcome> {
         self.check_usable_quorum(key)?;
-        let stamp = self.next_stamp(key, object)?;
+        let NextStamp { stamp, older_files } = self.next_stamp_listed(key, object)?;
         let entry = PackEntry::new(key, stamp, &bytes, tombstone);
         let len = entry.len;
         let shards_written = self.commit_grouped(entry, bytes)?;
-        self.retire_older(object, stamp);
+        if older_files {
+            self.retire_older(object, stamp);
+        }
         Ok(PutOutcome {
             version: stamp.version,
             len,
@@ -651,9 +668,17 @@ impl Store {
         let mut entries = Vec::with_capacity(small.len());
         for ((index, key, bytes), packed) in small.into_iter().zip(packed) {
             let object = ObjectId::of_key(key);
-            let stamp = self.next_stamp_above(key, object, packed)?;
-            let entry = PackEntry::new(key, stamp, &bytes, false);
-            entries.push((entry, bytes, (index, object)));
+            let next = self.next_stamp_above(key, object, packed)?;
+            let entry = PackEntry::new(key, next.stamp, &bytes, false);
+            entries.push((
+                entry,
+                bytes,
+                Batched {
+                    index,
+                    object,
+                    older_files: next.older_files,
+                },
+            ));
         }
         let committed = self.commit_batch(entries)?;
         Ok(committed
@@ -669,13 +694,13 @@ impl Store {
             .collect())
     }
 
-    /// Writes a batch's entries (each with its bytes and its `(index, object)`) into as few
+    /// Writes a batch's entries (each with its bytes and where it comes from) into as few
     /// packs as they fit in, one pack after another, and removes the older shard files each
     /// outvotes. Returns each entry's index, entry and shard files written. The caller holds
     /// every entry's key lock.
     fn commit_batch(
         &self,
-        mut rest: Vec<(PackEntry, Vec<u8>, (usize, ObjectId))>,
+        mut rest: Vec<(PackEntry, Vec<u8>, Batched)>,
     ) -> Result<Vec<(usize, PackEntry, usize)>> {
         let mut committed = Vec::with_capacity(rest.len());
         while !rest.is_empty() {
@@ -684,8 +709,19 @@ impl Store {
                 source: std::io::Error::other("an object does not fit in a pack"),
             })?;
             let shards_written = self.commit_pack(laid, PackCommit::Direct)?;
-            for (entry, _, (index, object)) in rest.drain(..taken) {
-                self.retire_older(object, entry.stamp);
+            for (
+                entry,
+                _,
+                Batched {
+                    index,
+                    object,
+                    older_files,
+                },
+            ) in rest.drain(..taken)
+            {
+                if older_files {
+                    self.retire_older(object, entry.stamp);
+                }
                 committed.push((index, entry, shards_written));
             }
         }
@@ -759,8 +795,14 @@ impl Store {
             }
             there[i] = true;
             let object = ObjectId::of_key(keys[i]);
-            let stamp = self.next_stamp_above(keys[i], object, packed)?;
-            entries.push((PackEntry::new(keys[i], stamp, &[], true), Vec::new(), (i, object)));
+            let next = self.next_stamp_above(keys[i], object, packed)?;
+            let tombstone = PackEntry::new(keys[i], next.stamp, &[], true);
+            let batched = Batched {
+                index: i,
+                object,
+                older_files: next.older_files,
+            };
+            entries.push((tombstone, Vec::new(), batched));
         }
         self.commit_batch(entries)?;
         Ok(there)
@@ -825,7 +867,7 @@ impl Store {
         })();
         let written = written.inspect_err(|_| {
             // Some of its files may be in place: a doubtful pack the next look must find.
-            self.packs.lock().unwrap_or_else(|e| e.into_inner()).seen = None;
+            self.pack_changes.unsettle(&self.packs);
         })?;
         self.packs
             .lock()

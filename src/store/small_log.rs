@@ -171,18 +171,29 @@ impl Store {
             return Ok(None);
         };
         let id = segment.id;
-        let jobs = records
+        let appended: Vec<(usize, u64)> = records
             .iter()
-            .map(|(slot, record)| (*slot, (*slot, segment.ends[*slot], record.as_slice())))
+            .map(|(slot, record)| (*slot, record.len() as u64))
             .collect();
-        let mut last_error = None;
-        let append = |(slot, offset, record): (usize, u64, &[u8])| {
-            self.slots[slot].location.append_log(id, offset, record, true)
+        let appends = records
+            .into_iter()
+            .map(|(slot, record)| {
+                let location = self.slots[slot].location.clone();
+                (slot, location, segment.ends[slot], record)
+            })
+            .collect();
+        let outcomes = match crate::disk::commits_in_parallel() {
+            true => self.log_appenders.append_durably(id, appends),
+            false => appends
+                .into_iter()
+                .map(|(slot, location, at, record)| (slot, location.append_log(id, at, &record, true)))
+                .collect(),
         };
-        let logged = self.succeeded(self.on_each_location(jobs, append), &mut last_error);
-        segment.torn |= logged.len() < records.len();
-        for (slot, record) in &records {
-            segment.ends[*slot] += record.len() as u64;
+        let mut last_error = None;
+        let logged = self.succeeded(outcomes, &mut last_error);
+        segment.torn |= logged.len() < appended.len();
+        for (slot, len) in appended {
+            segment.ends[slot] += len;
         }
         if logged.len() < self.write_quorum() {
             // Never committed: no reader sees its records, a replay counts too few of them.
@@ -378,7 +389,7 @@ impl Store {
             }
         }
         // The index lists again: the packs just made visible are new to it.
-        self.packs.lock().unwrap_or_else(|e| e.into_inner()).seen = None;
+        self.pack_changes.unsettle(&self.packs);
         if self.fold_logged(&acknowledged).is_err() {
             return segments.len();
         }

@@ -355,6 +355,11 @@ impl Store {
     /// of every acknowledged write, and the new version is above all of them.
     /// In a packing store, above every packed write of the key too.
     pub(crate) fn next_stamp(&self, key: &str, object: ObjectId) -> Result<WriteStamp> {
+        Ok(self.next_stamp_listed(key, object)?.stamp)
+    }
+
+    /// [`Store::next_stamp`], with what the listing found.
+    pub(crate) fn next_stamp_listed(&self, key: &str, object: ObjectId) -> Result<NextStamp> {
         // Too few locations to list is a put's quorum error, whichever listing finds it first.
         let packed = match self.newest_packed_stamp(key) {
             Err(Error::TooFewLocations { usable, .. }) => {
@@ -378,7 +383,7 @@ impl Store {
         key: &str,
         object: ObjectId,
         packed: Option<WriteStamp>,
-    ) -> Result<WriteStamp> {
+    ) -> Result<NextStamp> {
         let listed = self.stamps(object);
         let known = listed.iter().flatten().count();
         if known < self.read_quorum() {
@@ -391,6 +396,7 @@ impl Store {
                 ))),
             ));
         }
+        let older_files = known < self.slots.len() || listed.iter().flatten().any(|s| !s.is_empty());
         let newest = listed
             .into_iter()
             .flatten()
@@ -398,10 +404,11 @@ impl Store {
             .chain(packed)
             .map(|s| s.version)
             .max();
-        Ok(WriteStamp {
+        let stamp = WriteStamp {
             version: newest.unwrap_or(0) + 1,
             write_id: crate::ids::random_u64(),
-        })
+        };
+        Ok(NextStamp { stamp, older_files })
     }
 
     /// Opens a temporary shard file on every usable location and writes a placeholder header
@@ -565,6 +572,14 @@ impl Store {
         }
         clean
     }
+}
+
+/// A write's stamp, and whether the key has shard files of its own that the write outvotes
+/// (or may have: a location could not be listed). The caller holds the key's lock, so none
+/// appear before the write commits.
+pub(crate) struct NextStamp {
+    pub stamp: WriteStamp,
+    pub older_files: bool,
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
