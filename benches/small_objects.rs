@@ -4,9 +4,10 @@
 //! Baseline: the same objects as plain files in one directory, each written, fsynced, and the
 //! directory fsynced (what a careful program does for a durable small file). Measured: one
 //! `put` per object into a store without packs and into a default store (packs, through the
-//! small-write log), and `put_many` batches into a store with a 64 KiB pack threshold. Disk space is the blocks allocated (`st_blocks`) under each tree,
-//! per object, with the files per object; "compacted" is the eight writers' store after a
-//! repairing scrub compacted its small packs.
+//! small-write log), and `put_many` batches into a store with a 64 KiB pack threshold. Disk
+//! space is the blocks allocated (`st_blocks`) under each tree, per object, with the files per
+//! object ("single" with its log still open); "compacted" is that store after a repairing
+//! scrub compacted its small packs. Eight writers: `benches/writers.rs`.
 //!
 //! Reads: each object read back (page cache warm), from its plain file and from the packing
 //! store.
@@ -69,7 +70,6 @@ fn main() {
     let keys: Vec<String> = (0..objects).map(|i| format!("mail/{:06}", i)).collect();
     let (mut plain, mut own, mut packed) = (Vec::new(), Vec::new(), Vec::new());
     let mut single = Vec::new();
-    let (mut plain8, mut packed8) = (Vec::new(), Vec::new());
     let (mut plain_get, mut packed_get) = (Vec::new(), Vec::new());
     let mut space = Vec::new();
     for run in 0..3 {
@@ -105,7 +105,6 @@ fn main() {
             single_store.put(key, &bytes[..]).expect("put");
         }
         single.push(objects as f64 / started.elapsed().as_secs_f64());
-        drop(single_store);
 
         let packed_store = Store::builder()
             .pack_threshold(64 << 10)
@@ -133,42 +132,6 @@ fn main() {
         }
         packed_get.push(objects as f64 / started.elapsed().as_secs_f64());
 
-        // Eight writers: plain files, and single puts into a packing store (group commit).
-        let writers = 8;
-        let share = objects.div_ceil(writers);
-        let plain8_dir = dir.path().join("plain8");
-        fs::create_dir(&plain8_dir).expect("mkdir");
-        let started = Instant::now();
-        std::thread::scope(|s| {
-            for (keys, data) in keys.chunks(share).zip(data.chunks(share)) {
-                let dir = &plain8_dir;
-                s.spawn(move || {
-                    for (key, bytes) in keys.iter().zip(data) {
-                        let mut file = File::create(dir.join(key.replace('/', "_"))).expect("create");
-                        file.write_all(bytes).expect("write");
-                        file.sync_all().expect("fsync");
-                        File::open(dir).and_then(|d| d.sync_all()).expect("dir fsync");
-                    }
-                });
-            }
-        });
-        plain8.push(objects as f64 / started.elapsed().as_secs_f64());
-        let grouped = Store::builder()
-            .pack_threshold(64 << 10)
-            .create(dir.path().join("grouped"))
-            .expect("create packing store");
-        let started = Instant::now();
-        std::thread::scope(|s| {
-            for (keys, data) in keys.chunks(share).zip(data.chunks(share)) {
-                let store = grouped.clone();
-                s.spawn(move || {
-                    for (key, bytes) in keys.iter().zip(data) {
-                        store.put(key, &bytes[..]).expect("put");
-                    }
-                });
-            }
-        });
-        packed8.push(objects as f64 / started.elapsed().as_secs_f64());
         if run == 0 {
             // The same number of 1-byte objects, batched into packs: the per-object cost.
             let tiny = Store::builder()
@@ -179,18 +142,17 @@ fn main() {
                 tiny.put_many(keys.iter().map(|k| (k.as_str(), &b"x"[..])))
                     .expect("put_many");
             }
-            space = ["plain", "own", "packed", "grouped", "tiny"]
+            space = ["plain", "own", "packed", "single", "tiny"]
                 .iter()
                 .map(|name| (*name, usage(&dir.path().join(name))))
                 .collect();
-            // The small packs of grouped single puts, compacted by a repairing scrub.
+            // The small packs of single puts, compacted by a repairing scrub.
             let repair = shardguard::ScrubOptions::default().repair(true);
-            grouped.scrub(&repair, &|_| {}).expect("scrub --repair");
-            space.push(("compacted", usage(&dir.path().join("grouped"))));
+            single_store.scrub(&repair, &|_| {}).expect("scrub --repair");
+            space.push(("compacted", usage(&dir.path().join("single"))));
         }
     }
     let (plain, own, packed, single) = (median(plain), median(own), median(packed), median(single));
-    let (plain8, packed8) = (median(plain8), median(packed8));
     println!("{objects} objects of {SIZE} bytes, fsync durability, 3 runs, medians");
     println!("put, one writer:");
     println!("  plain files (write + fsync + dir fsync)  {plain:>9.0} obj/s  1.00x");
@@ -212,12 +174,6 @@ fn main() {
     println!(
         "  store, get_bytes, packs                 {packed_get:>9.0} obj/s  {:.2}x",
         packed_get / plain_get
-    );
-    println!("put, eight writers:");
-    println!("  plain files (write + fsync + dir fsync)  {plain8:>9.0} obj/s  1.00x");
-    println!(
-        "  store, put, packs (group commit)        {packed8:>9.0} obj/s  {:.2}x",
-        packed8 / plain8
     );
     println!(
         "disk space per object (allocated blocks; raw {SIZE} bytes, ideal for 4 + 2: {}):",

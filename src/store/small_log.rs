@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
@@ -57,14 +58,21 @@ const LOG_BYTE: libc::off_t = 0;
 pub(crate) struct SmallLog {
     lock_path: PathBuf,
     state: Mutex<LogState>,
+    /// A segment waits in `full` for a fold (read without the state's lock after each group).
+    fold_waiting: AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct LogState {
     /// The lock file (this handle's open file description holds its locks).
     file: Option<File>,
-    /// The segment being appended to (the shared lock is held while there is one).
+    /// The segment being appended to (the shared lock is held while there is one, or one of
+    /// `full`, or a fold).
     segment: Option<Segment>,
+    /// Segments that take no more records, waiting for a fold.
+    full: Vec<Segment>,
+    /// A thread is folding a segment without this state's lock.
+    folding: bool,
     /// This handle holds the exclusive lock: it logs nothing until it lets it go.
     exclusive: bool,
     /// Small writes this handle committed, logged or not: its first commits the usual way.
@@ -99,6 +107,7 @@ impl SmallLog {
         SmallLog {
             lock_path: root.join(LOCKS_DIR).join(LOCK_FILE),
             state: Mutex::new(LogState::default()),
+            fold_waiting: AtomicBool::new(false),
         }
     }
 
@@ -120,6 +129,13 @@ impl LogState {
             Ok(()) => Ok(true),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Lets this handle's lock go if it has no segment left (open, full or being folded).
+    fn unlock_if_done(&self) {
+        if self.segment.is_none() && self.full.is_empty() && !self.folding {
+            self.unlock();
         }
     }
 
@@ -231,7 +247,12 @@ impl Store {
             })
         };
         if state.segment.as_ref().is_some_and(|s| s.torn || !fits(s)) {
-            self.checkpoint(state)?;
+            // Folded by the thread that committed into it, once it is no longer the group's
+            // writer (`fold_full_segments`): the next groups go on meanwhile.
+            if let Some(full) = state.segment.take() {
+                state.full.push(full);
+                self.small_log.fold_waiting.store(true, Ordering::Release);
+            }
         }
         if state.segment.is_none() {
             let io = |e| Error::io(&self.small_log.lock_path, e);
@@ -249,7 +270,7 @@ impl Store {
                 for &slot in &created {
                     let _ = self.slots[slot].location.remove_log(id);
                 }
-                state.unlock();
+                state.unlock_if_done();
                 return Ok(None);
             }
             state.segment = Some(Segment {
@@ -266,15 +287,49 @@ impl Store {
     /// segment and lets the lock go. A segment that cannot be folded or deleted is left for a
     /// replay (its packs stay readable meanwhile).
     fn checkpoint(&self, state: &mut LogState) -> Result<()> {
-        let Some(segment) = state.segment.take() else {
-            return Ok(());
-        };
+        let mut segments = std::mem::take(&mut state.full);
+        segments.extend(state.segment.take());
+        let mut outcome = Ok(());
+        for segment in segments {
+            let folded = self.fold_segment(segment);
+            outcome = outcome.and(folded);
+        }
+        state.unlock_if_done();
+        outcome
+    }
+
+    /// Folds a segment that takes no more records, then deletes it; one that cannot be is
+    /// left for a replay (its packs stay readable meanwhile).
+    fn fold_segment(&self, segment: Segment) -> Result<()> {
         let folded = self.fold_logged(&segment.writes);
         if folded.is_ok() {
             self.delete_folded(segment.id);
         }
-        state.unlock();
         folded
+    }
+
+    /// Folds the segments that filled up, if no other thread is folding: called by a thread
+    /// that committed a group, after it let the writer's role go, so that the fold holds up
+    /// its own put only. The state's lock is not held during a fold: the next groups are
+    /// logged in the next segment meanwhile.
+    pub(crate) fn fold_full_segments(&self) {
+        if !self.small_log.fold_waiting.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = self.small_log.state();
+        if state.folding {
+            return;
+        }
+        while let Some(segment) = state.full.pop() {
+            state.folding = true;
+            drop(state);
+            // Not folded now, it is left for a replay: the same as a fold at close failing.
+            let _ = self.fold_segment(segment);
+            state = self.small_log.state();
+            state.folding = false;
+        }
+        self.small_log.fold_waiting.store(false, Ordering::Release);
+        state.unlock_if_done();
     }
 
     /// Deletes a folded segment: first marked folded on every location (so a copy left by a
@@ -299,6 +354,9 @@ impl Store {
     /// another handle logs or replays.
     pub(crate) fn exclusive_log(&self) -> Result<Option<Exclusive<'_>>> {
         let mut state = self.small_log.state();
+        if state.folding {
+            return Ok(None);
+        }
         self.checkpoint(&mut state)?;
         if state.exclusive {
             return Ok(None);
