@@ -221,11 +221,16 @@ impl Store {
         Ok(())
     }
 
-    /// Copies every entry of the logged pack `writes` (their bytes verified) into packs of
-    /// their own files, made durable and read back; then removes any shard file of the logged writes a
+    /// Copies every entry of the logged pack `writes` (their bytes verified; taken from
+    /// `copies`, their bodies and tables in the same order, if the handle kept them) into
+    /// packs of their own files, made durable and read back; then removes any shard file of the logged writes a
     /// repair wrote beside their records, and forgets them. The caller deletes the segments
     /// after: until then each entry is in both (the same write twice, which outvotes nothing).
-    pub(crate) fn fold_logged(&self, writes: &[(ObjectId, WriteStamp)]) -> crate::Result<()> {
+    pub(crate) fn fold_logged(
+        &self,
+        writes: &[(ObjectId, WriteStamp)],
+        copies: Option<&[(Vec<u8>, PackTable)]>,
+    ) -> crate::Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -233,21 +238,40 @@ impl Store {
             path: self.root.clone(),
             source: std::io::Error::other(format!("logged pack {}: {why}", pack.to_hex())),
         };
-        let tables: Vec<(ObjectId, PackTable)> = {
-            let index = self.pack_index()?;
-            writes
+        // What the handle committed, still in memory; else each pack read back from the log.
+        let read: Vec<(ObjectId, Vec<u8>, PackTable)>;
+        let packs: Vec<(ObjectId, &[u8], &PackTable)> = match copies {
+            Some(copies) => writes
                 .iter()
-                .map(|&(pack, _)| match index.loaded.get(&pack) {
-                    Some(table) => Ok((pack, table.clone())),
-                    None => Err(unreadable(pack, "its table is not readable".into())),
-                })
-                .collect::<crate::Result<_>>()?
+                .zip(copies)
+                .map(|((pack, _), (body, table))| (*pack, body.as_slice(), table))
+                .collect(),
+            None => {
+                let index = self.pack_index()?;
+                let tables: Vec<(ObjectId, PackTable)> = writes
+                    .iter()
+                    .map(|&(pack, _)| match index.loaded.get(&pack) {
+                        Some(table) => Ok((pack, table.clone())),
+                        None => Err(unreadable(pack, "its table is not readable".into())),
+                    })
+                    .collect::<crate::Result<_>>()?;
+                drop(index);
+                read = tables
+                    .into_iter()
+                    .map(|(pack, table)| {
+                        let body = self.pack_body(pack).map_err(|why| unreadable(pack, why))?;
+                        Ok((pack, body, table))
+                    })
+                    .collect::<crate::Result<_>>()?;
+                read.iter()
+                    .map(|(pack, body, table)| (*pack, body.as_slice(), table))
+                    .collect()
+            }
         };
         let mut kept: Vec<(PackEntry, Vec<u8>, ())> = Vec::new();
-        for (pack, table) in &tables {
-            let body = self.pack_body(*pack).map_err(|why| unreadable(*pack, why))?;
+        for (pack, body, table) in packs {
             for entry in &table.entries {
-                let bytes = verified_bytes(&body, entry, *pack).map_err(|why| unreadable(*pack, why))?;
+                let bytes = verified_bytes(body, entry, pack).map_err(|why| unreadable(pack, why))?;
                 kept.push((entry.clone(), bytes.to_vec(), ()));
             }
         }

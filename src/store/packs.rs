@@ -858,7 +858,7 @@ impl Store {
             let _lock = self.locks.lock(pack)?;
             let footer = table.encode(body.len() as u64);
             if commit == PackCommit::Logged {
-                if let Some(written) = self.write_pack_logged(&key, pack, &body, &footer)? {
+                if let Some(written) = self.write_pack_logged(&key, pack, (&body, &table), &footer)? {
                     return Ok(written);
                 }
             }

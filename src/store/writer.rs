@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use crate::checksum::{ChunkId, ObjectChecksum};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::format::{Geometry, ObjectId, ShardHeader, WriteStamp};
+use crate::format::{Geometry, ObjectId, PackTable, ShardHeader, WriteStamp};
 use crate::key;
 use crate::location::{Durability, Location, ShardWriter};
 use crate::placement;
@@ -233,13 +233,14 @@ impl Store {
 
     /// Writes a pack (`body`, one stripe; `footer` after each parity chunk) through the
     /// small-write log (the `small_log` module): its shard files' bytes as records of the
-    /// handle's segment, no file of their own. `None` when the log cannot take it: the caller
+    /// handle's segment, no file of their own (the segment keeps `table` and `body` in memory
+    /// for its fold). `None` when the log cannot take it: the caller
     /// writes it with [`Store::write_object_with_footer`]. The caller holds the pack's lock.
     pub(crate) fn write_pack_logged(
         &self,
         key: &str,
         pack: ObjectId,
-        body: &[u8],
+        (body, table): (&[u8], &PackTable),
         footer: &[u8],
     ) -> Result<Option<usize>> {
         let g = self.file.geometry;
@@ -291,7 +292,7 @@ impl Store {
                 (placement::slot_of_shard(pack, shard, n), bytes)
             })
             .collect();
-        self.log_shards(key, pack, stamp, shards)
+        self.log_shards(key, (pack, stamp), shards, (body, table))
     }
 
     /// Deletes `key`: writes a tombstone version to every location, removes the older writes,
