@@ -198,11 +198,10 @@ impl Store {
         shards: Vec<(usize, Vec<u8>)>,
         (body, table): (&[u8], &PackTable),
     ) -> Result<Option<usize>> {
-        let n = self.slots.len();
         if self.durability != Durability::Fsync
             || !self.file.logs_small_writes()
             || shards.iter().any(|(_, bytes)| bytes.len() > max_record_len())
-            || (0..n).any(|slot| self.writable(slot).is_none())
+            || self.slots.iter().any(|slot| slot.usable().is_err())
         {
             return Ok(None);
         }
@@ -299,9 +298,14 @@ impl Store {
             {
                 return Ok(None);
             }
+            // Each location's identity is checked here, not at every append: appends write
+            // through the segment's open file, never through a path to whatever is mounted now.
             let id = crate::ids::random_u64();
             let created: Vec<usize> = (0..self.slots.len())
-                .take_while(|&slot| self.slots[slot].location.create_log(id, segment_len()).is_ok())
+                .take_while(|&slot| {
+                    self.writable(slot)
+                        .is_some_and(|location| location.create_log(id, segment_len()).is_ok())
+                })
                 .collect();
             if created.len() < self.slots.len() {
                 for &slot in &created {
