@@ -136,3 +136,55 @@ fn compaction_waits_while_another_handle_logs_and_runs_once_it_closed() {
         assert_eq!(scrubber.get_bytes(&format!("k{i}")).unwrap(), data(i, 500));
     }
 }
+
+#[test]
+fn eight_writers_fill_and_fold_segments_while_they_go_on_and_every_object_reads_back_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fsync_packing_store(dir.path());
+    let (writers, each, len) = (8, 700, 4000);
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..each {
+                    let n = w * each + i;
+                    store.put(&format!("w{w}/{i}"), &data(n as u64, len)[..]).unwrap();
+                }
+            });
+        }
+    });
+    // A segment holds about 4,000 such objects: at least one filled up and was folded into
+    // packs of their own files while the writers went on into the next.
+    let packs = files_ending(&store.locations()[0].join("objects").join("ff"), ".shard");
+    assert!(
+        packs.len() > 1,
+        "no segment was folded: {} pack files",
+        packs.len()
+    );
+    assert_eq!(files_ending(&store.locations()[0].join("log"), ".log").len(), 1);
+    let read_all = |store: &Store| {
+        for w in 0..writers {
+            for i in 0..each {
+                let n = w * each + i;
+                assert_eq!(
+                    store.get_bytes(&format!("w{w}/{i}")).unwrap(),
+                    data(n as u64, len),
+                    "w{w}/{i}"
+                );
+            }
+        }
+    };
+    read_all(&store);
+    let locations = store.locations();
+    drop(store);
+    for location in &locations {
+        assert!(
+            files_ending(&location.join("log"), ".log").is_empty(),
+            "{location:?}"
+        );
+    }
+    let store = Store::open(dir.path()).unwrap();
+    read_all(&store);
+    let report = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+    assert_eq!(report.verdict(), ScrubVerdict::Clean, "{report:?}");
+}
