@@ -43,7 +43,7 @@ fn overwrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 impl Store {
-    /// The store's own advisory files and directories (lock file, checkpoint, last report,
+    /// The store's own advisory files and directories (lock files, checkpoint, last report,
     /// history) that are not what they should be (a directory, link or FIFO in place of a file;
     /// a file or link in place of a directory): with `repair` each is moved aside (renamed to
     /// `NAME.not-ours.HEX`, never deleted), so the scrub and later writers can make a real one.
@@ -53,6 +53,8 @@ impl Store {
         let history = self.history_dir();
         let mut files = vec![
             locks.join(crate::lock::LOCK_FILE),
+            locks.join(crate::store::SMALL_LOG_LOCK_FILE),
+            locks.join(crate::store::PACK_CHANGES_FILE),
             self.root.join(CHECKPOINT_FILE),
             self.root.join(LAST_REPORT_FILE),
         ];

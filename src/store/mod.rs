@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+pub(crate) use pack_changes::CHANGES_FILE as PACK_CHANGES_FILE;
+pub(crate) use small_log::LOCK_FILE as SMALL_LOG_LOCK_FILE;
+
 use crate::arq::RetryPolicy;
 use crate::codec::Codec;
 use crate::error::{ConfigProblem, Error, Result};

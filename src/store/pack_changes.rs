@@ -34,7 +34,7 @@ use crate::lock::{byte_lock_request, open_lock_file, set_byte_lock, LOCKS_DIR};
 use super::packs::PackIndex;
 
 /// The file, under the store's root.
-const CHANGES_FILE: &str = "packs.changes";
+pub(crate) const CHANGES_FILE: &str = "packs.changes";
 /// Byte locked (shared) while a change is under way.
 const UNDER_WAY: libc::off_t = 0;
 /// Byte locked (exclusive) while the mark moves.
