@@ -63,6 +63,9 @@ pub enum Fault {
     /// one, patching one, syncing the location, writing the identity) is done, then reports a
     /// failed fsync, as a disk that lost the written pages would.
     FsyncError,
+    /// Shard files are stored with one bit flipped in every buffer written after the header,
+    /// and the writes report success: a disk that stores what it was not given.
+    CorruptWrites,
 }
 
 /// Where a fault strikes.
@@ -305,6 +308,12 @@ impl FaultPlan {
         }
         (hidden, truncate, write_limit)
     }
+
+    fn corrupts_writes(&self, slot: usize, object: ObjectId) -> bool {
+        self.rules_for(slot, object)
+            .iter()
+            .any(|(_, rule)| rule.fault == Fault::CorruptWrites)
+    }
 }
 
 #[derive(Debug)]
@@ -390,6 +399,7 @@ impl Location for FaultyLocation {
             inner,
             written: 0,
             limit,
+            corrupt: self.plan.corrupts_writes(self.slot, object),
             slot: self.slot,
             plan: Arc::clone(&self.plan),
         }))
@@ -486,6 +496,7 @@ struct FaultyWriter {
     inner: Box<dyn ShardWriter>,
     written: u64,
     limit: Option<u64>,
+    corrupt: bool,
     slot: usize,
     plan: Arc<FaultPlan>,
 }
@@ -496,7 +507,14 @@ impl ShardWriter for FaultyWriter {
         if self.limit.is_some_and(|l| self.written > l) {
             return Err(io::ErrorKind::StorageFull.into());
         }
-        self.inner.write_all(buf)
+        match buf.split_last() {
+            Some((last, rest)) if self.corrupt => {
+                let mut stored = rest.to_vec();
+                stored.push(last ^ 1);
+                self.inner.write_all(&stored)
+            }
+            _ => self.inner.write_all(buf),
+        }
     }
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.inner.write_all_at(buf, offset)

@@ -169,7 +169,7 @@ impl Store {
     ) -> Result<(), String> {
         let mut kept: Vec<(PackEntry, Vec<u8>, ())> = Vec::new();
         for &(pack, table) in packs {
-            let body = self.pack_body(pack)?;
+            let mut keep = Vec::new();
             for entry in &table.entries {
                 if !census.is_current(pack, entry) {
                     summary.dead_bytes_reclaimed += entry.len;
@@ -182,6 +182,15 @@ impl Store {
                     summary.deletes_dropped += 1;
                     continue;
                 }
+                keep.push(entry);
+            }
+            // A pack with nothing current is not read: it may be one that could not be read
+            // back (a fold's or compaction's that failed its check), and goes with the others.
+            if keep.is_empty() {
+                continue;
+            }
+            let body = self.pack_body(pack)?;
+            for entry in keep {
                 let bytes = verified_bytes(&body, entry, pack)?;
                 kept.push((entry.clone(), bytes.to_vec(), ()));
             }
@@ -311,12 +320,49 @@ impl Store {
     fn commit_verified(&self, laid: (Vec<u8>, PackTable)) -> Result<ObjectId, String> {
         let id = ObjectId::of_pack(&laid.1.entries);
         let table = laid.1.clone();
+        let new = !self
+            .packs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .loaded
+            .contains_key(&id);
         self.commit_pack(laid, PackCommit::Direct).map_err(said)?;
-        let body = self.pack_body(id)?;
-        for entry in &table.entries {
-            verified_bytes(&body, entry, id)?;
+        let verified = self.pack_body(id).and_then(|body| {
+            table
+                .entries
+                .iter()
+                .try_for_each(|entry| verified_bytes(&body, entry, id).map(drop))
+        });
+        if let Err(why) = verified {
+            // The copies it was made from stay. Left, the pack would be an undecodable
+            // duplicate of them that every scrub reports lost and that holds off every later
+            // compaction; so it goes (a pack of the same entries known before is left alone).
+            if new {
+                if let Err(e) = self.remove_unverified(id) {
+                    return Err(format!("{why}; removing it failed too: {e}"));
+                }
+            }
+            return Err(why);
         }
         Ok(id)
+    }
+
+    /// Deletes a pack this handle has just written whose read-back failed.
+    fn remove_unverified(&self, pack: ObjectId) -> crate::Result<()> {
+        self.packs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(&[pack]);
+        let _change = self.pack_changes.begin(&self.packs)?;
+        let deleted = self
+            .locks
+            .lock(pack)
+            .and_then(|_lock| self.delete_own(&pack.pack_key(), pack));
+        if deleted.is_err() {
+            // Half deleted, it is a doubtful pack the next look must find.
+            self.pack_changes.unsettle(&self.packs);
+        }
+        deleted
     }
 
     /// A pack's bytes, read whole (its data chunks verified, rebuilt from parity if need be).
