@@ -227,6 +227,9 @@ impl Store {
             }
             summary.packs_compacted += 1;
         }
+        // A listing of this handle's that overlapped the deletions may have found the old packs
+        // still there: it is not current (see `pack_changes`).
+        self.pack_changes.unsettle(&self.packs);
         Ok(())
     }
 

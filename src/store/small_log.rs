@@ -186,8 +186,8 @@ impl LogState {
 
 impl Store {
     /// Commits the shard files of one write of a pack through the log: `shards` are (slot,
-    /// the shard file's bytes), `copy` the pack's body and table (kept for the fold). `None`
-    /// when the log cannot take it (not fsync durability, a location not writable, a replay or
+    /// the shard file's bytes); the pack's `body` and `table` are kept for the fold. `None`
+    /// when the log cannot take it (not fsync durability, a location not usable, a replay or
     /// compaction under way, records too long, the handle's first small write): the caller
     /// commits the usual way. Else how many locations hold the write, or the write quorum
     /// error (its records stay uncommitted: nobody reads them, a replay drops them).
@@ -299,8 +299,9 @@ impl Store {
             {
                 return Ok(None);
             }
-            // Each location's identity is checked here, not at every append: appends write
-            // through the segment's open file, never through a path to whatever is mounted now.
+            // Each location's identity is checked here, not at every append: an append only
+            // writes into the segment's file (never creates one, never past its end), so on a
+            // location swapped or unmounted since, it fails instead of writing through.
             let id = crate::ids::random_u64();
             let created: Vec<usize> = (0..self.slots.len())
                 .take_while(|&slot| {
@@ -372,6 +373,9 @@ impl Store {
     /// Deletes a folded segment: first marked folded on every location (so a copy left by a
     /// crash part way is known for one), then removed.
     fn delete_folded(&self, id: u64) {
+        // Its packs leave the set (other handles list again), and a listing of this handle's
+        // that overlapped may have found them still there: it is not current either.
+        let change = self.pack_changes.begin(&self.packs);
         let folded = log_record::frame(log_record::FOLDED, &[]);
         for slot in &self.slots {
             let _ = slot.location.append_log(id, 0, &folded, true);
@@ -379,6 +383,8 @@ impl Store {
         for slot in &self.slots {
             let _ = slot.location.remove_log(id);
         }
+        drop(change);
+        self.pack_changes.unsettle(&self.packs);
     }
 
     /// Checkpoints this handle's log, if it has one (the last handle of a store closing).
