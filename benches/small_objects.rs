@@ -23,22 +23,8 @@ use std::time::Instant;
 
 use shardguard::Store;
 
-const SIZE: usize = 4096;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn object(i: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; SIZE];
-    for (j, b) in bytes.iter_mut().enumerate() {
-        *b = (i.wrapping_mul(2_654_435_761) ^ j.wrapping_mul(40_503)) as u8;
-    }
-    bytes
-}
+mod common;
+use common::{env, median, object, SIZE};
 
 /// Allocated bytes and regular files under `dir`.
 fn usage(dir: &Path) -> (u64, u64) {
@@ -54,11 +40,6 @@ fn usage(dir: &Path) -> (u64, u64) {
         }
     }
     total
-}
-
-fn median(mut runs: Vec<f64>) -> f64 {
-    runs.sort_by(f64::total_cmp);
-    runs[runs.len() / 2]
 }
 
 fn main() {

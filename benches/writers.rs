@@ -15,30 +15,12 @@ use std::time::Instant;
 
 use shardguard::Store;
 
-const SIZE: usize = 4096;
+mod common;
+use common::{env, median, object, SIZE};
+
 const WRITERS: usize = 8;
 /// Plain files per directory, as a mail store or source tree spreads them.
 const PER_DIRECTORY: usize = 100;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn object(i: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; SIZE];
-    for (j, b) in bytes.iter_mut().enumerate() {
-        *b = (i.wrapping_mul(2_654_435_761) ^ j.wrapping_mul(40_503)) as u8;
-    }
-    bytes
-}
-
-fn median(mut runs: Vec<f64>) -> f64 {
-    runs.sort_by(f64::total_cmp);
-    runs[runs.len() / 2]
-}
 
 /// Runs `write(i)` for every object index, spread over the writer threads.
 fn eight_writers(objects: usize, write: impl Fn(usize) + Sync) {

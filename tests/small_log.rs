@@ -36,6 +36,16 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     found
 }
 
+/// A closed store's log is folded: no segment left on any of `locations`.
+fn assert_no_segment(locations: &[PathBuf]) {
+    for location in locations {
+        assert!(
+            files_ending(&location.join("log"), ".log").is_empty(),
+            "{location:?}"
+        );
+    }
+}
+
 fn repair() -> ScrubOptions {
     ScrubOptions::default().repair(true)
 }
@@ -58,12 +68,7 @@ fn a_grouped_put_is_logged_on_every_location_and_the_log_is_gone_once_the_store_
         );
     }
     drop(store);
-    for location in &locations {
-        assert!(
-            files_ending(&location.join("log"), ".log").is_empty(),
-            "{location:?}"
-        );
-    }
+    assert_no_segment(&locations);
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.get_bytes("small").unwrap(), data(1, 3000));
 }
@@ -177,12 +182,7 @@ fn eight_writers_fill_and_fold_segments_while_they_go_on_and_every_object_reads_
     read_all(&store);
     let locations = store.locations();
     drop(store);
-    for location in &locations {
-        assert!(
-            files_ending(&location.join("log"), ".log").is_empty(),
-            "{location:?}"
-        );
-    }
+    assert_no_segment(&locations);
     let store = Store::open(dir.path()).unwrap();
     read_all(&store);
     let report = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
