@@ -350,7 +350,13 @@ impl LocalDir {
 
     fn object_dir(&self, object: ObjectId) -> PathBuf {
         let hex = object.to_hex();
-        self.dir.join(OBJECTS_DIR).join(&hex[..2]).join(hex)
+        // One allocation: every put and get builds this path for every location.
+        let mut path = PathBuf::with_capacity(self.dir.as_os_str().len() + OBJECTS_DIR.len() + 40);
+        path.push(&self.dir);
+        path.push(OBJECTS_DIR);
+        path.push(&hex[..2]);
+        path.push(&hex);
+        path
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -213,6 +213,7 @@ impl Store {
         }
         // Every current entry is now in a new pack too: the old ones outvote nothing. Reads
         // are sent to the new packs before the old ones go.
+        self.pack_changes.forget_own_moves();
         self.packs.lock().unwrap_or_else(|e| e.into_inner()).forget(&old);
         let _change = self.pack_changes.begin(&self.packs).map_err(said)?;
         for pack in old {
@@ -238,13 +239,14 @@ impl Store {
     /// packs of their own files, made durable and read back; then removes any shard file of the logged writes a
     /// repair wrote beside their records, and forgets them. The caller deletes the segments
     /// after: until then each entry is in both (the same write twice, which outvotes nothing).
+    /// Returns the logged packs it forgot.
     pub(crate) fn fold_logged(
         &self,
         writes: &[(ObjectId, WriteStamp)],
         copies: Option<&[(Vec<u8>, PackTable)]>,
-    ) -> crate::Result<()> {
+    ) -> crate::Result<Vec<ObjectId>> {
         if writes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let unreadable = |pack: ObjectId, why: String| crate::Error::Io {
             path: self.root.clone(),
@@ -310,11 +312,12 @@ impl Store {
             .map(|(pack, _)| *pack)
             .filter(|pack| !written.contains(pack))
             .collect();
+        self.pack_changes.forget_own_moves();
         self.packs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .forget(&packs);
-        Ok(())
+        Ok(packs)
     }
 
     /// Commits a new pack of copied entries, then reads it back, every entry verifying: the
@@ -352,6 +355,7 @@ impl Store {
 
     /// Deletes a pack this handle has just written whose read-back failed.
     fn remove_unverified(&self, pack: ObjectId) -> crate::Result<()> {
+        self.pack_changes.forget_own_moves();
         self.packs
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -18,8 +18,12 @@
 //! handle remembers the counts it moved the mark to, and a listing that began at one mark and
 //! ended at another, every move between them its own, is current at the second (without this,
 //! eight threads putting small objects through one handle listed every location's packs once
-//! per two groups, each listing overlapping the next group's change). A crash leaves the mark moved and the lock released: the next
-//! look lists. The file is advisory: if it cannot be read, every look lists.
+//! per two groups, each listing overlapping the next group's change). Two exceptions: a listing
+//! that started the index afresh (a pack it knew was gone) dropped what the handle added
+//! meanwhile, and one that overlapped the handle forgetting packs (a fold, a compaction) may
+//! have found them before they were deleted: neither is current, and the next look lists.
+//! A crash leaves the mark moved and the lock released: the next look lists. The file is
+//! advisory: if it cannot be read, every look lists.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -142,8 +146,14 @@ impl PackChanges {
     /// Makes `index` list at its next look: a change of this handle's may have left packs it
     /// did not add (half written, half deleted), so no listing it overlapped is current either.
     pub fn unsettle(&self, index: &Mutex<PackIndex>) {
-        self.own_moves.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.forget_own_moves();
         index.lock().unwrap_or_else(|e| e.into_inner()).seen = None;
+    }
+
+    /// Counts no listing that overlapped this handle's changes so far as current: one may
+    /// have found packs this handle has since deleted.
+    pub fn forget_own_moves(&self) {
+        self.own_moves.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Whether every move of the mark from `from` to `to` was this handle's own.

@@ -317,10 +317,11 @@ impl Store {
         index.doubtful = doubtful;
         index.lost = lost;
         // Current at the mark read now if only this handle's changes moved it since the first
-        // read (they keep the index current themselves).
+        // read (they keep the index current themselves), unless this listing started the
+        // index afresh: that dropped what those changes added meanwhile.
         let still = self.pack_changes.settled_mark();
         let current = match (mark, still) {
-            (Some(m), Some(s)) => m == s || self.pack_changes.moved_only_here(m, s),
+            (Some(m), Some(s)) => m == s || (!reset && self.pack_changes.moved_only_here(m, s)),
             _ => false,
         };
         index.seen = still.filter(|_| current && !unsettled);

@@ -339,11 +339,17 @@ impl Store {
     /// Folds a segment that takes no more records, then deletes it; one that cannot be is
     /// left for a replay (its packs stay readable meanwhile).
     fn fold_segment(&self, segment: Segment) -> Result<()> {
-        let folded = self.fold_logged(&segment.writes, segment.copies.as_deref());
-        if folded.is_ok() {
-            self.delete_folded(segment.id);
-        }
-        folded
+        let forgotten = self.fold_logged(&segment.writes, segment.copies.as_deref())?;
+        self.delete_folded(segment.id);
+        // A listing of this handle's since the fold forgot its logged packs may have found
+        // them in the segment, still there: forgotten again, and no listing that overlapped
+        // the deletion counts as current (cheaper than listing again after every fold).
+        self.pack_changes.forget_own_moves();
+        self.packs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(&forgotten);
+        Ok(())
     }
 
     /// Folds the segments that filled up, if no other thread is folding: called by a thread
@@ -373,8 +379,7 @@ impl Store {
     /// Deletes a folded segment: first marked folded on every location (so a copy left by a
     /// crash part way is known for one), then removed.
     fn delete_folded(&self, id: u64) {
-        // Its packs leave the set (other handles list again), and a listing of this handle's
-        // that overlapped may have found them still there: it is not current either.
+        // Its packs leave the set: other handles list again.
         let change = self.pack_changes.begin(&self.packs);
         let folded = log_record::frame(log_record::FOLDED, &[]);
         for slot in &self.slots {
@@ -384,7 +389,6 @@ impl Store {
             let _ = slot.location.remove_log(id);
         }
         drop(change);
-        self.pack_changes.unsettle(&self.packs);
     }
 
     /// Checkpoints this handle's log, if it has one (the last handle of a store closing).
@@ -500,6 +504,7 @@ impl Store {
         for id in ids {
             self.delete_folded(id);
         }
+        self.pack_changes.unsettle(&self.packs);
         for slot in 0..n {
             let remaining = self.slots[slot].location.list_logs();
             left += segments
