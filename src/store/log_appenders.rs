@@ -65,24 +65,19 @@ impl LogAppenders {
         let (answer, answers) = mpsc::channel();
         let mut outcomes = Vec::with_capacity(records.len());
         let mut waiting = Vec::with_capacity(records.len());
-        let mut records = records.into_iter();
-        let here = records.next().map(|(slot, location, offset, record)| Append {
-            slot,
-            location,
-            segment,
-            offset,
-            record,
-            answer: answer.clone(),
-        });
-        for (slot, location, offset, record) in records {
-            let append = Append {
+        let mut appends = records
+            .into_iter()
+            .map(|(slot, location, offset, record)| Append {
                 slot,
                 location,
                 segment,
                 offset,
                 record,
                 answer: answer.clone(),
-            };
+            });
+        let here = appends.next();
+        for append in appends {
+            let slot = append.slot;
             match self.thread(slot) {
                 Some(thread) => match thread.send(append) {
                     Ok(()) => waiting.push(slot),
