@@ -7,8 +7,9 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use common::{copy_tree, data};
+use common::{copy_tree, data, within};
 use shardguard::{Durability, ScrubOptions, ScrubVerdict, Store};
 
 fn fsync_packing_store(dir: &Path) -> Store {
@@ -145,18 +146,22 @@ fn compaction_waits_while_another_handle_logs_and_runs_once_it_closed() {
 #[test]
 fn eight_writers_fill_and_fold_segments_while_they_go_on_and_every_object_reads_back_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let store = fsync_packing_store(dir.path());
     let (writers, each, len) = (8, 700, 4000);
-    std::thread::scope(|s| {
-        for w in 0..writers {
-            let store = &store;
-            s.spawn(move || {
-                for i in 0..each {
-                    let n = w * each + i;
-                    store.put(&format!("w{w}/{i}"), &data(n as u64, len)[..]).unwrap();
-                }
-            });
-        }
+    let root = dir.path().to_path_buf();
+    let store = within(Duration::from_secs(300), "eight writers", move || {
+        let store = fsync_packing_store(&root);
+        std::thread::scope(|s| {
+            for w in 0..writers {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..each {
+                        let n = w * each + i;
+                        store.put(&format!("w{w}/{i}"), &data(n as u64, len)[..]).unwrap();
+                    }
+                });
+            }
+        });
+        store
     });
     // A segment holds about 4,000 such objects: at least one filled up and was folded into
     // packs of their own files while the writers went on into the next.

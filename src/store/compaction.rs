@@ -77,8 +77,8 @@ impl Store {
         let _log = match self.file.logs_small_writes() {
             true => {
                 let exclusive = self.exclusive_log().map_err(said)?.ok_or_else(|| {
-                    "another handle is writing small objects through its log (compaction waits \
-                     until it closes)"
+                    "small objects are being written through a log (another handle's, until it \
+                     closes, or a segment of this handle's being folded): compaction waits"
                         .to_owned()
                 })?;
                 let left = self.replay_small_logs(&exclusive);
@@ -213,8 +213,7 @@ impl Store {
         }
         // Every current entry is now in a new pack too: the old ones outvote nothing. Reads
         // are sent to the new packs before the old ones go.
-        self.pack_changes.forget_own_moves();
-        self.packs.lock().unwrap_or_else(|e| e.into_inner()).forget(&old);
+        self.pack_changes.forget_packs(&self.packs, &old);
         let _change = self.pack_changes.begin(&self.packs).map_err(said)?;
         for pack in old {
             let deleted = self
@@ -312,11 +311,7 @@ impl Store {
             .map(|(pack, _)| *pack)
             .filter(|pack| !written.contains(pack))
             .collect();
-        self.pack_changes.forget_own_moves();
-        self.packs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget(&packs);
+        self.pack_changes.forget_packs(&self.packs, &packs);
         Ok(packs)
     }
 
@@ -355,11 +350,7 @@ impl Store {
 
     /// Deletes a pack this handle has just written whose read-back failed.
     fn remove_unverified(&self, pack: ObjectId) -> crate::Result<()> {
-        self.pack_changes.forget_own_moves();
-        self.packs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget(&[pack]);
+        self.pack_changes.forget_packs(&self.packs, &[pack]);
         let _change = self.pack_changes.begin(&self.packs)?;
         let deleted = self
             .locks

@@ -212,6 +212,18 @@ mod tests {
 
     #[test]
     fn a_writer_gathers_the_threads_of_the_last_group_and_waits_for_no_one_else() {
+        // On a thread of its own: a `gather` that never returned fails the test, not hangs it.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            gathers();
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("gather returned (or the test panicked: see above)");
+    }
+
+    fn gathers() {
         let group = GroupCommit::default();
         let me = std::thread::current().id();
         // Alone: the last group was this thread's own, and it is queued.

@@ -33,6 +33,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use nix::fcntl::{fcntl, FcntlArg};
 
 use crate::error::{Error, Result};
+use crate::format::ObjectId;
 use crate::lock::{byte_lock_request, open_lock_file, set_byte_lock, LOCKS_DIR};
 
 use super::packs::PackIndex;
@@ -150,9 +151,15 @@ impl PackChanges {
         index.lock().unwrap_or_else(|e| e.into_inner()).seen = None;
     }
 
-    /// Counts no listing that overlapped this handle's changes so far as current: one may
-    /// have found packs this handle has since deleted.
-    pub fn forget_own_moves(&self) {
+    /// Takes `packs` out of `index` (they are about to go, or went), and counts no listing
+    /// that overlapped this handle's changes so far as current: one may have found them still
+    /// there.
+    pub fn forget_packs(&self, index: &Mutex<PackIndex>, packs: &[ObjectId]) {
+        self.forget_own_moves();
+        index.lock().unwrap_or_else(|e| e.into_inner()).forget(packs);
+    }
+
+    fn forget_own_moves(&self) {
         self.own_moves.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 

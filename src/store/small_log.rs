@@ -344,11 +344,7 @@ impl Store {
         // A listing of this handle's since the fold forgot its logged packs may have found
         // them in the segment, still there: forgotten again, and no listing that overlapped
         // the deletion counts as current (cheaper than listing again after every fold).
-        self.pack_changes.forget_own_moves();
-        self.packs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget(&forgotten);
+        self.pack_changes.forget_packs(&self.packs, &forgotten);
         Ok(())
     }
 
