@@ -52,6 +52,10 @@ fn main() {
     let base = std::env::var("SHARDGUARD_BENCH_DIR").unwrap_or_else(|_| ".".into());
     let data: Vec<Vec<u8>> = (0..objects).map(object).collect();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); CONTENDERS.len()];
+    // Every run's files stay until the end: ext4 without a journal skips inodes freed in the
+    // last minutes when it allocates, so deleting one contender's 100,000 files would slow
+    // whichever contender comes next (the baselines swung 4,100-11,100 obj/s that way).
+    let mut kept = Vec::new();
     for run in 0..runs {
         let dir = tempfile::tempdir_in(&base).expect("bench directory");
         // Each goes first in turn: the filesystem remembers the last one's files.
@@ -82,6 +86,7 @@ fn main() {
             }
             rates[which].push(objects as f64 / started.elapsed().as_secs_f64());
         }
+        kept.push(dir);
         let last: Vec<String> = rates.iter().map(|r| format!("{:.0}", r[run])).collect();
         println!("run {run}: {} obj/s ({})", last.join(", "), CONTENDERS.join(", "));
     }
