@@ -121,6 +121,22 @@ pub enum Error {
         current: Option<u64>,
     },
 
+    /// Another machine holds the writer's lease on the store's remote locations: two machines
+    /// must not write one store. Nothing was written.
+    #[error(
+        "the store is being written by another machine: {holder} holds the writer's lease ({location}); \
+         it expires in {} s unless renewed",
+        expires_in.as_secs()
+    )]
+    Leased {
+        /// A remote location where the lease was found.
+        location: PathBuf,
+        /// Who holds it: process, host and store directory.
+        holder: String,
+        /// When it expires if its holder stops renewing it.
+        expires_in: std::time::Duration,
+    },
+
     /// A scrub stopped by its [`crate::ScrubCancel`]; a scrub with `resume` continues it.
     #[error("scrub cancelled (a scrub with resume continues it)")]
     Cancelled,
@@ -244,6 +260,18 @@ pub enum ConfigProblem {
     /// A location's path is longer than the store file can record (4096 bytes).
     #[error("a location path is longer than 4096 bytes: {0}")]
     LocationPathTooLong(PathBuf),
+    /// A location string that looks like a URL but is not an accepted S3 location.
+    #[error("{0}")]
+    LocationSpec(#[from] crate::location_spec::SpecError),
+    /// A remote location that cannot be used: no S3 support in this build, a bad client
+    /// configuration, or (at `create`) a bucket that does not answer.
+    #[error("location {location}: {detail}")]
+    RemoteLocation {
+        /// The location, as given.
+        location: String,
+        /// What went wrong (never a credential).
+        detail: String,
+    },
     /// A location is the store's own root directory.
     #[error("location {0}: is the store's own directory")]
     LocationIsRoot(PathBuf),

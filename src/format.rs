@@ -30,6 +30,10 @@ const FORMAT_VERSION: u16 = 1;
 const STORE_VERSION_PACKS_UNLOGGED: u16 = 2;
 /// A store that packs small objects and logs grouped small writes (FORMAT.md).
 const STORE_VERSION_PACKS: u16 = 3;
+/// A store file whose locations may be remote (`s3:` locations): the layout of
+/// [`STORE_VERSION_PACKS`] with a pack threshold that may be 0. Older builds refuse it, instead of
+/// taking a URL for a local directory.
+const STORE_VERSION_REMOTE: u16 = 4;
 
 /// Size of the shard header without the key and its trailing CRC.
 pub const SHARD_HEADER_FIXED_LEN: usize = 82;
@@ -546,8 +550,12 @@ pub struct StoreFile {
     /// version 1.
     pub pack_threshold: u32,
     /// Location directories, one per shard slot (`k + m` of them), as raw path bytes; relative
-    /// paths are relative to the store root.
+    /// paths are relative to the store root. With `remote`, an entry may also be an S3 location
+    /// (`s3:...`, FORMAT.md).
     pub locations: Vec<Vec<u8>>,
+    /// Whether the entries of `locations` are read as location strings that may name remote
+    /// locations (version 4), not only as local paths.
+    pub remote: bool,
 }
 
 impl StoreFile {
@@ -559,9 +567,10 @@ impl StoreFile {
 
     /// Encodes the store file.
     pub fn encode(&self) -> Vec<u8> {
-        let version = match self.pack_threshold {
-            0 => FORMAT_VERSION,
-            _ => STORE_VERSION_PACKS,
+        let version = match (self.remote, self.pack_threshold) {
+            (true, _) => STORE_VERSION_REMOTE,
+            (false, 0) => FORMAT_VERSION,
+            (false, _) => STORE_VERSION_PACKS,
         };
         let mut out = begin_version(STORE_MAGIC, version, 64);
         out.extend_from_slice(&0u16.to_le_bytes());
@@ -570,7 +579,7 @@ impl StoreFile {
         out.push(self.geometry.m);
         out.extend_from_slice(&(self.locations.len() as u16).to_le_bytes());
         out.extend_from_slice(&self.geometry.chunk_size.to_le_bytes());
-        if self.pack_threshold > 0 {
+        if self.pack_threshold > 0 || self.remote {
             out.extend_from_slice(&self.pack_threshold.to_le_bytes());
         }
         for path in &self.locations {
@@ -586,7 +595,12 @@ impl StoreFile {
         let version = r.magic_of_versions(
             STORE_MAGIC,
             "store",
-            &[FORMAT_VERSION, STORE_VERSION_PACKS_UNLOGGED, STORE_VERSION_PACKS],
+            &[
+                FORMAT_VERSION,
+                STORE_VERSION_PACKS_UNLOGGED,
+                STORE_VERSION_PACKS,
+                STORE_VERSION_REMOTE,
+            ],
         )?;
         let reserved = r.u16()?;
         let store_id = r.array::<16>()?;
@@ -609,6 +623,7 @@ impl StoreFile {
                 }
                 t => t,
             },
+            STORE_VERSION_REMOTE => r.u32()?,
             _ => 0,
         };
         // Each location needs at least its 2-byte length: bound the allocation by the input.
@@ -646,6 +661,7 @@ impl StoreFile {
             geometry,
             pack_threshold,
             locations,
+            remote: version == STORE_VERSION_REMOTE,
         })
     }
 }
@@ -1325,8 +1341,9 @@ mod tests {
 
     #[test]
     fn store_file_round_trips_and_rejects_damage() {
-        // Version 1 without packs, version 3 with (version 2, of development builds, is read too).
-        for (pack_threshold, version) in [(0, 1u16), (65536, 3)] {
+        // Version 1 without packs, version 3 with (version 2, of development builds, is read
+        // too), version 4 with remote locations, with or without packs.
+        for (pack_threshold, remote, version) in [(0, false, 1u16), (65536, false, 3), (0, true, 4), (65536, true, 4)] {
             let s = StoreFile {
                 store_id: [9; 16],
                 geometry: Geometry {
@@ -1335,7 +1352,8 @@ mod tests {
                     chunk_size: 4096,
                 },
                 pack_threshold,
-                locations: vec![b"loc-00".to_vec(), b"/mnt/disk2/sg".to_vec(), b"x".to_vec()],
+                locations: vec![b"loc-00".to_vec(), b"/mnt/disk2/sg".to_vec(), b"s3://bucket/p".to_vec()],
+                remote,
             };
             let bytes = s.encode();
             assert_eq!(bytes[8..10], version.to_le_bytes());

@@ -94,10 +94,14 @@ pub mod fault;
 mod health;
 mod ids;
 mod key;
+mod lease;
 pub mod location;
+mod location_spec;
 mod lock;
 mod log_view;
 mod own_files;
+#[cfg(feature = "s3")]
+mod remote;
 mod scrub;
 mod status;
 mod store;
@@ -114,6 +118,7 @@ pub use format::{FormatError, Geometry};
 pub use health::{HeaderProblem, LocationProblem, LocationState, StoreFileProblem};
 pub use key::validate as validate_key;
 pub use location::{Durability, Location};
+pub use location_spec::{LocationSpec, S3Spec, SpecError};
 pub use scrub::{
     LocationSummary, ResumeOutcome, ScrubCancel, ScrubCounts, ScrubOptions, ScrubProgress, ScrubReport,
     ScrubVerdict, UnrecoverableObject, LAST_REPORT_FILE,

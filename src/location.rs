@@ -240,6 +240,32 @@ pub trait Location: Send + Sync + fmt::Debug {
         let _ = segment;
         Ok(())
     }
+    /// Whether the location is remote (on an object store, reached over the network): a store
+    /// with remote locations holds a writer's lease on them (the `lease` module).
+    fn is_remote(&self) -> bool {
+        false
+    }
+    /// The writer's lease object here and its ETag, or `None` if there is none. Remote
+    /// locations only.
+    fn read_lease(&self) -> io::Result<Option<(Vec<u8>, String)>> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Writes the lease object if it is still as last read: absent (`expected` `None`; else an
+    /// `AlreadyExists` error) or with ETag `expected` (else `NotFound`); returns its new ETag.
+    fn write_lease(&self, bytes: &[u8], expected: Option<&str>) -> io::Result<String> {
+        let _ = (bytes, expected);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Removes the lease object.
+    fn remove_lease(&self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Whether the location's place is there: a local location's directory exists (a missing
+    /// one may be an unmounted disk, never to be created), a remote one's bucket answers. Only
+    /// a location that is there is claimed again when its identity is missing.
+    fn is_there(&self) -> bool {
+        self.path().is_dir()
+    }
     /// What the location lives on right now (for a local directory, its device): checked
     /// before writing, so a disk unmounted or swapped under a running process is noticed
     /// rather than written through to whatever is left at its path.

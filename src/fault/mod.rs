@@ -445,6 +445,21 @@ impl Location for FaultyLocation {
     fn instance(&self) -> io::Result<u64> {
         self.inner.instance()
     }
+    fn is_there(&self) -> bool {
+        self.inner.is_there()
+    }
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+    fn read_lease(&self) -> io::Result<Option<(Vec<u8>, String)>> {
+        self.inner.read_lease()
+    }
+    fn write_lease(&self, bytes: &[u8], expected: Option<&str>) -> io::Result<String> {
+        self.inner.write_lease(bytes, expected)
+    }
+    fn remove_lease(&self) -> io::Result<()> {
+        self.inner.remove_lease()
+    }
     fn create_log(&self, segment: u64, len: u64) -> io::Result<()> {
         self.plan.read_only(self.slot)?;
         self.plan

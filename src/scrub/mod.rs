@@ -490,7 +490,7 @@ impl Store {
     ) -> Result<ScrubReport> {
         let started = Instant::now();
         if options.repair {
-            self.check_poisoned()?;
+            self.check_writable()?;
         }
         if let Some(percent) = options.percent.filter(|p| *p == 0 || *p > 100) {
             return Err(Error::invalid_config(ConfigProblem::ScrubPercent(percent)));
@@ -627,7 +627,7 @@ impl Store {
                 }
                 if options.repair {
                     // A failed fsync in this batch: stop, with the store refusing writes.
-                    self.check_poisoned()?;
+                    self.check_writable()?;
                 }
                 checkpoint.objects_done += objects.len() as u64;
                 if let Some(&last) = objects.last() {
@@ -724,7 +724,7 @@ impl Store {
                 let (state, problem) = match check_identity(&*s.location, &self.file, slot) {
                     None => (LocationState::Healthy, None),
                     // A missing directory may be an unmounted disk: never create it.
-                    Some(p) if repair && p.rebuildable() && s.dir.is_dir() => {
+                    Some(p) if repair && p.rebuildable() && s.location.is_there() => {
                         let identity = LocationIdentity {
                             store_id: self.file.store_id,
                             slot: slot as u16,

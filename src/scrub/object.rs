@@ -219,7 +219,7 @@ impl Store {
         };
         // A failed fsync earlier in this scrub poisoned the store: verify, write nothing more.
         let verify_only;
-        let options = match options.repair && self.check_poisoned().is_err() {
+        let options = match options.repair && self.check_writable().is_err() {
             true => {
                 verify_only = ScrubOptions {
                     repair: false,

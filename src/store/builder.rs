@@ -46,6 +46,7 @@ pub struct StoreBuilder {
     pub(super) durability: Durability,
     pub(super) wrapper: Option<LocationWrapper>,
     pub(super) location_hints: Vec<PathBuf>,
+    pub(super) lease_duration: std::time::Duration,
 }
 
 impl Default for StoreBuilder {
@@ -60,6 +61,7 @@ impl Default for StoreBuilder {
             durability: Durability::Fsync,
             wrapper: None,
             location_hints: Vec::new(),
+            lease_duration: crate::lease::DEFAULT_LEASE,
         }
     }
 }
@@ -76,6 +78,7 @@ impl std::fmt::Debug for StoreBuilder {
             .field("durability", &self.durability)
             .field("wrapper", &self.wrapper.as_ref().map(|_| "…"))
             .field("location_hints", &self.location_hints)
+            .field("lease_duration", &self.lease_duration)
             .finish()
     }
 }
@@ -106,6 +109,15 @@ impl StoreBuilder {
     /// or absolute. Default: `loc-00`, `loc-01`, … under the root.
     pub fn locations<P: Into<PathBuf>>(mut self, dirs: impl IntoIterator<Item = P>) -> Self {
         self.locations = Some(dirs.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// How long the writer's lease on a store's remote locations lasts without being renewed
+    /// (`open`; a store with only local locations has none): a machine that stops writing
+    /// without closing holds other machines off for this long, plus a quarter for clock skew.
+    /// Renewed every third of it while a handle lives. Default 120 s.
+    pub fn lease_duration(mut self, duration: std::time::Duration) -> Self {
+        self.lease_duration = duration;
         self
     }
 

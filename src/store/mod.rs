@@ -29,6 +29,7 @@ use crate::format::{Geometry, LocationIdentity, ObjectId, StoreFile, WriteStamp}
 use crate::health::{HeaderProblem, LocationProblem, StoreFileProblem};
 use crate::key;
 use crate::location::{write_atomically, Durability, LocalDir, Location, MAX_STORE_FILE_LEN};
+use crate::location_spec::LocationSpec;
 use crate::lock::ObjectLocks;
 
 pub use builder::{LocationWrapper, StoreBuilder};
@@ -128,6 +129,8 @@ pub struct StoreState {
     small_log: small_log::SmallLog,
     /// The threads that append its records, one per location.
     log_appenders: log_appenders::LogAppenders,
+    /// The writer's lease on the remote locations (none without remote locations).
+    lease: crate::lease::Lease,
 }
 
 /// The objects of a store, streamed by [`Store::list_prefix`].
@@ -567,11 +570,13 @@ impl Store {
         }
     }
 
-    pub(crate) fn check_poisoned(&self) -> Result<()> {
+    /// Ok if this handle may write: not poisoned by a failed fsync, and holding the writer's
+    /// lease if the store has remote locations (taken now if need be).
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned);
         }
-        Ok(())
+        self.lease.check()
     }
 
     fn create_files(root: &Path, config: &StoreBuilder) -> Result<()> {
@@ -618,25 +623,58 @@ impl Store {
                 }))
             }
         };
+        let specs = dirs
+            .iter()
+            .map(|dir| LocationSpec::parse(dir).map_err(|e| Error::invalid_config(e.into())))
+            .collect::<Result<Vec<_>>>()?;
+        let remote = specs.iter().any(LocationSpec::is_remote);
         // Check every location before writing any identity, so a refused create claims nothing.
-        let mut planned = Vec::with_capacity(n);
-        for dir in &dirs {
-            let full = root.join(dir);
-            fs::create_dir_all(&full).map_err(|e| Error::io(&full, e))?;
-            let location = LocalDir::new(&full, durability);
-            if location.read_identity().is_ok() {
-                return Err(Error::invalid_config(ConfigProblem::LocationTaken(full)));
-            }
-            // Absolute paths for locations outside the root, so the store opens from anywhere;
-            // relative ones for the default layout, so the whole store can be moved.
-            let stored = if dir.is_absolute() {
-                fs::canonicalize(&full).map_err(|e| Error::io(&full, e))?
-            } else {
-                dir.clone()
+        let mut planned: Vec<(PathBuf, Arc<dyn Location>, PathBuf)> = Vec::with_capacity(n);
+        for (dir, spec) in dirs.iter().zip(&specs) {
+            let LocationSpec::S3(s3) = spec else {
+                let full = root.join(dir);
+                fs::create_dir_all(&full).map_err(|e| Error::io(&full, e))?;
+                let location = LocalDir::new(&full, durability);
+                if location.read_identity().is_ok() {
+                    return Err(Error::invalid_config(ConfigProblem::LocationTaken(full)));
+                }
+                // Absolute paths for locations outside the root, so the store opens from
+                // anywhere; relative ones for the default layout, so the whole store can be
+                // moved.
+                let stored = if dir.is_absolute() {
+                    fs::canonicalize(&full).map_err(|e| Error::io(&full, e))?
+                } else {
+                    dir.clone()
+                };
+                planned.push((full, Arc::new(location), stored));
+                continue;
             };
-            planned.push((full, location, stored));
+            let name = PathBuf::from(s3.to_string());
+            let refused = |detail: String| {
+                Error::invalid_config(ConfigProblem::RemoteLocation {
+                    location: s3.to_string(),
+                    detail,
+                })
+            };
+            let location = crate::location_spec::remote_location(s3).map_err(refused)?;
+            // A missing bucket (or an endpoint that does not answer) is refused here, not
+            // found at the first put.
+            location
+                .list_buckets()
+                .map_err(|e| refused(format!("cannot be listed: {e}")))?;
+            if location.read_identity().is_ok() {
+                return Err(Error::invalid_config(ConfigProblem::LocationTaken(name)));
+            }
+            if let Some((other, _, _)) = planned.iter().find(|(other, _, _)| *other == name) {
+                return Err(Error::invalid_config(ConfigProblem::LocationsSame(
+                    name.clone(),
+                    other.clone(),
+                )));
+            }
+            planned.push((name.clone(), location, name));
         }
-        check_locations_apart(root, planned.iter().map(|(full, _, _)| full.as_path()))?;
+        let local = planned.iter().zip(&specs).filter(|(_, spec)| !spec.is_remote());
+        check_locations_apart(root, local.map(|((full, _, _), _)| full.as_path()))?;
         let store_id: [u8; 16] = crate::ids::random_bytes();
         let mut recorded = Vec::with_capacity(n);
         let mut written = Vec::with_capacity(n);
@@ -663,6 +701,7 @@ impl Store {
             geometry,
             pack_threshold,
             locations: recorded,
+            remote,
         }
         .encode();
         // Every location keeps a copy: the store file is no single point of failure.
@@ -717,24 +756,27 @@ impl Store {
             .iter()
             .enumerate()
             .map(|(slot, raw)| {
-                use std::os::unix::ffi::OsStrExt;
-                let dir = root.join(std::ffi::OsStr::from_bytes(raw));
-                let local: Arc<dyn Location> = Arc::new(LocalDir::new(&dir, options.durability));
+                let (dir, bare) = open_location(root, &file, raw, options.durability)?;
                 let location = match &options.wrapper {
-                    Some(wrap) => wrap(slot, local),
-                    None => local,
+                    Some(wrap) => wrap(slot, bare),
+                    None => bare,
                 };
                 let unusable = check_identity(&*location, &file, slot);
                 let instance = location.instance().ok().filter(|_| unusable.is_none());
-                Slot {
+                Ok(Slot {
                     dir,
                     location,
                     unusable: RwLock::new(unusable),
                     instance: RwLock::new(instance),
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let log_appenders = log_appenders::LogAppenders::new(slots.len());
+        let remote = slots
+            .iter()
+            .map(|s| s.location.is_remote().then(|| Arc::clone(&s.location)))
+            .collect();
+        let lease = crate::lease::Lease::new(root, remote, options.lease_duration);
         let store = Store(Arc::new(StoreState {
             root: root.to_path_buf(),
             codec: Codec::new(usize::from(file.geometry.k), usize::from(file.geometry.m)),
@@ -750,10 +792,40 @@ impl Store {
             pack_changes: pack_changes::PackChanges::new(root),
             small_log: small_log::SmallLog::new(root),
             log_appenders,
+            lease,
         }));
         store.replay_small_logs_if_free();
         Ok(store)
     }
+}
+
+/// The location the store file's entry `raw` names, and its path for messages: a local
+/// directory (relative to `root` unless absolute), or, in a store file that may name them, a
+/// remote location.
+fn open_location(
+    root: &Path,
+    file: &StoreFile,
+    raw: &[u8],
+    durability: Durability,
+) -> Result<(PathBuf, Arc<dyn Location>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let given = Path::new(std::ffi::OsStr::from_bytes(raw));
+    if file.remote {
+        if let LocationSpec::S3(spec) =
+            LocationSpec::parse(given).map_err(|e| Error::invalid_config(e.into()))?
+        {
+            let location = crate::location_spec::remote_location(&spec).map_err(|detail| {
+                Error::invalid_config(ConfigProblem::RemoteLocation {
+                    location: spec.to_string(),
+                    detail,
+                })
+            })?;
+            return Ok((PathBuf::from(spec.to_string()), location));
+        }
+    }
+    let dir = root.join(given);
+    let location = Arc::new(LocalDir::new(&dir, durability));
+    Ok((dir, location))
 }
 
 /// Refuses locations that are one directory twice (after resolving links), one inside another,
@@ -845,7 +917,7 @@ pub(crate) fn check_identity(
     let bytes = match location.read_identity() {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Some(match location.path().is_dir() {
+            return Some(match location.is_there() {
                 true => LocationProblem::IdentityMissing,
                 false => LocationProblem::DirectoryMissing,
             })

@@ -620,7 +620,7 @@ impl Store {
         &self,
         objects: impl IntoIterator<Item = (&'k str, R)>,
     ) -> Result<Vec<PutOutcome>> {
-        self.check_poisoned()?;
+        self.check_writable()?;
         let mut outcomes: Vec<Option<PutOutcome>> = Vec::new();
         let mut small: Vec<(usize, &'k str, Vec<u8>)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -742,7 +742,7 @@ impl Store {
     /// As [`Store::delete`] (but for [`Error::NotFound`]); [`Error::InvalidKey`] also when a
     /// key appears twice in the batch.
     pub fn delete_many<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Result<Vec<bool>> {
-        self.check_poisoned()?;
+        self.check_writable()?;
         let keys: Vec<&str> = keys.into_iter().collect();
         let mut seen = std::collections::HashSet::new();
         for key in &keys {

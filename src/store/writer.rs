@@ -76,7 +76,7 @@ impl Store {
     /// otherwise as [`Store::put`].
     pub fn put_with(&self, key: &str, mut data: impl Read, mode: PutMode) -> Result<PutOutcome> {
         key::validate(key)?;
-        self.check_poisoned()?;
+        self.check_writable()?;
         let object = ObjectId::of_key(key);
         // Held for the whole put: no rayon waits below (see the `lock` module).
         let _lock = self.locks.lock(object)?;
@@ -304,7 +304,7 @@ impl Store {
     /// [`Error::TooFewLocations`], [`Error::InvalidKey`].
     pub fn delete(&self, key: &str) -> Result<()> {
         key::validate(key)?;
-        self.check_poisoned()?;
+        self.check_writable()?;
         let object = ObjectId::of_key(key);
         let _lock = self.locks.lock(object)?;
         // An unreadable object may still be deleted; only an absent one is "not found".

@@ -108,7 +108,10 @@ pub fn within<T: Send + 'static>(
     });
     match rx.recv_timeout(limit) {
         Ok(value) => value,
-        Err(_) => panic!("{what}: not finished within {limit:?} (deadlock or hang)"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked (above)"),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: not finished within {limit:?} (deadlock or hang)")
+        }
     }
 }
 

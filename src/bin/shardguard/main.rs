@@ -64,8 +64,9 @@ enum Command {
         /// Bytes per chunk, e.g. 64KiB or 1MiB.
         #[arg(long, default_value = "1MiB", value_parser = parse_chunk_size)]
         chunk_size: u32,
-        /// A location directory (relative to the current directory); give it k + m times
-        /// (default: subdirectories of the store). No two may be the same or nested.
+        /// A location directory (relative to the current directory), or a bucket on an
+        /// S3-compatible store (s3:http://HOST:PORT/BUCKET/PREFIX, s3://BUCKET/PREFIX); give it
+        /// k + m times (default: subdirectories of the store). No two may be the same or nested.
         #[arg(long = "location")]
         locations: Vec<PathBuf>,
         /// Store objects smaller than this in shared packs, e.g. 64KiB (0: never; at most
@@ -314,10 +315,15 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             pack_threshold,
         } => {
             // Relative locations are relative to where the command runs, as for every other
-            // path argument; the store records them absolute.
+            // path argument; the store records them absolute. Remote ones stay as given.
             let locations = locations
                 .iter()
-                .map(|l| std::path::absolute(l).map_err(io_context(l.display())))
+                .map(|l| match shardguard::LocationSpec::parse(l) {
+                    Ok(shardguard::LocationSpec::Local(_)) => {
+                        std::path::absolute(l).map_err(io_context(l.display()))
+                    }
+                    _ => Ok(l.clone()),
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut builder = Store::builder()
                 .data_shards(data)

@@ -1,0 +1,349 @@
+//! Stores whose locations are buckets on real S3 servers (issue 14): one `s3s-fs` process per
+//! location on 127.0.0.1, each its own failure domain, started and stopped by each test.
+//!
+//! `s3s-fs` is installed by `.ci/run` (`cargo install s3s-fs --version 0.14.1 --features
+//! binary`); where it is missing these tests say so and pass, unless SHARDGUARD_REQUIRE_S3 is set
+//! (as `.ci/run` sets it), when they fail.
+
+mod common;
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shardguard::{Error, ScrubOptions, ScrubVerdict, Store};
+
+const ACCESS_KEY: &str = "shardguard-test";
+const SECRET_KEY: &str = "shardguard-test-secret";
+const BUCKET: &str = "sgtest";
+
+/// The `s3s-fs` binary, if installed.
+fn server_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("SHARDGUARD_S3S_FS") {
+        return Some(PathBuf::from(path));
+    }
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|home| home.join("bin").join("s3s-fs"));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("s3s-fs"));
+    cargo_bin.into_iter().chain(on_path).find(|p| p.is_file())
+}
+
+/// The binary, or `None` after saying why the test does not run (a failure where S3 tests are
+/// required).
+fn servers_available() -> Option<PathBuf> {
+    let found = server_binary();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("SHARDGUARD_REQUIRE_S3").is_none(),
+            "s3s-fs is not installed: cargo install s3s-fs --version 0.14.1 --features binary --locked"
+        );
+        eprintln!("SKIPPED: s3s-fs is not installed (cargo install s3s-fs --version 0.14.1 --features binary --locked)");
+    }
+    // Every store in this process signs with these (the standard variables).
+    std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    std::env::set_var("AWS_REGION", "us-east-1");
+    found
+}
+
+/// One S3 server: its process, its port and the directory holding its buckets.
+struct Server {
+    binary: PathBuf,
+    root: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(binary: &Path, root: PathBuf) -> Server {
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        // A port the kernel just handed out is free for the server to take.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Server {
+            binary: binary.to_path_buf(),
+            root,
+            port,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts the process (again, on the same port and directory) and waits until it accepts
+    /// connections: at most 20 s.
+    fn restart(&mut self) {
+        let child = Command::new(&self.binary)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        self.child = Some(child);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "s3s-fs on port {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server, loses everything it held, and starts it again empty.
+    fn restart_empty(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(&self.root).unwrap();
+        std::fs::create_dir_all(self.root.join(BUCKET)).unwrap();
+        self.restart();
+    }
+
+    fn location(&self) -> String {
+        format!("s3:http://127.0.0.1:{}/{BUCKET}/store", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `n` servers and a 4 + 2 store over them, with chunks of `chunk_size`.
+fn store_on_servers(binary: &Path, dir: &Path, n: usize, chunk_size: u32) -> (Vec<Server>, Store) {
+    let servers: Vec<Server> = (0..n)
+        .map(|i| Server::start(binary, dir.join(format!("server-{i}"))))
+        .collect();
+    let store = Store::builder()
+        .data_shards(4)
+        .parity_shards(2)
+        .chunk_size(chunk_size)
+        .locations(
+            servers
+                .iter()
+                .map(|s| PathBuf::from(s.location()))
+                .collect::<Vec<_>>(),
+        )
+        .create(dir.join("store"))
+        .expect("create a store on six S3 servers");
+    (servers, store)
+}
+
+fn read_all(store: &Store, key: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    store.get(key).expect("get").read_to_end(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn objects_from_0_bytes_to_100_mib_round_trip_through_six_s3_servers_and_a_reopen() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(600), "round trip over S3", move || {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 MiB chunks (the default): the largest object spans 25 stripes.
+        let (_servers, store) = store_on_servers(&binary, dir.path(), 6, 1 << 20);
+        let sizes = [0usize, 1, 4096, (64 << 10) + 3, 3 << 20, 100 << 20];
+        for (i, &size) in sizes.iter().enumerate() {
+            let bytes = common::data(i as u64, size);
+            store.put(&format!("obj/{size}"), &bytes[..]).expect("put");
+            assert_eq!(read_all(&store, &format!("obj/{size}")), bytes, "{size} bytes");
+        }
+        drop(store);
+        // The store file names the remote locations: a fresh handle finds them again.
+        let store = Store::open(dir.path().join("store")).expect("reopen");
+        for (i, &size) in sizes.iter().enumerate() {
+            assert_eq!(
+                read_all(&store, &format!("obj/{size}")),
+                common::data(i as u64, size)
+            );
+        }
+        let report = store.scrub(&ScrubOptions::default(), &|_| {}).expect("scrub");
+        assert_eq!(report.verdict(), ScrubVerdict::Clean, "{report:#?}");
+    });
+}
+
+#[test]
+fn with_m_servers_down_every_get_is_exact_and_with_one_down_puts_still_succeed() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(300), "servers down", move || {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut servers, store) = store_on_servers(&binary, dir.path(), 6, 64 << 10);
+        let objects: Vec<(String, Vec<u8>)> = (0..6)
+            .map(|i| (format!("k{i}"), common::data(100 + i, 200_000 + i as usize * 7)))
+            .collect();
+        for (key, bytes) in &objects {
+            store.put(key, &bytes[..]).unwrap();
+        }
+        servers[1].kill();
+        let late = common::data(999, 150_000);
+        store
+            .put("late", &late[..])
+            .expect("a put with one server down keeps its quorum");
+        servers[4].kill();
+        for (key, bytes) in objects.iter().chain([&("late".to_owned(), late)]) {
+            assert_eq!(&read_all(&store, key), bytes, "{key} with two servers down");
+        }
+    });
+}
+
+#[test]
+fn a_server_restarted_empty_is_rebuilt_by_scrub_repair() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(300), "rebuild a server", move || {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut servers, store) = store_on_servers(&binary, dir.path(), 6, 64 << 10);
+        let objects: Vec<(String, Vec<u8>)> = (0..8)
+            .map(|i| (format!("k{i}"), common::data(200 + i, 100_000 + i as usize * 13)))
+            .collect();
+        for (key, bytes) in &objects {
+            store.put(key, &bytes[..]).unwrap();
+        }
+        servers[2].restart_empty();
+        let repaired = store
+            .scrub(&ScrubOptions::default().repair(true), &|_| {})
+            .expect("scrub --repair");
+        assert_eq!(repaired.verdict(), ScrubVerdict::Repaired, "{repaired:#?}");
+        // Two other servers gone: the objects now need the rebuilt one's shards.
+        servers[0].kill();
+        servers[5].kill();
+        for (key, bytes) in &objects {
+            assert_eq!(&read_all(&store, key), bytes, "{key} from the rebuilt server");
+        }
+    });
+}
+
+#[test]
+fn a_missing_bucket_is_a_clear_error_at_init_and_claims_nothing() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(120), "missing bucket", move || {
+        let dir = tempfile::tempdir().unwrap();
+        let servers: Vec<Server> = (0..3)
+            .map(|i| Server::start(&binary, dir.path().join(format!("s{i}"))))
+            .collect();
+        let mut locations: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
+        locations[2] = PathBuf::from(format!(
+            "s3:http://127.0.0.1:{}/no-such-bucket/x",
+            servers[2].port
+        ));
+        let err = Store::builder()
+            .data_shards(2)
+            .parity_shards(1)
+            .locations(locations)
+            .create(dir.path().join("store"))
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+        assert!(message.contains("no-such-bucket"), "{message}");
+        assert!(!message.contains(SECRET_KEY), "{message}");
+        // Nothing was claimed: the same servers make a store once the bucket is right.
+        let good: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
+        Store::builder()
+            .data_shards(2)
+            .parity_shards(1)
+            .locations(good)
+            .create(dir.path().join("store2"))
+            .expect("create after a refused create");
+    });
+}
+
+/// A lease object as another machine's process would leave it, expiring `expires_ms` (Unix ms).
+fn foreign_lease(expires_ms: u128) -> String {
+    format!("shardguard lease\nholder 00000000deadbeef\nhost other-host\npid 4242\nroot /srv/other\nexpires {expires_ms}\n")
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+#[test]
+fn a_second_machine_is_refused_while_the_first_holds_the_lease_and_writes_once_it_is_released() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(120), "two machines", move || {
+        let dir = tempfile::tempdir().unwrap();
+        let (_servers, first) = store_on_servers(&binary, dir.path(), 6, 64 << 10);
+        first.put("from-first", &b"one"[..]).unwrap();
+        // The second machine: its own store directory, with the same store file.
+        let second_dir = dir.path().join("second");
+        std::fs::create_dir_all(&second_dir).unwrap();
+        std::fs::copy(
+            dir.path().join("store/shardguard.store"),
+            second_dir.join("shardguard.store"),
+        )
+        .unwrap();
+        let second = Store::open(&second_dir).expect("opening needs no lease");
+        assert_eq!(read_all(&second, "from-first"), b"one", "reads need no lease");
+        let err = second.put("from-second", &b"two"[..]).unwrap_err();
+        assert!(matches!(err, Error::Leased { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&std::process::id().to_string()),
+            "names the holder: {message}"
+        );
+        assert!(message.contains("store"), "names its directory: {message}");
+        assert!(second.delete("from-first").is_err(), "deletes are writes too");
+        drop(first);
+        second
+            .put("from-second", &b"two"[..])
+            .expect("the lease was released at close");
+        let first = Store::open(dir.path().join("store")).unwrap();
+        assert_eq!(read_all(&first, "from-second"), b"two");
+        assert!(matches!(first.put("x", &b"x"[..]), Err(Error::Leased { .. })));
+    });
+}
+
+#[test]
+fn another_machines_lease_is_respected_until_it_expires_then_taken_over() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(120), "lease expiry", move || {
+        let dir = tempfile::tempdir().unwrap();
+        let (servers, store) = store_on_servers(&binary, dir.path(), 6, 64 << 10);
+        drop(store);
+        // What a machine that died while writing leaves on every server (s3s-fs keeps each
+        // object as a file under its bucket's directory).
+        let leave = |expires_ms| {
+            for server in &servers {
+                std::fs::write(
+                    server.root.join(BUCKET).join("store/SHARDGUARD-LEASE"),
+                    foreign_lease(expires_ms),
+                )
+                .unwrap();
+            }
+        };
+        leave(now_ms() + 3_600_000);
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let err = store.put("k", &b"v"[..]).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Error::Leased { .. }), "{err:?}");
+        assert!(
+            message.contains("4242") && message.contains("other-host"),
+            "{message}"
+        );
+        // Expired an hour ago (far past the margin for clock skew): taken over.
+        leave(now_ms() - 3_600_000);
+        store.put("k", &b"v"[..]).expect("an expired lease is taken over");
+        assert_eq!(read_all(&store, "k"), b"v");
+    });
+}
