@@ -86,7 +86,11 @@ impl ChunkFault {
             ChunkFault::Corrupt => false,
             ChunkFault::Io(e) => matches!(
                 e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof | io::ErrorKind::PermissionDenied
+                io::ErrorKind::NotFound
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::PermissionDenied
+                    // A remote location known to be down right now (`remote::client`).
+                    | io::ErrorKind::NotConnected
             ),
         }
     }

@@ -117,7 +117,7 @@ pub use error::{ConfigProblem, Error, Result};
 pub use format::{FormatError, Geometry};
 pub use health::{HeaderProblem, LocationProblem, LocationState, StoreFileProblem};
 pub use key::validate as validate_key;
-pub use location::{Durability, Location};
+pub use location::{Durability, Location, NetworkCounts};
 pub use location_spec::{LocationSpec, S3Spec, SpecError};
 pub use scrub::{
     LocationSummary, ResumeOutcome, ScrubCancel, ScrubCounts, ScrubOptions, ScrubProgress, ScrubReport,

@@ -120,6 +120,22 @@ pub trait ShardWriter: Send {
     fn commit_deferred(self: Box<Self>) -> io::Result<()>;
 }
 
+/// What a remote location's requests came to so far ([`Location::network`]), for `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NetworkCounts {
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests that failed (after the client's own retries), connection failures included.
+    pub failed: u64,
+    /// Requests not sent because the endpoint was down (its last connection had just failed).
+    pub not_contacted: u64,
+    /// Whether the endpoint is taken for down right now.
+    pub down: bool,
+    /// The median latency of the recent chunk reads, if any.
+    pub median_read_latency: Option<std::time::Duration>,
+}
+
 /// One place where shard files are stored.
 ///
 /// # Contract
@@ -239,6 +255,10 @@ pub trait Location: Send + Sync + fmt::Debug {
     fn remove_log(&self, segment: u64) -> io::Result<()> {
         let _ = segment;
         Ok(())
+    }
+    /// How a remote location's requests have gone so far; `None` for a local one.
+    fn network(&self) -> Option<NetworkCounts> {
+        None
     }
     /// Whether the location is remote (on an object store, reached over the network): a store
     /// with remote locations holds a writer's lease on them (the `lease` module).

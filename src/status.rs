@@ -19,8 +19,11 @@ pub struct LocationStatus {
     pub path: PathBuf,
     /// Why it is unusable, or `None` when healthy.
     pub problem: Option<LocationProblem>,
-    /// Bytes free on its filesystem, when it can be read.
+    /// Bytes free on its filesystem, when it can be read (a local location).
     pub free_bytes: Option<u64>,
+    /// A remote location's requests so far (this handle's), including the reads `status` made
+    /// to count the objects; `None` for a local one.
+    pub network: Option<crate::location::NetworkCounts>,
 }
 
 /// What `status` reports.
@@ -84,6 +87,7 @@ impl Store {
             .map(|(slot, (path, problem))| LocationStatus {
                 slot,
                 free_bytes: available_space(&path),
+                network: self.slots[slot].location.network(),
                 path,
                 problem,
             })

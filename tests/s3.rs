@@ -347,3 +347,102 @@ fn another_machines_lease_is_respected_until_it_expires_then_taken_over() {
         assert_eq!(read_all(&store, "k"), b"v");
     });
 }
+
+/// Hands out `bytes`, and runs `at_half` once half of them have been read.
+struct KillingReader<'a, F: FnMut()> {
+    bytes: &'a [u8],
+    read: usize,
+    at_half: Option<F>,
+}
+
+impl<F: FnMut()> Read for KillingReader<'_, F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read >= self.bytes.len() / 2 {
+            if let Some(mut kill) = self.at_half.take() {
+                kill();
+            }
+        }
+        let n = buf.len().min(self.bytes.len() - self.read).min(1 << 20);
+        buf[..n].copy_from_slice(&self.bytes[self.read..self.read + n]);
+        self.read += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_server_killed_mid_put_and_another_mid_get_cost_nothing() {
+    let Some(binary) = servers_available() else { return };
+    common::within(
+        Duration::from_secs(300),
+        "servers killed mid-operation",
+        move || {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut servers, store) = store_on_servers(&binary, dir.path(), 6, 64 << 10);
+            let bytes = common::data(7, 12 << 20);
+            let (first, rest) = servers.split_at_mut(1);
+            let put = store.put(
+                "big",
+                KillingReader {
+                    bytes: &bytes,
+                    read: 0,
+                    at_half: Some(|| first[0].kill()),
+                },
+            );
+            put.expect("a put that loses one server half way keeps its write quorum");
+            assert_eq!(read_all(&store, "big"), bytes);
+            let mut reader = store.get("big").unwrap();
+            let mut out = vec![0u8; 3 << 20];
+            reader.read_exact(&mut out).unwrap();
+            rest[2].kill();
+            reader.read_to_end(&mut out).unwrap();
+            assert!(
+                out == bytes,
+                "a get that loses a second server half way returns the exact bytes"
+            );
+        },
+    );
+}
+
+#[test]
+fn the_cli_makes_a_store_on_s3_servers_and_status_shows_each_endpoint() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(120), "the CLI over S3", move || {
+        let dir = tempfile::tempdir().unwrap();
+        let servers: Vec<Server> = (0..3)
+            .map(|i| Server::start(&binary, dir.path().join(format!("s{i}"))))
+            .collect();
+        let store = dir.path().join("store");
+        let store = store.to_str().unwrap();
+        let mut init = vec!["init", store, "--data", "2", "--parity", "1"];
+        let locations: Vec<String> = servers.iter().map(Server::location).collect();
+        for location in &locations {
+            init.extend(["--location", location.as_str()]);
+        }
+        let out = common::sg(&init);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let file = dir.path().join("f");
+        std::fs::write(&file, common::data(3, 300_000)).unwrap();
+        assert!(common::sg(&["put", store, "k", file.to_str().unwrap()])
+            .status
+            .success());
+        let got = common::sg(&["get", store, "k"]);
+        assert!(
+            got.stdout == common::data(3, 300_000),
+            "get returns the exact bytes"
+        );
+        let status = common::sg(&["status", store]);
+        let text = String::from_utf8_lossy(&status.stdout);
+        assert_eq!(text.matches("endpoint reachable").count(), 3, "{text}");
+        assert!(!text.contains(SECRET_KEY), "{text}");
+        // A URL that is not an S3 location: one line, exit 2, nothing created.
+        let bad = common::sg(&["init", &format!("{store}-2"), "--location", "https://host/bucket"]);
+        assert_eq!(bad.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("looks like a URL"), "{stderr}");
+        assert!(
+            !Path::new(&format!("{store}-2")).exists(),
+            "a refused init creates nothing"
+        );
+    });
+}

@@ -451,6 +451,9 @@ impl Location for FaultyLocation {
     fn is_remote(&self) -> bool {
         self.inner.is_remote()
     }
+    fn network(&self) -> Option<crate::location::NetworkCounts> {
+        self.inner.network()
+    }
     fn read_lease(&self) -> io::Result<Option<(Vec<u8>, String)>> {
         self.inner.read_lease()
     }

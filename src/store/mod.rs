@@ -602,6 +602,11 @@ impl Store {
                 chunk_size: config.chunk_size,
             }));
         }
+        // A location string that is not one is named before anything is created, and before any
+        // count of them.
+        for dir in config.locations.iter().flatten() {
+            LocationSpec::parse(dir).map_err(|e| Error::invalid_config(e.into()))?;
+        }
         if root.exists() && !root.is_dir() {
             return Err(Error::invalid_config(ConfigProblem::RootNotADirectory(
                 root.to_path_buf(),

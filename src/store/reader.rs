@@ -67,6 +67,10 @@ pub struct ObjectReader {
     /// Built from each data chunk's CRC as stripes are fetched, checked at the end.
     checksum: ObjectChecksum,
     stats: ReadStats,
+    /// Shards whose chunk read failed with an I/O error in an earlier stripe: the next stripes
+    /// read parity in their place in the first round, instead of trying them again first (a
+    /// remote location that went down would cost every stripe a second round trip).
+    avoid: Vec<bool>,
     /// The object bytes `[start, end)` this reader hands out: the whole object, or a range.
     start: u64,
     end: u64,
@@ -171,6 +175,7 @@ impl Store {
             served: 0,
             checksum: ObjectChecksum::default(),
             stats: ReadStats::default(),
+            avoid: Vec::new(),
             resolved,
             packed,
             direct: None,
@@ -419,13 +424,15 @@ impl ObjectReader {
         let k = usize::from(self.store.file.geometry.k);
         let n = self.buffers.len();
         let has_file: Vec<bool> = self.resolved.shards.iter().map(Option::is_some).collect();
+        self.avoid.resize(n, false);
         let mut present = vec![false; n];
         let mut stored = vec![None; n];
         let mut tried = vec![false; n];
         let mut data_crcs = vec![0u32; k];
-        let known_missing = has_file[..k].iter().filter(|&&f| !f).count();
-        let mut round: Vec<usize> = (0..k).filter(|&s| has_file[s]).collect();
-        round.extend((k..n).filter(|&s| has_file[s]).take(known_missing));
+        let first_choice = |s: usize| has_file[s] && !self.avoid[s];
+        let known_missing = (0..k).filter(|&s| !first_choice(s)).count();
+        let mut round: Vec<usize> = (0..k).filter(|&s| first_choice(s)).collect();
+        round.extend((k..n).filter(|&s| first_choice(s)).take(known_missing));
         let ctx = ChunkReader {
             store: &self.store,
             object: self.object,
@@ -446,6 +453,7 @@ impl ObjectReader {
                 .collect();
             for (shard, outcome) in outcomes {
                 self.stats.note(&outcome);
+                self.avoid[shard] = outcome.io_failed;
                 tried[shard] = true;
                 present[shard] = outcome.data_crc.is_some();
                 stored[shard] = outcome.stored;
@@ -536,6 +544,9 @@ pub(crate) struct ChunkOutcome {
     /// For a chunk read whole whose bytes did not verify: the checksum stored beside them
     /// (unless it rotted too, the checksum of the right bytes: a rebuild can be checked by it).
     pub stored: Option<u32>,
+    /// The read ended in an I/O error, not in bytes that failed their checksum: the location
+    /// (a disk failing, an endpoint down) is worth avoiding for the object's next stripes.
+    pub io_failed: bool,
 }
 
 impl ChunkReader<'_> {
@@ -546,6 +557,7 @@ impl ChunkReader<'_> {
                 data_crc: None,
                 attempts: 0,
                 stored: None,
+                io_failed: false,
             };
         };
         let len = self.shape.chunk_len;
@@ -573,6 +585,7 @@ impl ChunkReader<'_> {
             _ => None,
         };
         ChunkOutcome {
+            io_failed: matches!(retried.result, Err(ChunkFault::Io(_))),
             data_crc: retried.result.ok(),
             attempts: retried.attempts,
             stored,

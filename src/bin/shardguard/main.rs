@@ -605,12 +605,28 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
                     .free_bytes
                     .map_or("?".into(), |b| indicatif::HumanBytes(b).to_string());
                 let health = l.problem.as_ref().map_or("healthy".into(), ToString::to_string);
+                let Some(net) = l.network else {
+                    say!(
+                        "  slot {:>3}  {:<10} free  {}  {}",
+                        l.slot,
+                        free,
+                        l.path.display(),
+                        health
+                    );
+                    continue;
+                };
+                let latency = net
+                    .median_read_latency
+                    .map_or("-".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
                 say!(
-                    "  slot {:>3}  {:<10} free  {}  {}",
+                    "  slot {:>3}  remote      {}  {}; endpoint {}, read latency {latency}, {} requests, {} failed, {} not sent",
                     l.slot,
-                    free,
                     l.path.display(),
-                    health
+                    health,
+                    if net.down { "down" } else { "reachable" },
+                    net.requests,
+                    net.failed,
+                    net.not_contacted
                 );
             }
             match &status.last_scrub {

@@ -37,10 +37,14 @@ use object_store::{
 
 use crate::format::{bucket_from_hex, ObjectId, WriteStamp};
 use crate::location::{
-    Location, OpenedShard, OpenedShards, ShardFile, ShardWriter, IDENTITY_FILE, MAX_STORE_FILE_LEN,
-    STORE_COPY_FILE,
+    Location, NetworkCounts, OpenedShard, OpenedShards, ShardFile, ShardWriter, IDENTITY_FILE,
+    MAX_STORE_FILE_LEN, STORE_COPY_FILE,
 };
 use crate::location_spec::S3Spec;
+
+mod client;
+
+use client::{Client, Failure};
 
 /// Name of the writer's lease object at the top of a remote location (the `lease` module).
 const LEASE_FILE: &str = "SHARDGUARD-LEASE";
@@ -57,13 +61,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 type Named = (String, object_store::ObjectMeta);
 
 /// A location on an S3-compatible object store.
+#[derive(Clone)]
 pub(crate) struct RemoteLocation {
     /// The location as given (`s3:...`), for messages: it holds no credentials.
     name: PathBuf,
-    store: Arc<dyn ObjectStore>,
+    client: Arc<Client>,
     /// Where the location's objects live in the bucket.
     prefix: ObjectPath,
-    runtime: Arc<tokio::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for RemoteLocation {
@@ -119,16 +123,10 @@ impl RemoteLocation {
     /// A location on `store` under `prefix`, named `name` in messages (tests use the in-memory
     /// store this way).
     pub fn with_store(name: PathBuf, store: Arc<dyn ObjectStore>, prefix: &str) -> io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("shardguard-s3")
-            .enable_all()
-            .build()?;
         Ok(RemoteLocation {
             name,
-            store,
+            client: Arc::new(Client::new(store)?),
             prefix: ObjectPath::from(prefix),
-            runtime: Arc::new(runtime),
         })
     }
 
@@ -156,38 +154,41 @@ impl RemoteLocation {
         )
     }
 
-    fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
-        self.runtime.block_on(future)
-    }
-
     /// The whole object at `path`, if at most `limit` bytes.
     fn get_bounded(&self, path: &ObjectPath, limit: usize) -> io::Result<Vec<u8>> {
         let what = self.message(path);
-        self.block_on(async {
-            let got = self.store.get(path).await.map_err(|e| to_io(e, &what))?;
-            if got.meta.size > limit as u64 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{what}: longer than {limit} bytes"),
-                ));
-            }
-            let bytes = got.bytes().await.map_err(|e| to_io(e, &what))?;
-            Ok(bytes.to_vec())
+        let store = &self.client.store;
+        let got = self.client.run(
+            async {
+                let got = store.get(path).await?;
+                match got.meta.size > limit as u64 {
+                    true => Ok(None),
+                    false => got.bytes().await.map(|b| Some(b.to_vec())),
+                }
+            },
+            false,
+        );
+        got.map_err(|f| f.into_io(&what))?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{what}: longer than {limit} bytes"),
+            )
         })
     }
 
     fn put(&self, path: &ObjectPath, bytes: Vec<u8>) -> io::Result<()> {
         let what = self.message(path);
-        self.block_on(self.store.put(path, PutPayload::from(bytes)))
+        self.client
+            .run(self.client.store.put(path, PutPayload::from(bytes)), false)
             .map(drop)
-            .map_err(|e| to_io(e, &what))
+            .map_err(|f| f.into_io(&what))
     }
 
     fn delete(&self, path: &ObjectPath) -> io::Result<()> {
         let what = self.message(path);
-        match self.block_on(self.store.delete(path)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(to_io(e, &what)),
+        match self.client.run(self.client.store.delete(path), false) {
+            Ok(()) | Err(Failure::Store(object_store::Error::NotFound { .. })) => Ok(()),
+            Err(f) => Err(f.into_io(&what)),
         }
     }
 
@@ -195,8 +196,9 @@ impl RemoteLocation {
     fn list_dir(&self, dir: &ObjectPath) -> io::Result<(Vec<Named>, Vec<String>)> {
         let what = self.message(dir);
         let listed = self
-            .block_on(self.store.list_with_delimiter(Some(dir)))
-            .map_err(|e| to_io(e, &what))?;
+            .client
+            .run(self.client.store.list_with_delimiter(Some(dir)), false)
+            .map_err(|f| f.into_io(&what))?;
         let objects = listed
             .objects
             .into_iter()
@@ -213,8 +215,7 @@ impl RemoteLocation {
     fn shard_file(&self, meta: object_store::ObjectMeta) -> Arc<dyn ShardFile> {
         Arc::new(RemoteShardFile {
             what: self.message(&meta.location),
-            store: Arc::clone(&self.store),
-            runtime: Arc::clone(&self.runtime),
+            client: Arc::clone(&self.client),
             len: meta.size,
             e_tag: meta.e_tag,
             path: meta.location,
@@ -224,8 +225,9 @@ impl RemoteLocation {
     fn open_named(&self, path: ObjectPath) -> io::Result<Arc<dyn ShardFile>> {
         let what = self.message(&path);
         let meta = self
-            .block_on(self.store.head(&path))
-            .map_err(|e| to_io(e, &what))?;
+            .client
+            .run(self.client.store.head(&path), false)
+            .map_err(|f| f.into_io(&what))?;
         Ok(self.shard_file(meta))
     }
 }
@@ -338,12 +340,7 @@ impl Location for RemoteLocation {
 
     fn create_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Box<dyn ShardWriter>> {
         Ok(Box::new(RemoteShardWriter {
-            location: RemoteLocation {
-                name: self.name.clone(),
-                store: Arc::clone(&self.store),
-                prefix: self.prefix.clone(),
-                runtime: Arc::clone(&self.runtime),
-            },
+            location: self.clone(),
             object,
             stamp,
             bytes: Vec::new(),
@@ -364,8 +361,9 @@ impl Location for RemoteLocation {
         let what = self.message(&from);
         // Copied, then deleted: after a crash between them the stamp is both, which counts as
         // committed; never neither.
-        self.block_on(self.store.copy(&from, &to))
-            .map_err(|e| to_io(e, &what))?;
+        self.client
+            .run(self.client.store.copy(&from, &to), false)
+            .map_err(|f| f.into_io(&what))?;
         self.delete(&from)
     }
 
@@ -405,17 +403,25 @@ impl Location for RemoteLocation {
         true
     }
 
+    fn network(&self) -> Option<NetworkCounts> {
+        Some(self.client.counts())
+    }
+
     fn read_lease(&self) -> io::Result<Option<(Vec<u8>, String)>> {
         let path = self.at(&[LEASE_FILE]);
         let what = self.message(&path);
-        let got = self.block_on(async {
-            let got = self.store.get(&path).await?;
-            let e_tag = got.meta.e_tag.clone();
-            if got.meta.size > MAX_LEASE_LEN {
-                return Ok(Err(e_tag));
-            }
-            got.bytes().await.map(|b| Ok((b.to_vec(), e_tag)))
-        });
+        let store = &self.client.store;
+        let got = self.client.run(
+            async {
+                let got = store.get(&path).await?;
+                let e_tag = got.meta.e_tag.clone();
+                if got.meta.size > MAX_LEASE_LEN {
+                    return Ok(Err(e_tag));
+                }
+                got.bytes().await.map(|b| Ok((b.to_vec(), e_tag)))
+            },
+            false,
+        );
         match got {
             Ok(Ok((bytes, Some(e_tag)))) => Ok(Some((bytes, e_tag))),
             // Too long to be a lease: damaged, replaced like an expired one.
@@ -423,8 +429,8 @@ impl Location for RemoteLocation {
             Ok(_) => Err(io::Error::other(format!(
                 "{what}: the server gives no ETag, needed for a lease"
             ))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(to_io(e, &what)),
+            Err(Failure::Store(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(f) => Err(f.into_io(&what)),
         }
     }
 
@@ -442,10 +448,10 @@ impl Location for RemoteLocation {
             mode,
             ..PutOptions::default()
         };
-        let put = self.block_on(
-            self.store
-                .put_opts(&path, PutPayload::from(bytes.to_vec()), options),
-        );
+        let payload = PutPayload::from(bytes.to_vec());
+        let put = self
+            .client
+            .run(self.client.store.put_opts(&path, payload, options), false);
         match put {
             Ok(PutResult {
                 e_tag: Some(e_tag), ..
@@ -453,11 +459,11 @@ impl Location for RemoteLocation {
             Ok(_) => Err(io::Error::other(format!(
                 "{what}: the server gives no ETag, needed for a lease"
             ))),
-            Err(e @ object_store::Error::AlreadyExists { .. }) => Err(io::Error::new(
+            Err(Failure::Store(e @ object_store::Error::AlreadyExists { .. })) => Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("{what}: {e}"),
             )),
-            Err(e) => Err(to_io(e, &what)),
+            Err(f) => Err(f.into_io(&what)),
         }
     }
 
@@ -466,9 +472,8 @@ impl Location for RemoteLocation {
     }
 
     fn is_there(&self) -> bool {
-        let what = self.message(&self.prefix);
-        self.block_on(self.store.list_with_delimiter(Some(&self.prefix)))
-            .map_err(|e| to_io(e, &what))
+        self.client
+            .run(self.client.store.list_with_delimiter(Some(&self.prefix)), false)
             .is_ok()
     }
 }
@@ -476,8 +481,7 @@ impl Location for RemoteLocation {
 /// A shard file on an object store, read by ranged GETs conditional on its ETag.
 struct RemoteShardFile {
     what: String,
-    store: Arc<dyn ObjectStore>,
-    runtime: Arc<tokio::runtime::Runtime>,
+    client: Arc<Client>,
     path: ObjectPath,
     len: u64,
     e_tag: Option<String>,
@@ -502,11 +506,15 @@ impl ShardFile for RemoteShardFile {
             if_match: self.e_tag.clone(),
             ..GetOptions::default()
         };
-        let bytes = self.runtime.block_on(async {
-            let got = self.store.get_opts(&self.path, options).await?;
-            got.bytes().await
-        });
-        let bytes = bytes.map_err(|e| to_io(e, &self.what))?;
+        let store = &self.client.store;
+        let bytes = self.client.run(
+            async {
+                let got = store.get_opts(&self.path, options).await?;
+                got.bytes().await
+            },
+            true,
+        );
+        let bytes = bytes.map_err(|f| f.into_io(&self.what))?;
         if bytes.len() != buf.len() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
