@@ -446,3 +446,229 @@ fn the_cli_makes_a_store_on_s3_servers_and_status_shows_each_endpoint() {
         );
     });
 }
+
+/// A TCP proxy in front of a server that, for every ranged GET's answer (status 206: the chunk
+/// reads), flips a byte in its body while `corrupt` is set (a network or server that hands out
+/// rotten bytes) and holds it back for `delay_ms` (a slow endpoint). Each client connection
+/// gets its own connection to the server.
+struct FaultyProxy {
+    port: u16,
+    faults: std::sync::Arc<ProxyFaults>,
+}
+
+#[derive(Default)]
+struct ProxyFaults {
+    corrupt: std::sync::atomic::AtomicBool,
+    delay_ms: std::sync::atomic::AtomicU64,
+}
+
+impl FaultyProxy {
+    fn start(server_port: u16, faults: ProxyFaults) -> FaultyProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let faults = std::sync::Arc::new(faults);
+        let flag = faults.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)) else {
+                    continue;
+                };
+                let (mut c2s_from, mut c2s_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2s_from, &mut c2s_to);
+                    let _ = c2s_to.shutdown(std::net::Shutdown::Write);
+                });
+                let flag = flag.clone();
+                std::thread::spawn(move || {
+                    let _ = relay_responses(server, client, &flag);
+                });
+            }
+        });
+        FaultyProxy { port, faults }
+    }
+
+    fn location(&self) -> String {
+        format!("s3:http://127.0.0.1:{}/{BUCKET}/store", self.port)
+    }
+}
+
+/// Copies HTTP responses from `server` to `client`, with `faults` on each 206 answer (bodies
+/// with a Content-Length; others pass as they are).
+fn relay_responses(
+    mut server: TcpStream,
+    mut client: TcpStream,
+    faults: &ProxyFaults,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        // The header block.
+        let end = loop {
+            if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = server.read(&mut buf)?;
+            if n == 0 {
+                client.write_all(&pending)?;
+                return Ok(());
+            }
+            pending.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let Some(length) = length else {
+            // No length (chunked, or none): pass everything through from here on.
+            client.write_all(&pending)?;
+            std::io::copy(&mut server, &mut client)?;
+            return Ok(());
+        };
+        while pending.len() < end + length {
+            let n = server.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            pending.extend_from_slice(&buf[..n]);
+        }
+        let body_end = (end + length).min(pending.len());
+        let ranged = head.starts_with("http/1.1 206") && length > 0;
+        if ranged && faults.corrupt.load(std::sync::atomic::Ordering::Relaxed) {
+            pending[end + length / 2] ^= 0x40;
+        }
+        let delay = faults.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if ranged && delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        client.write_all(&pending[..body_end])?;
+        pending.drain(..body_end);
+    }
+}
+
+#[test]
+fn a_server_handing_out_rotten_bytes_is_read_around_and_rot_at_rest_is_repaired_by_scrub() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(300), "rotten bytes", move || {
+        let dir = tempfile::tempdir().unwrap();
+        let servers: Vec<Server> = (0..6)
+            .map(|i| Server::start(&binary, dir.path().join(format!("server-{i}"))))
+            .collect();
+        let faults = ProxyFaults::default();
+        faults.corrupt.store(true, std::sync::atomic::Ordering::Relaxed);
+        let proxy = FaultyProxy::start(servers[3].port, faults);
+        let mut locations: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
+        locations[3] = PathBuf::from(proxy.location());
+        let store = Store::builder()
+            .chunk_size(64 << 10)
+            .locations(locations)
+            .create(dir.path().join("store"))
+            .unwrap();
+        let objects: Vec<(String, Vec<u8>)> = (0..6)
+            .map(|i| (format!("k{i}"), common::data(300 + i, 150_000 + i as usize * 11)))
+            .collect();
+        for (key, bytes) in &objects {
+            store.put(key, &bytes[..]).unwrap();
+        }
+        // In flight: every chunk that location serves fails its CRC, and is rebuilt.
+        for (key, bytes) in &objects {
+            assert_eq!(
+                &read_all(&store, key),
+                bytes,
+                "{key} read around the rotten location"
+            );
+        }
+        let found = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+        assert_eq!(found.verdict(), ScrubVerdict::NeedsRepair, "{found:#?}");
+        proxy
+            .faults
+            .corrupt
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let clean = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+        assert_eq!(
+            clean.verdict(),
+            ScrubVerdict::Clean,
+            "the stored bytes were fine: {clean:#?}"
+        );
+        // At rest: rot a shard file on a server's disk (s3s-fs keeps each object as a file).
+        let rotten = walk_files(&servers[1].root.join(BUCKET).join("store/objects"))
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "shard"))
+            .expect("a shard file on server 1");
+        let mut bytes = std::fs::read(&rotten).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&rotten, &bytes).unwrap();
+        let repaired = store
+            .scrub(&ScrubOptions::default().repair(true), &|_| {})
+            .unwrap();
+        assert_eq!(repaired.verdict(), ScrubVerdict::Repaired, "{repaired:#?}");
+        let after = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+        assert_eq!(after.verdict(), ScrubVerdict::Clean, "{after:#?}");
+        for (key, bytes) in &objects {
+            assert_eq!(&read_all(&store, key), bytes);
+        }
+    });
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_slow_server_is_hedged_around_and_every_get_is_exact() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(300), "slow server", move || {
+        let dir = tempfile::tempdir().unwrap();
+        let servers: Vec<Server> = (0..6)
+            .map(|i| Server::start(&binary, dir.path().join(format!("server-{i}"))))
+            .collect();
+        let proxy = FaultyProxy::start(servers[2].port, ProxyFaults::default());
+        let mut locations: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
+        locations[2] = PathBuf::from(proxy.location());
+        let store = Store::builder()
+            .chunk_size(256 << 10)
+            .locations(locations)
+            .create(dir.path().join("store"))
+            .unwrap();
+        let objects: Vec<(String, Vec<u8>)> = (0..6)
+            .map(|i| {
+                (
+                    format!("k{i}"),
+                    common::data(400 + i, (1 << 20) + i as usize * 17),
+                )
+            })
+            .collect();
+        for (key, bytes) in &objects {
+            store.put(key, &bytes[..]).unwrap();
+        }
+        // Far slower than the first threshold (500 ms while no latency is known, then three
+        // times the healthy reads'): every read of it is hedged, whatever the machine's load.
+        proxy
+            .faults
+            .delay_ms
+            .store(1_500, std::sync::atomic::Ordering::Relaxed);
+        let mut hedged = 0;
+        for (key, bytes) in &objects {
+            let mut reader = store.get(key).unwrap();
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out).unwrap();
+            assert!(&out == bytes, "{key}: exact bytes");
+            hedged += reader.stats().hedged_reads;
+        }
+        // The slow location holds a data shard of most objects (of six shards, four are data).
+        assert!(hedged >= 3, "{hedged} spare reads for 6 objects");
+    });
+}

@@ -3,6 +3,7 @@
 mod builder;
 mod compaction;
 mod group_commit;
+mod hedge;
 mod log_appenders;
 mod object_writer;
 mod pack_changes;
@@ -568,6 +569,25 @@ impl Store {
         if crate::location::FsyncFailed::is(e) {
             self.poisoned.store(true, Ordering::Release);
         }
+    }
+
+    /// Whether reading `shards` of `object` asks a remote location (then a round is hedged).
+    pub(crate) fn reads_remotely(&self, object: ObjectId, shards: &[usize]) -> bool {
+        let n = self.slots.len();
+        shards.iter().any(|&s| {
+            self.slots[crate::placement::slot_of_shard(object, s, n)]
+                .location
+                .is_remote()
+        })
+    }
+
+    /// How long a round reading `shards` of `object` waits before it reads spares too.
+    pub(crate) fn hedge_threshold(&self, object: ObjectId, shards: &[usize]) -> std::time::Duration {
+        let n = self.slots.len();
+        hedge::threshold(shards.iter().map(|&s| {
+            let location = &self.slots[crate::placement::slot_of_shard(object, s, n)].location;
+            location.network().and_then(|c| c.median_read_latency)
+        }))
     }
 
     /// Ok if this handle may write: not poisoned by a failed fsync, and holding the writer's

@@ -33,6 +33,8 @@ pub struct ReadStats {
     pub erasures: u64,
     /// Stripes rebuilt from parity.
     pub stripes_reconstructed: u64,
+    /// Spare chunks read because a remote location was slow to answer (hedged reads).
+    pub hedged_reads: u64,
 }
 
 impl ReadStats {
@@ -43,6 +45,7 @@ impl ReadStats {
         self.cured_by_retransmission += other.cured_by_retransmission;
         self.erasures += other.erasures;
         self.stripes_reconstructed += other.stripes_reconstructed;
+        self.hedged_reads += other.hedged_reads;
     }
 }
 
@@ -440,17 +443,43 @@ impl ObjectReader {
             shape,
         };
         let mut spares_read = false;
+        // The first round is hedged when it reads from remote locations (the `hedge` module).
+        let mut hedge = self.store.reads_remotely(self.object, &round);
         let refuted = loop {
-            let mut bufs: Vec<(usize, &mut Vec<u8>)> = self
-                .buffers
-                .iter_mut()
-                .enumerate()
-                .filter(|(s, _)| round.contains(s))
-                .collect();
-            let outcomes: Vec<(usize, ChunkOutcome)> = bufs
-                .par_iter_mut()
-                .map(|(shard, buf)| (*shard, ctx.read(*shard, buf)))
-                .collect();
+            let outcomes: Vec<(usize, ChunkOutcome)> = if std::mem::take(&mut hedge) {
+                let spares: Vec<usize> = (k..n)
+                    .filter(|&s| !round.contains(&s) && has_file[s] && !self.avoid[s])
+                    .collect();
+                let threshold = self.store.hedge_threshold(self.object, &round);
+                let hedged = ctx.read_hedged(&round, &spares, k, threshold);
+                for &shard in hedged.spares_read.iter().chain(&hedged.abandoned) {
+                    tried[shard] = true;
+                }
+                // Slow now: the object's next stripes read a spare in its place at once.
+                for &shard in &hedged.abandoned {
+                    self.avoid[shard] = true;
+                }
+                self.stats.hedged_reads += hedged.spares_read.len() as u64;
+                hedged
+                    .answers
+                    .into_iter()
+                    .map(|answer| {
+                        let len = answer.bytes.len();
+                        self.buffers[answer.shard][..len].copy_from_slice(&answer.bytes);
+                        (answer.shard, answer.outcome)
+                    })
+                    .collect()
+            } else {
+                let mut bufs: Vec<(usize, &mut Vec<u8>)> = self
+                    .buffers
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(s, _)| round.contains(s))
+                    .collect();
+                bufs.par_iter_mut()
+                    .map(|(shard, buf)| (*shard, ctx.read(*shard, buf)))
+                    .collect()
+            };
             for (shard, outcome) in outcomes {
                 self.stats.note(&outcome);
                 self.avoid[shard] = outcome.io_failed;
@@ -560,36 +589,60 @@ impl ChunkReader<'_> {
                 io_failed: false,
             };
         };
-        let len = self.shape.chunk_len;
-        let offset = self.resolved.header_len + self.shape.offset_in_shard;
-        let id = ChunkId {
-            object: self.object,
-            stamp: self.resolved.header.stamp,
-            shard: shard as u8,
-            stripe: self.shape.index,
-        };
-        let clock = SystemClock::start();
-        let retried = arq::retry(&self.store.retry, &clock, || {
-            read_chunk(&**file, &mut buf[..len + CHUNK_CRC_LEN as usize], offset)?;
-            let stored = u32::from_le_bytes(buf[len..len + 4].try_into().expect("4 bytes"));
-            let data_crc = crc32c::crc32c(&buf[..len]);
-            if id.bind(data_crc) != stored {
-                return Err(ChunkFault::Corrupt);
-            }
-            Ok(data_crc)
-        });
-        let stored = match &retried.result {
-            Err(ChunkFault::Corrupt) => {
-                Some(u32::from_le_bytes(buf[len..len + 4].try_into().expect("4 bytes")))
-            }
-            _ => None,
-        };
-        ChunkOutcome {
-            io_failed: matches!(retried.result, Err(ChunkFault::Io(_))),
-            data_crc: retried.result.ok(),
-            attempts: retried.attempts,
-            stored,
+        read_verified(&**file, self.placed(shard), &self.store.retry, buf)
+    }
+
+    /// Where shard `shard`'s chunk of this stripe is, and what it must verify as.
+    pub fn placed(&self, shard: usize) -> PlacedChunk {
+        PlacedChunk {
+            offset: self.resolved.header_len + self.shape.offset_in_shard,
+            len: self.shape.chunk_len,
+            id: ChunkId {
+                object: self.object,
+                stamp: self.resolved.header.stamp,
+                shard: shard as u8,
+                stripe: self.shape.index,
+            },
         }
+    }
+}
+
+/// One chunk in its shard file: at `offset`, `len` bytes followed by their CRC, bound to `id`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlacedChunk {
+    pub offset: u64,
+    pub len: usize,
+    pub id: ChunkId,
+}
+
+/// Reads and verifies the chunk `at` of `file` into `buf` (its bytes, then its CRC) under
+/// `policy`.
+pub(crate) fn read_verified(
+    file: &dyn ShardFile,
+    at: PlacedChunk,
+    policy: &crate::arq::RetryPolicy,
+    buf: &mut [u8],
+) -> ChunkOutcome {
+    let PlacedChunk { offset, len, id } = at;
+    let clock = SystemClock::start();
+    let retried = arq::retry(policy, &clock, || {
+        read_chunk(file, &mut buf[..len + CHUNK_CRC_LEN as usize], offset)?;
+        let stored = u32::from_le_bytes(buf[len..len + 4].try_into().expect("4 bytes"));
+        let data_crc = crc32c::crc32c(&buf[..len]);
+        if id.bind(data_crc) != stored {
+            return Err(ChunkFault::Corrupt);
+        }
+        Ok(data_crc)
+    });
+    let stored = match &retried.result {
+        Err(ChunkFault::Corrupt) => Some(u32::from_le_bytes(buf[len..len + 4].try_into().expect("4 bytes"))),
+        _ => None,
+    };
+    ChunkOutcome {
+        io_failed: matches!(retried.result, Err(ChunkFault::Io(_))),
+        data_crc: retried.result.ok(),
+        attempts: retried.attempts,
+        stored,
     }
 }
 
