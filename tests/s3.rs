@@ -8,32 +8,14 @@
 mod common;
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use shardguard::fault::s3::{
+    server_binary, FaultyProxy, LocalS3Server as Server, ProxyFaults, BUCKET, SECRET_KEY,
+};
 use shardguard::{Error, ScrubOptions, ScrubVerdict, Store};
-
-const ACCESS_KEY: &str = "shardguard-test";
-const SECRET_KEY: &str = "shardguard-test-secret";
-const BUCKET: &str = "sgtest";
-
-/// The `s3s-fs` binary, if installed.
-fn server_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("SHARDGUARD_S3S_FS") {
-        return Some(PathBuf::from(path));
-    }
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|home| home.join("bin").join("s3s-fs"));
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("s3s-fs"));
-    cargo_bin.into_iter().chain(on_path).find(|p| p.is_file())
-}
 
 /// The binary, or `None` after saying why the test does not run (a failure where S3 tests are
 /// required).
@@ -47,92 +29,14 @@ fn servers_available() -> Option<PathBuf> {
         eprintln!("SKIPPED: s3s-fs is not installed (cargo install s3s-fs --version 0.14.1 --features binary --locked)");
     }
     // Every store in this process signs with these (the standard variables).
-    std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
-    std::env::set_var("AWS_REGION", "us-east-1");
+    shardguard::fault::s3::use_server_credentials();
     found
-}
-
-/// One S3 server: its process, its port and the directory holding its buckets.
-struct Server {
-    binary: PathBuf,
-    root: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start(binary: &Path, root: PathBuf) -> Server {
-        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-        // A port the kernel just handed out is free for the server to take.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = Server {
-            binary: binary.to_path_buf(),
-            root,
-            port,
-            child: None,
-        };
-        server.restart();
-        server
-    }
-
-    /// Starts the process (again, on the same port and directory) and waits until it accepts
-    /// connections: at most 20 s.
-    fn restart(&mut self) {
-        let child = Command::new(&self.binary)
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(&self.root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        self.child = Some(child);
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "s3s-fs on port {} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Stops the server, loses everything it held, and starts it again empty.
-    fn restart_empty(&mut self) {
-        self.kill();
-        std::fs::remove_dir_all(&self.root).unwrap();
-        std::fs::create_dir_all(self.root.join(BUCKET)).unwrap();
-        self.restart();
-    }
-
-    fn location(&self) -> String {
-        format!("s3:http://127.0.0.1:{}/{BUCKET}/store", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// `n` servers and a 4 + 2 store over them, with chunks of `chunk_size`.
 fn store_on_servers(binary: &Path, dir: &Path, n: usize, chunk_size: u32) -> (Vec<Server>, Store) {
     let servers: Vec<Server> = (0..n)
-        .map(|i| Server::start(binary, dir.join(format!("server-{i}"))))
+        .map(|i| Server::start(binary, dir.join(format!("server-{i}"))).unwrap())
         .collect();
     let store = Store::builder()
         .data_shards(4)
@@ -218,7 +122,7 @@ fn a_server_restarted_empty_is_rebuilt_by_scrub_repair() {
         for (key, bytes) in &objects {
             store.put(key, &bytes[..]).unwrap();
         }
-        servers[2].restart_empty();
+        servers[2].restart_empty().unwrap();
         let repaired = store
             .scrub(&ScrubOptions::default().repair(true), &|_| {})
             .expect("scrub --repair");
@@ -238,7 +142,7 @@ fn a_missing_bucket_is_a_clear_error_at_init_and_claims_nothing() {
     common::within(Duration::from_secs(120), "missing bucket", move || {
         let dir = tempfile::tempdir().unwrap();
         let servers: Vec<Server> = (0..3)
-            .map(|i| Server::start(&binary, dir.path().join(format!("s{i}"))))
+            .map(|i| Server::start(&binary, dir.path().join(format!("s{i}"))).unwrap())
             .collect();
         let mut locations: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
         locations[2] = PathBuf::from(format!(
@@ -409,7 +313,7 @@ fn the_cli_makes_a_store_on_s3_servers_and_status_shows_each_endpoint() {
     common::within(Duration::from_secs(120), "the CLI over S3", move || {
         let dir = tempfile::tempdir().unwrap();
         let servers: Vec<Server> = (0..3)
-            .map(|i| Server::start(&binary, dir.path().join(format!("s{i}"))))
+            .map(|i| Server::start(&binary, dir.path().join(format!("s{i}"))).unwrap())
             .collect();
         let store = dir.path().join("store");
         let store = store.to_str().unwrap();
@@ -447,118 +351,17 @@ fn the_cli_makes_a_store_on_s3_servers_and_status_shows_each_endpoint() {
     });
 }
 
-/// A TCP proxy in front of a server that, for every ranged GET's answer (status 206: the chunk
-/// reads), flips a byte in its body while `corrupt` is set (a network or server that hands out
-/// rotten bytes) and holds it back for `delay_ms` (a slow endpoint). Each client connection
-/// gets its own connection to the server.
-struct FaultyProxy {
-    port: u16,
-    faults: std::sync::Arc<ProxyFaults>,
-}
-
-#[derive(Default)]
-struct ProxyFaults {
-    corrupt: std::sync::atomic::AtomicBool,
-    delay_ms: std::sync::atomic::AtomicU64,
-}
-
-impl FaultyProxy {
-    fn start(server_port: u16, faults: ProxyFaults) -> FaultyProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let faults = std::sync::Arc::new(faults);
-        let flag = faults.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)) else {
-                    continue;
-                };
-                let (mut c2s_from, mut c2s_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c2s_from, &mut c2s_to);
-                    let _ = c2s_to.shutdown(std::net::Shutdown::Write);
-                });
-                let flag = flag.clone();
-                std::thread::spawn(move || {
-                    let _ = relay_responses(server, client, &flag);
-                });
-            }
-        });
-        FaultyProxy { port, faults }
-    }
-
-    fn location(&self) -> String {
-        format!("s3:http://127.0.0.1:{}/{BUCKET}/store", self.port)
-    }
-}
-
-/// Copies HTTP responses from `server` to `client`, with `faults` on each 206 answer (bodies
-/// with a Content-Length; others pass as they are).
-fn relay_responses(
-    mut server: TcpStream,
-    mut client: TcpStream,
-    faults: &ProxyFaults,
-) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        // The header block.
-        let end = loop {
-            if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let n = server.read(&mut buf)?;
-            if n == 0 {
-                client.write_all(&pending)?;
-                return Ok(());
-            }
-            pending.extend_from_slice(&buf[..n]);
-        };
-        let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
-        let length = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok());
-        let Some(length) = length else {
-            // No length (chunked, or none): pass everything through from here on.
-            client.write_all(&pending)?;
-            std::io::copy(&mut server, &mut client)?;
-            return Ok(());
-        };
-        while pending.len() < end + length {
-            let n = server.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            pending.extend_from_slice(&buf[..n]);
-        }
-        let body_end = (end + length).min(pending.len());
-        let ranged = head.starts_with("http/1.1 206") && length > 0;
-        if ranged && faults.corrupt.load(std::sync::atomic::Ordering::Relaxed) {
-            pending[end + length / 2] ^= 0x40;
-        }
-        let delay = faults.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
-        if ranged && delay > 0 {
-            std::thread::sleep(Duration::from_millis(delay));
-        }
-        client.write_all(&pending[..body_end])?;
-        pending.drain(..body_end);
-    }
-}
-
 #[test]
 fn a_server_handing_out_rotten_bytes_is_read_around_and_rot_at_rest_is_repaired_by_scrub() {
     let Some(binary) = servers_available() else { return };
     common::within(Duration::from_secs(300), "rotten bytes", move || {
         let dir = tempfile::tempdir().unwrap();
         let servers: Vec<Server> = (0..6)
-            .map(|i| Server::start(&binary, dir.path().join(format!("server-{i}"))))
+            .map(|i| Server::start(&binary, dir.path().join(format!("server-{i}"))).unwrap())
             .collect();
         let faults = ProxyFaults::default();
-        faults.corrupt.store(true, std::sync::atomic::Ordering::Relaxed);
-        let proxy = FaultyProxy::start(servers[3].port, faults);
+        faults.corrupt.store(true, Ordering::Relaxed);
+        let proxy = FaultyProxy::start(servers[3].port, faults).unwrap();
         let mut locations: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
         locations[3] = PathBuf::from(proxy.location());
         let store = Store::builder()
@@ -582,10 +385,7 @@ fn a_server_handing_out_rotten_bytes_is_read_around_and_rot_at_rest_is_repaired_
         }
         let found = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
         assert_eq!(found.verdict(), ScrubVerdict::NeedsRepair, "{found:#?}");
-        proxy
-            .faults
-            .corrupt
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        proxy.faults.corrupt.store(false, Ordering::Relaxed);
         let clean = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
         assert_eq!(
             clean.verdict(),
@@ -633,9 +433,9 @@ fn a_slow_server_is_hedged_around_and_every_get_is_exact() {
     common::within(Duration::from_secs(300), "slow server", move || {
         let dir = tempfile::tempdir().unwrap();
         let servers: Vec<Server> = (0..6)
-            .map(|i| Server::start(&binary, dir.path().join(format!("server-{i}"))))
+            .map(|i| Server::start(&binary, dir.path().join(format!("server-{i}"))).unwrap())
             .collect();
-        let proxy = FaultyProxy::start(servers[2].port, ProxyFaults::default());
+        let proxy = FaultyProxy::start(servers[2].port, ProxyFaults::default()).unwrap();
         let mut locations: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
         locations[2] = PathBuf::from(proxy.location());
         let store = Store::builder()
@@ -656,10 +456,7 @@ fn a_slow_server_is_hedged_around_and_every_get_is_exact() {
         }
         // Far slower than the first threshold (500 ms while no latency is known, then three
         // times the healthy reads'): every read of it is hedged, whatever the machine's load.
-        proxy
-            .faults
-            .delay_ms
-            .store(1_500, std::sync::atomic::Ordering::Relaxed);
+        proxy.faults.delay_ms.store(1_500, Ordering::Relaxed);
         let mut hedged = 0;
         for (key, bytes) in &objects {
             let mut reader = store.get(key).unwrap();

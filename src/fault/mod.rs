@@ -7,6 +7,8 @@
 
 pub mod power;
 pub mod properties;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 use std::collections::HashMap;
 use std::io;
