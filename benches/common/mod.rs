@@ -1,5 +1,6 @@
 //! What the small-object benches share: their settings from the environment, and the objects
 //! they put.
+#![allow(dead_code)] // each bench uses a different subset
 
 /// Bytes of each object.
 pub const SIZE: usize = 4096;
