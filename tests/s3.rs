@@ -81,6 +81,16 @@ fn objects_from_0_bytes_to_100_mib_round_trip_through_six_s3_servers_and_a_reope
                 common::data(i as u64, size)
             );
         }
+        // A range read reads ahead only as far as the range goes, and returns exactly it.
+        let big = common::data(5, 100 << 20);
+        let range = (30 << 20) + 7..(33 << 20) + 11;
+        let mut slice = Vec::new();
+        store
+            .get_range("obj/104857600", range.start as u64..range.end as u64)
+            .expect("get_range")
+            .read_to_end(&mut slice)
+            .expect("read the range");
+        assert!(slice == big[range], "the range's exact bytes");
         let report = store.scrub(&ScrubOptions::default(), &|_| {}).expect("scrub");
         assert_eq!(report.verdict(), ScrubVerdict::Clean, "{report:#?}");
     });

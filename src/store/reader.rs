@@ -14,6 +14,7 @@ use crate::format::{ObjectId, StripeShape, CHUNK_CRC_LEN};
 use crate::key;
 use crate::location::ShardFile;
 
+use super::hedge::{self, InFlight};
 use super::packs::Located;
 use super::rebuild::{rebuild_stripe, StripeEvidence};
 use super::resolve::Resolved;
@@ -74,6 +75,9 @@ pub struct ObjectReader {
     /// read parity in their place in the first round, instead of trying them again first (a
     /// remote location that went down would cost every stripe a second round trip).
     avoid: Vec<bool>,
+    /// Chunk reads on threads of their own, for an object on remote locations (read ahead,
+    /// hedged).
+    in_flight: Option<InFlight>,
     /// The object bytes `[start, end)` this reader hands out: the whole object, or a range.
     start: u64,
     end: u64,
@@ -179,6 +183,7 @@ impl Store {
             checksum: ObjectChecksum::default(),
             stats: ReadStats::default(),
             avoid: Vec::new(),
+            in_flight: None,
             resolved,
             packed,
             direct: None,
@@ -443,43 +448,67 @@ impl ObjectReader {
             shape,
         };
         let mut spares_read = false;
-        // The first round is hedged when it reads from remote locations (the `hedge` module).
-        let mut hedge = self.store.reads_remotely(self.object, &round);
+        // From remote locations, the first round runs on threads of its own: read ahead and
+        // hedged (the `hedge` module).
+        if self.in_flight.is_none()
+            && self
+                .store
+                .reads_remotely(self.object, &(0..n).collect::<Vec<_>>())
+        {
+            self.in_flight = Some(InFlight::new());
+        }
+        let mut first = self.in_flight.is_some();
         let refuted = loop {
-            let outcomes: Vec<(usize, ChunkOutcome)> = if std::mem::take(&mut hedge) {
-                let spares: Vec<usize> = (k..n)
-                    .filter(|&s| !round.contains(&s) && has_file[s] && !self.avoid[s])
-                    .collect();
-                let threshold = self.store.hedge_threshold(self.object, &round);
-                let hedged = ctx.read_hedged(&round, &spares, k, threshold);
-                for &shard in hedged.spares_read.iter().chain(&hedged.abandoned) {
-                    tried[shard] = true;
-                }
-                // Slow now: the object's next stripes read a spare in its place at once.
-                for &shard in &hedged.abandoned {
-                    self.avoid[shard] = true;
-                }
-                self.stats.hedged_reads += hedged.spares_read.len() as u64;
-                hedged
-                    .answers
-                    .into_iter()
-                    .map(|answer| {
-                        let len = answer.bytes.len();
-                        self.buffers[answer.shard][..len].copy_from_slice(&answer.bytes);
-                        (answer.shard, answer.outcome)
-                    })
-                    .collect()
-            } else {
-                let mut bufs: Vec<(usize, &mut Vec<u8>)> = self
-                    .buffers
-                    .iter_mut()
-                    .enumerate()
-                    .filter(|(s, _)| round.contains(s))
-                    .collect();
-                bufs.par_iter_mut()
-                    .map(|(shard, buf)| (*shard, ctx.read(*shard, buf)))
-                    .collect()
-            };
+            let outcomes: Vec<(usize, ChunkOutcome)> =
+                if let Some(in_flight) = self.in_flight.as_mut().filter(|_| std::mem::take(&mut first)) {
+                    // The next stripes' first rounds, as far as the window and the range go.
+                    let geometry = self.store.file.geometry;
+                    let object_len = self.resolved.header.object_len;
+                    let wanted = self.end.div_ceil(geometry.stripe_capacity()).min(self.stripes);
+                    let ahead_to = wanted.min(shape.index + 1 + hedge::window(k, shape.chunk_len));
+                    for index in in_flight.ahead.max(shape.index + 1)..ahead_to {
+                        let later = ChunkReader {
+                            shape: geometry.stripe(object_len, index),
+                            ..ctx
+                        };
+                        for &shard in &round {
+                            in_flight.launch(&later, shard);
+                        }
+                    }
+                    in_flight.ahead = in_flight.ahead.max(ahead_to);
+                    let spares: Vec<usize> = (k..n)
+                        .filter(|&s| !round.contains(&s) && has_file[s] && !self.avoid[s])
+                        .collect();
+                    let threshold = self.store.hedge_threshold(self.object, &round);
+                    let hedged = in_flight.first_round(&ctx, &round, &spares, k, threshold);
+                    for &shard in hedged.spares_read.iter().chain(&hedged.abandoned) {
+                        tried[shard] = true;
+                    }
+                    // Slow now: the object's next stripes read a spare in its place at once.
+                    for &shard in &hedged.abandoned {
+                        self.avoid[shard] = true;
+                    }
+                    self.stats.hedged_reads += hedged.spares_read.len() as u64;
+                    hedged
+                        .answers
+                        .into_iter()
+                        .map(|answer| {
+                            let len = answer.bytes.len();
+                            self.buffers[answer.shard][..len].copy_from_slice(&answer.bytes);
+                            (answer.shard, answer.outcome)
+                        })
+                        .collect()
+                } else {
+                    let mut bufs: Vec<(usize, &mut Vec<u8>)> = self
+                        .buffers
+                        .iter_mut()
+                        .enumerate()
+                        .filter(|(s, _)| round.contains(s))
+                        .collect();
+                    bufs.par_iter_mut()
+                        .map(|(shard, buf)| (*shard, ctx.read(*shard, buf)))
+                        .collect()
+                };
             for (shard, outcome) in outcomes {
                 self.stats.note(&outcome);
                 self.avoid[shard] = outcome.io_failed;
@@ -556,6 +585,7 @@ impl ObjectReader {
 }
 
 /// Reads chunks of one stripe of a resolved object (shared by get and scrub).
+#[derive(Clone, Copy)]
 pub(crate) struct ChunkReader<'r> {
     pub store: &'r Store,
     pub object: ObjectId,
