@@ -76,8 +76,8 @@ pub struct ObjectReader {
     /// remote location that went down would cost every stripe a second round trip).
     avoid: Vec<bool>,
     /// Chunk reads on threads of their own, for an object on remote locations (read ahead,
-    /// hedged).
-    in_flight: Option<InFlight>,
+    /// hedged). In a mutex only to keep the reader `Sync` (it is reached through `&mut self`).
+    in_flight: Option<std::sync::Mutex<InFlight>>,
     /// The object bytes `[start, end)` this reader hands out: the whole object, or a range.
     start: u64,
     end: u64,
@@ -455,60 +455,64 @@ impl ObjectReader {
                 .store
                 .reads_remotely(self.object, &(0..n).collect::<Vec<_>>())
         {
-            self.in_flight = Some(InFlight::new());
+            self.in_flight = Some(std::sync::Mutex::new(InFlight::new()));
         }
         let mut first = self.in_flight.is_some();
         let refuted = loop {
-            let outcomes: Vec<(usize, ChunkOutcome)> =
-                if let Some(in_flight) = self.in_flight.as_mut().filter(|_| std::mem::take(&mut first)) {
-                    // The next stripes' first rounds, as far as the window and the range go.
-                    let geometry = self.store.file.geometry;
-                    let object_len = self.resolved.header.object_len;
-                    let wanted = self.end.div_ceil(geometry.stripe_capacity()).min(self.stripes);
-                    let ahead_to = wanted.min(shape.index + 1 + hedge::window(k, shape.chunk_len));
-                    for index in in_flight.ahead.max(shape.index + 1)..ahead_to {
-                        let later = ChunkReader {
-                            shape: geometry.stripe(object_len, index),
-                            ..ctx
-                        };
-                        for &shard in &round {
-                            in_flight.launch(&later, shard);
-                        }
+            let outcomes: Vec<(usize, ChunkOutcome)> = if let Some(in_flight) = self
+                .in_flight
+                .as_mut()
+                .filter(|_| std::mem::take(&mut first))
+                .map(|m| m.get_mut().unwrap_or_else(|e| e.into_inner()))
+            {
+                // The next stripes' first rounds, as far as the window and the range go.
+                let geometry = self.store.file.geometry;
+                let object_len = self.resolved.header.object_len;
+                let wanted = self.end.div_ceil(geometry.stripe_capacity()).min(self.stripes);
+                let ahead_to = wanted.min(shape.index + 1 + hedge::window(k, shape.chunk_len));
+                for index in in_flight.ahead.max(shape.index + 1)..ahead_to {
+                    let later = ChunkReader {
+                        shape: geometry.stripe(object_len, index),
+                        ..ctx
+                    };
+                    for &shard in &round {
+                        in_flight.launch(&later, shard);
                     }
-                    in_flight.ahead = in_flight.ahead.max(ahead_to);
-                    let spares: Vec<usize> = (k..n)
-                        .filter(|&s| !round.contains(&s) && has_file[s] && !self.avoid[s])
-                        .collect();
-                    let threshold = self.store.hedge_threshold(self.object, &round);
-                    let hedged = in_flight.first_round(&ctx, &round, &spares, k, threshold);
-                    for &shard in hedged.spares_read.iter().chain(&hedged.abandoned) {
-                        tried[shard] = true;
-                    }
-                    // Slow now: the object's next stripes read a spare in its place at once.
-                    for &shard in &hedged.abandoned {
-                        self.avoid[shard] = true;
-                    }
-                    self.stats.hedged_reads += hedged.spares_read.len() as u64;
-                    hedged
-                        .answers
-                        .into_iter()
-                        .map(|answer| {
-                            let len = answer.bytes.len();
-                            self.buffers[answer.shard][..len].copy_from_slice(&answer.bytes);
-                            (answer.shard, answer.outcome)
-                        })
-                        .collect()
-                } else {
-                    let mut bufs: Vec<(usize, &mut Vec<u8>)> = self
-                        .buffers
-                        .iter_mut()
-                        .enumerate()
-                        .filter(|(s, _)| round.contains(s))
-                        .collect();
-                    bufs.par_iter_mut()
-                        .map(|(shard, buf)| (*shard, ctx.read(*shard, buf)))
-                        .collect()
-                };
+                }
+                in_flight.ahead = in_flight.ahead.max(ahead_to);
+                let spares: Vec<usize> = (k..n)
+                    .filter(|&s| !round.contains(&s) && has_file[s] && !self.avoid[s])
+                    .collect();
+                let threshold = self.store.hedge_threshold(self.object, &round);
+                let hedged = in_flight.first_round(&ctx, &round, &spares, k, threshold);
+                for &shard in hedged.spares_read.iter().chain(&hedged.abandoned) {
+                    tried[shard] = true;
+                }
+                // Slow now: the object's next stripes read a spare in its place at once.
+                for &shard in &hedged.abandoned {
+                    self.avoid[shard] = true;
+                }
+                self.stats.hedged_reads += hedged.spares_read.len() as u64;
+                hedged
+                    .answers
+                    .into_iter()
+                    .map(|answer| {
+                        let len = answer.bytes.len();
+                        self.buffers[answer.shard][..len].copy_from_slice(&answer.bytes);
+                        (answer.shard, answer.outcome)
+                    })
+                    .collect()
+            } else {
+                let mut bufs: Vec<(usize, &mut Vec<u8>)> = self
+                    .buffers
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(s, _)| round.contains(s))
+                    .collect();
+                bufs.par_iter_mut()
+                    .map(|(shard, buf)| (*shard, ctx.read(*shard, buf)))
+                    .collect()
+            };
             for (shard, outcome) in outcomes {
                 self.stats.note(&outcome);
                 self.avoid[shard] = outcome.io_failed;
