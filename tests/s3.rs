@@ -33,11 +33,23 @@ fn servers_available() -> Option<PathBuf> {
     found
 }
 
+/// `n` servers, each in its own directory under `dir`.
+fn start_servers(binary: &Path, dir: &Path, n: usize) -> Vec<Server> {
+    (0..n)
+        .map(|i| Server::start(binary, dir.join(format!("server-{i}"))).expect("start s3s-fs"))
+        .collect()
+}
+
+/// The servers' location strings, with `through`'s location in place of server `slot`'s.
+fn locations_with_proxy(servers: &[Server], slot: usize, through: &FaultyProxy) -> Vec<PathBuf> {
+    let mut locations: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
+    locations[slot] = PathBuf::from(through.location());
+    locations
+}
+
 /// `n` servers and a 4 + 2 store over them, with chunks of `chunk_size`.
 fn store_on_servers(binary: &Path, dir: &Path, n: usize, chunk_size: u32) -> (Vec<Server>, Store) {
-    let servers: Vec<Server> = (0..n)
-        .map(|i| Server::start(binary, dir.join(format!("server-{i}"))).unwrap())
-        .collect();
+    let servers = start_servers(binary, dir, n);
     let store = Store::builder()
         .data_shards(4)
         .parity_shards(2)
@@ -151,9 +163,7 @@ fn a_missing_bucket_is_a_clear_error_at_init_and_claims_nothing() {
     let Some(binary) = servers_available() else { return };
     common::within(Duration::from_secs(120), "missing bucket", move || {
         let dir = tempfile::tempdir().unwrap();
-        let servers: Vec<Server> = (0..3)
-            .map(|i| Server::start(&binary, dir.path().join(format!("s{i}"))).unwrap())
-            .collect();
+        let servers = start_servers(&binary, dir.path(), 3);
         let mut locations: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
         locations[2] = PathBuf::from(format!(
             "s3:http://127.0.0.1:{}/no-such-bucket/x",
@@ -322,9 +332,7 @@ fn the_cli_makes_a_store_on_s3_servers_and_status_shows_each_endpoint() {
     let Some(binary) = servers_available() else { return };
     common::within(Duration::from_secs(120), "the CLI over S3", move || {
         let dir = tempfile::tempdir().unwrap();
-        let servers: Vec<Server> = (0..3)
-            .map(|i| Server::start(&binary, dir.path().join(format!("s{i}"))).unwrap())
-            .collect();
+        let servers = start_servers(&binary, dir.path(), 3);
         let store = dir.path().join("store");
         let store = store.to_str().unwrap();
         let mut init = vec!["init", store, "--data", "2", "--parity", "1"];
@@ -366,14 +374,11 @@ fn a_server_handing_out_rotten_bytes_is_read_around_and_rot_at_rest_is_repaired_
     let Some(binary) = servers_available() else { return };
     common::within(Duration::from_secs(300), "rotten bytes", move || {
         let dir = tempfile::tempdir().unwrap();
-        let servers: Vec<Server> = (0..6)
-            .map(|i| Server::start(&binary, dir.path().join(format!("server-{i}"))).unwrap())
-            .collect();
+        let servers = start_servers(&binary, dir.path(), 6);
         let faults = ProxyFaults::default();
         faults.corrupt.store(true, Ordering::Relaxed);
         let proxy = FaultyProxy::start(servers[3].port, faults).unwrap();
-        let mut locations: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
-        locations[3] = PathBuf::from(proxy.location());
+        let locations = locations_with_proxy(&servers, 3, &proxy);
         let store = Store::builder()
             .chunk_size(64 << 10)
             .locations(locations)
@@ -442,12 +447,9 @@ fn a_slow_server_is_hedged_around_and_every_get_is_exact() {
     let Some(binary) = servers_available() else { return };
     common::within(Duration::from_secs(300), "slow server", move || {
         let dir = tempfile::tempdir().unwrap();
-        let servers: Vec<Server> = (0..6)
-            .map(|i| Server::start(&binary, dir.path().join(format!("server-{i}"))).unwrap())
-            .collect();
+        let servers = start_servers(&binary, dir.path(), 6);
         let proxy = FaultyProxy::start(servers[2].port, ProxyFaults::default()).unwrap();
-        let mut locations: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
-        locations[2] = PathBuf::from(proxy.location());
+        let locations = locations_with_proxy(&servers, 2, &proxy);
         let store = Store::builder()
             .chunk_size(256 << 10)
             .locations(locations)

@@ -212,6 +212,27 @@ impl RemoteLocation {
         Ok((objects, prefixes))
     }
 
+    /// The shard files of `object` here: each write's stamp, whether it is pending, and what
+    /// the listing says of it. A promotion copies, then deletes: a stamp found under both names
+    /// is committed, and listed once.
+    fn shard_files(&self, object: ObjectId) -> io::Result<Vec<(WriteStamp, bool, object_store::ObjectMeta)>> {
+        let (objects, _) = self.list_dir(&self.object_dir(object))?;
+        let committed: Vec<WriteStamp> = objects
+            .iter()
+            .filter_map(|(name, _)| WriteStamp::from_file_name(name))
+            .collect();
+        Ok(objects
+            .into_iter()
+            .filter_map(|(name, meta)| {
+                if let Some(stamp) = WriteStamp::from_file_name(&name) {
+                    return Some((stamp, false, meta));
+                }
+                let stamp = WriteStamp::from_pending_file_name(&name)?;
+                (!committed.contains(&stamp)).then_some((stamp, true, meta))
+            })
+            .collect())
+    }
+
     fn shard_file(&self, meta: object_store::ObjectMeta) -> Arc<dyn ShardFile> {
         Arc::new(RemoteShardFile {
             what: self.message(&meta.location),
@@ -284,25 +305,13 @@ impl Location for RemoteLocation {
     }
 
     fn list_shards(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>> {
-        let (objects, _) = self.list_dir(&self.object_dir(object))?;
-        Ok(objects
-            .iter()
-            .filter_map(|(name, _)| WriteStamp::from_file_name(name))
-            .collect())
+        let listed = self.shard_files(object)?;
+        Ok(listed.into_iter().filter(|f| !f.1).map(|f| f.0).collect())
     }
 
     fn list_pending(&self, object: ObjectId) -> io::Result<Vec<WriteStamp>> {
-        let (objects, _) = self.list_dir(&self.object_dir(object))?;
-        let committed: Vec<WriteStamp> = objects
-            .iter()
-            .filter_map(|(name, _)| WriteStamp::from_file_name(name))
-            .collect();
-        // A promotion copies, then deletes: a stamp that is both is committed.
-        Ok(objects
-            .iter()
-            .filter_map(|(name, _)| WriteStamp::from_pending_file_name(name))
-            .filter(|stamp| !committed.contains(stamp))
-            .collect())
+        let listed = self.shard_files(object)?;
+        Ok(listed.into_iter().filter(|f| f.1).map(|f| f.0).collect())
     }
 
     fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
@@ -316,20 +325,9 @@ impl Location for RemoteLocation {
     fn open_shards(&self, object: ObjectId) -> io::Result<OpenedShards> {
         // One LIST serves the listing and every open: its sizes and ETags are what a HEAD of
         // each would say.
-        let (objects, _) = self.list_dir(&self.object_dir(object))?;
-        let committed: Vec<WriteStamp> = objects
-            .iter()
-            .filter_map(|(name, _)| WriteStamp::from_file_name(name))
-            .collect();
-        Ok(objects
+        Ok(self
+            .shard_files(object)?
             .into_iter()
-            .filter_map(|(name, meta)| {
-                if let Some(stamp) = WriteStamp::from_file_name(&name) {
-                    return Some((stamp, false, meta));
-                }
-                let stamp = WriteStamp::from_pending_file_name(&name)?;
-                (!committed.contains(&stamp)).then_some((stamp, true, meta))
-            })
             .map(|(stamp, pending, meta)| OpenedShard {
                 stamp,
                 pending,
