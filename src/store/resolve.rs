@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::format::{ObjectId, ShardHeader, WriteStamp, MAX_KEY_LEN, SHARD_HEADER_FIXED_LEN};
@@ -103,59 +103,68 @@ impl Store {
                 Err(_) => raced = true,
             }
         }
+        let (store_id, geometry) = (self.file.store_id, self.file.geometry);
         let slots = opened
             .into_iter()
-            .map(|found| {
-                Ok(found?
-                    .into_iter()
-                    .map(|OpenedShard { stamp, pending, file }| match file {
-                        Ok(file) => {
-                            let header = self.read_header(&*file, stamp);
-                            Candidate {
-                                stamp,
-                                pending,
-                                file,
-                                header,
-                            }
-                        }
-                        // Unreadable: treated like a damaged header (an erasure).
-                        Err(e) => Candidate {
-                            stamp,
-                            pending,
-                            file: Arc::new(Unreadable),
-                            header: Err(HeaderProblem::Unreadable {
-                                detail: e.to_string(),
-                            }),
-                        },
-                    })
-                    .collect())
-            })
+            .map(|found| Ok(candidates(found?, store_id, geometry)))
             .collect();
         Gathered { object, slots, raced }
     }
 
-    fn read_header(
-        &self,
-        file: &dyn ShardFile,
-        stamp: WriteStamp,
-    ) -> std::result::Result<ShardHeader, HeaderProblem> {
-        let len = (file.len() as usize).min(MAX_HEADER_LEN);
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, 0)
-            .map_err(|e| HeaderProblem::Unreadable {
-                detail: e.to_string(),
-            })?;
-        let (header, _) = ShardHeader::decode_prefix(&buf)?;
-        if header.store_id != self.file.store_id {
-            return Err(HeaderProblem::ForeignStore);
+    /// [`Store::gather`] for a reader of a store with remote locations: each location listed
+    /// and its headers read on a thread of its own, side by side, and once all but `m - 1`
+    /// answered, the rest waited for `patience` at most. A location that has not answered by
+    /// then is read around as if it could not be listed (as one that is down: the quorum rules
+    /// hold either way), so one slow endpoint does not hold up every open. For reads only: a
+    /// scrub must not take a slow location for a damaged one.
+    pub(crate) fn gather_hedged(&self, object: ObjectId, patience: Duration) -> Gathered {
+        let n = self.slots.len();
+        let (store_id, geometry) = (self.file.store_id, self.file.geometry);
+        let (answer, answers) = std::sync::mpsc::channel();
+        let mut answered: Vec<Option<(SlotLook, bool)>> = (0..n).map(|_| None).collect();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let location = slot.usable().cloned();
+            let answer = answer.clone();
+            let look = move || {
+                // The reader may have gone on without this location: nobody listens then.
+                let _ = answer.send((i, look_at_slot(location, object, store_id, geometry)));
+            };
+            let spawned = std::thread::Builder::new()
+                .name("shardguard-open".into())
+                .spawn(look.clone());
+            if spawned.is_err() {
+                look();
+            }
         }
-        if header.stamp != stamp {
-            return Err(HeaderProblem::WrongWrite);
+        drop(answer);
+        let enough = n - usize::from(geometry.m.saturating_sub(1)).min(n);
+        let deadline = Instant::now() + patience;
+        let mut count = 0;
+        while count < n {
+            let next = match count >= enough {
+                true => answers.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+                false => answers
+                    .recv()
+                    .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+            };
+            let Ok((i, look)) = next else { break };
+            answered[i] = Some(look);
+            count += 1;
         }
-        if header.geometry != self.file.geometry {
-            return Err(HeaderProblem::WrongGeometry);
-        }
-        Ok(header)
+        let raced = answered.iter().flatten().any(|(_, raced)| *raced);
+        let slots = answered
+            .into_iter()
+            .map(|look| match look {
+                Some((found, _)) => found,
+                None => Err(LocationProblem::ListingFailed {
+                    detail: format!(
+                        "no answer within {} ms of the others: read around",
+                        patience.as_millis()
+                    ),
+                }),
+            })
+            .collect();
+        Gathered { object, slots, raced }
     }
 
     /// The key of a gathered object: from its newest verified header (keys are not in paths).
@@ -337,8 +346,17 @@ impl Store {
         let object = ObjectId::of_key(key);
         let mut backoff = Duration::from_micros(100);
         let mut attempt = 0;
+        // A store with remote locations does not wait for a straggler (`gather_hedged`).
+        let patience = self
+            .slots
+            .iter()
+            .any(|slot| slot.location.is_remote())
+            .then(|| self.hedge_threshold(object, &(0..self.slots.len()).collect::<Vec<_>>()));
         loop {
-            let gathered = self.gather(object, true);
+            let gathered = match patience {
+                Some(patience) => self.gather_hedged(object, patience),
+                None => self.gather(object, true),
+            };
             let raced = gathered.raced;
             let decided = self.decide(key, gathered, false);
             let doubtful = match &decided {
@@ -361,6 +379,104 @@ impl Store {
     pub(crate) fn resolve_locked(&self, key: &str) -> Result<Resolved> {
         self.decide(key, self.gather(ObjectId::of_key(key), false), true)
     }
+}
+
+/// What one slot holds of an object, or why it could not be read.
+type SlotLook = std::result::Result<Vec<Candidate>, LocationProblem>;
+
+/// One location's look at `object`: listed and opened, listed again to confirm nothing moved
+/// (the `bool`: something did), then each file's header read.
+fn look_at_slot(
+    location: std::result::Result<Arc<dyn crate::location::Location>, LocationProblem>,
+    object: ObjectId,
+    store_id: [u8; 16],
+    geometry: crate::format::Geometry,
+) -> (SlotLook, bool) {
+    let location = match location {
+        Ok(location) => location,
+        Err(problem) => return (Err(problem), false),
+    };
+    let opened = match location.open_shards(object) {
+        Ok(opened) => opened,
+        Err(e) => {
+            let problem = LocationProblem::ListingFailed {
+                detail: e.to_string(),
+            };
+            return (Err(problem), false);
+        }
+    };
+    let mut raced = opened
+        .iter()
+        .any(|o| matches!(&o.file, Err(e) if e.kind() == io::ErrorKind::NotFound));
+    let mut before: Vec<WriteStamp> = opened.iter().filter(|o| !o.pending).map(|o| o.stamp).collect();
+    match location.list_shards(object) {
+        Ok(mut now) => {
+            before.sort();
+            now.sort();
+            raced |= before != now;
+        }
+        Err(_) => raced = true,
+    }
+    let opened = opened
+        .into_iter()
+        .filter(|o| !matches!(&o.file, Err(e) if e.kind() == io::ErrorKind::NotFound))
+        .collect();
+    let candidates = candidates(opened, store_id, geometry);
+    (Ok(candidates), raced)
+}
+
+/// The files a location opened, each with its header read (an unreadable file is treated like
+/// a damaged header: an erasure).
+fn candidates(
+    opened: Vec<OpenedShard>,
+    store_id: [u8; 16],
+    geometry: crate::format::Geometry,
+) -> Vec<Candidate> {
+    opened
+        .into_iter()
+        .map(|OpenedShard { stamp, pending, file }| match file {
+            Ok(file) => Candidate {
+                header: read_header(&*file, stamp, store_id, geometry),
+                stamp,
+                pending,
+                file,
+            },
+            Err(e) => Candidate {
+                stamp,
+                pending,
+                file: Arc::new(Unreadable),
+                header: Err(HeaderProblem::Unreadable {
+                    detail: e.to_string(),
+                }),
+            },
+        })
+        .collect()
+}
+
+/// Reads and checks the header of `file`, which should be write `stamp` of this store.
+fn read_header(
+    file: &dyn ShardFile,
+    stamp: WriteStamp,
+    store_id: [u8; 16],
+    geometry: crate::format::Geometry,
+) -> std::result::Result<ShardHeader, HeaderProblem> {
+    let len = (file.len() as usize).min(MAX_HEADER_LEN);
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, 0)
+        .map_err(|e| HeaderProblem::Unreadable {
+            detail: e.to_string(),
+        })?;
+    let (header, _) = ShardHeader::decode_prefix(&buf)?;
+    if header.store_id != store_id {
+        return Err(HeaderProblem::ForeignStore);
+    }
+    if header.stamp != stamp {
+        return Err(HeaderProblem::WrongWrite);
+    }
+    if header.geometry != geometry {
+        return Err(HeaderProblem::WrongGeometry);
+    }
+    Ok(header)
 }
 
 /// Looks a reader takes before it believes an error that may come from racing writers (about
