@@ -2,8 +2,8 @@
 //! stays synchronous), timed, counted, and not sent at all while the endpoint is known to be
 //! down.
 //!
-//! An endpoint that refuses or drops connections, or does not answer in time, is marked down
-//! for a while (250 ms after the first failure, doubling up to 15 s); requests meanwhile fail at
+//! An endpoint that refuses or drops connections, or does not answer in time, twice in a row, is
+//! marked down for a while (250 ms, doubling per further failure up to 15 s); requests meanwhile fail at
 //! once, without waiting for a connection, as `NotConnected` (an error the store's
 //! retransmission does not repeat: it reads around the location instead). The first request
 //! after the pause tries again; one that succeeds clears the mark. Without this, every chunk
@@ -125,9 +125,15 @@ impl Client {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 if is_connection_failure(e) {
                     health.failures_in_row += 1;
-                    let doublings = (health.failures_in_row - 1).min(10);
-                    let pause = (FIRST_PAUSE * 2u32.pow(doublings)).min(MAX_PAUSE);
-                    health.down_until = Some(Instant::now() + pause);
+                    // One failure alone is no outage (a pooled connection the server had
+                    // closed): paused from the second in a row, or a healthy endpoint's reads
+                    // would fail at once for a while, and a stripe with no parity to spare
+                    // with them (seen: a get with two of six servers down).
+                    if health.failures_in_row >= 2 {
+                        let doublings = (health.failures_in_row - 2).min(10);
+                        let pause = (FIRST_PAUSE * 2u32.pow(doublings)).min(MAX_PAUSE);
+                        health.down_until = Some(Instant::now() + pause);
+                    }
                 }
             }
         }

@@ -529,7 +529,12 @@ impl ObjectReader {
                 return Ok(());
             }
             let deficit = k.saturating_sub(present.iter().filter(|&&p| p).count());
+            // Parity first, then data shards the first round avoided (they failed or lagged on
+            // an earlier stripe, and may answer now): a stripe with no parity to spare needs
+            // them (seen: a remote get with two of six servers gone reported a recoverable
+            // stripe unrecoverable).
             round = (k..n)
+                .chain(0..k)
                 .filter(|&s| !tried[s] && has_file[s])
                 .take(deficit)
                 .collect();

@@ -113,7 +113,7 @@ impl Store {
 
     /// [`Store::gather`] for a reader of a store with remote locations: each location listed
     /// and its headers read on a thread of its own, side by side, and once all but `m - 1`
-    /// answered, the rest waited for `patience` at most. A location that has not answered by
+    /// were listed, the rest waited for `patience` at most. A location that has not answered by
     /// then is read around as if it could not be listed (as one that is down: the quorum rules
     /// hold either way), so one slow endpoint does not hold up every open. For reads only: a
     /// scrub must not take a slow location for a damaged one.
@@ -137,19 +137,25 @@ impl Store {
             }
         }
         drop(answer);
+        // Only locations that were listed count: one that failed at once (down) leaves no
+        // slack to give up on a slow one.
         let enough = n - usize::from(geometry.m.saturating_sub(1)).min(n);
-        let deadline = Instant::now() + patience;
-        let mut count = 0;
+        let mut deadline: Option<Instant> = None;
+        let (mut count, mut listed) = (0, 0);
         while count < n {
-            let next = match count >= enough {
-                true => answers.recv_timeout(deadline.saturating_duration_since(Instant::now())),
-                false => answers
+            let next = match deadline {
+                Some(deadline) => answers.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+                None => answers
                     .recv()
                     .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
             };
             let Ok((i, look)) = next else { break };
+            listed += usize::from(look.0.is_ok());
             answered[i] = Some(look);
             count += 1;
+            if listed >= enough && deadline.is_none() {
+                deadline = Some(Instant::now() + patience);
+            }
         }
         let raced = answered.iter().flatten().any(|(_, raced)| *raced);
         let slots = answered
