@@ -93,15 +93,7 @@ impl Store {
         for (slot, found) in self.slots.iter().zip(&opened).filter(|_| confirm) {
             let Ok(found) = found else { continue };
             let Ok(location) = slot.usable() else { continue };
-            let mut before: Vec<WriteStamp> = found.iter().filter(|o| !o.pending).map(|o| o.stamp).collect();
-            match location.list_shards(object) {
-                Ok(mut now) => {
-                    before.sort();
-                    now.sort();
-                    raced |= before != now;
-                }
-                Err(_) => raced = true,
-            }
+            raced |= listing_moved(&**location, object, found);
         }
         let (store_id, geometry) = (self.file.store_id, self.file.geometry);
         let slots = opened
@@ -414,21 +406,27 @@ fn look_at_slot(
     let mut raced = opened
         .iter()
         .any(|o| matches!(&o.file, Err(e) if e.kind() == io::ErrorKind::NotFound));
-    let mut before: Vec<WriteStamp> = opened.iter().filter(|o| !o.pending).map(|o| o.stamp).collect();
-    match location.list_shards(object) {
-        Ok(mut now) => {
-            before.sort();
-            now.sort();
-            raced |= before != now;
-        }
-        Err(_) => raced = true,
-    }
+    raced |= listing_moved(&*location, object, &opened);
     let opened = opened
         .into_iter()
         .filter(|o| !matches!(&o.file, Err(e) if e.kind() == io::ErrorKind::NotFound))
         .collect();
     let candidates = candidates(opened, store_id, geometry);
     (Ok(candidates), raced)
+}
+
+/// Whether `location`'s committed files of `object` are no longer those it `opened` (a write
+/// moved on meanwhile), or it can no longer be listed.
+fn listing_moved(location: &dyn crate::location::Location, object: ObjectId, opened: &[OpenedShard]) -> bool {
+    let mut before: Vec<WriteStamp> = opened.iter().filter(|o| !o.pending).map(|o| o.stamp).collect();
+    match location.list_shards(object) {
+        Ok(mut now) => {
+            before.sort();
+            now.sort();
+            before != now
+        }
+        Err(_) => true,
+    }
 }
 
 /// The files a location opened, each with its header read (an unreadable file is treated like
