@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::{ObjectId, ShardHeader, WriteStamp, CHUNK_CRC_LEN};
 use crate::location::ShardWriter;
 use crate::placement;
+use crate::store::hedge::{self, InFlight};
 use crate::store::reader::{ChunkOutcome, ChunkReader};
 use crate::store::rebuild::{rebuild_stripe, Rebuilt, StripeEvidence};
 use crate::store::resolve::Resolved;
@@ -543,6 +544,10 @@ impl Store {
         let mut patch_bytes = 0;
         let mut used: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         let mut read_since_noted = 0u64;
+        // From remote locations, chunks are read ahead on threads of their own: a ranged GET
+        // costs a round trip whatever its size, and a stripe at a time would pay them in turn.
+        let all_shards: Vec<usize> = (0..n).collect();
+        let mut in_flight = self.reads_remotely(object, &all_shards).then(InFlight::new);
         for stripe in from.next_stripe..stripes {
             // Stopping is checked before a stripe is read: repairs are applied only after the
             // loop, so a cancelled object has written nothing.
@@ -563,11 +568,15 @@ impl Store {
                 shape,
             };
             let known_damaged = from.damaged && stripe == from.next_stripe;
+            if let Some(in_flight) = in_flight.as_mut() {
+                in_flight.read_ahead(&reader, &all_shards, stripes.min(stripe + hedge::window(n, len)));
+            }
             let outcomes = read_stripe(
                 &reader,
                 buffers,
                 verify_only && !known_damaged,
                 pass == Pass::Unlocked,
+                in_flight.as_mut(),
             );
             if pass == Pass::Unlocked && outcomes.iter().any(|o| o.data_crc.is_none()) {
                 return Ok(Verified::Amiss(progress));
@@ -884,7 +893,7 @@ impl Store {
                     return (patch.shard, self.patch_chunk(reader, patch.shard, framed));
                 }
                 let examined = examined.get_or_insert_with(|| {
-                    let outcomes = read_stripe(reader, buffers, false, false);
+                    let outcomes = read_stripe(reader, buffers, false, false, None);
                     let choice = used.get(&reader.shape.index).map(Vec::as_slice);
                     self.examine_stripe(reader, buffers, recomputed, &outcomes, deep, choice)
                         .rebuilt
@@ -1002,13 +1011,29 @@ impl Store {
 /// Reads and verifies every chunk of a stripe. With `verify_only`, chunks are first only checked,
 /// each through one cache-resident buffer of its thread; a stripe found damaged, or any stripe
 /// without `verify_only`, is read into `buffers` (one per shard) for the bytes a rebuild needs.
-/// Only `parallel` reads use rayon (never under a lock).
+/// Only `parallel` reads use rayon (never under a lock). With `in_flight` (remote locations),
+/// every chunk is taken from its own thread's read, bytes included, whatever `verify_only` says.
 fn read_stripe(
     reader: &ChunkReader<'_>,
     buffers: &mut [Vec<u8>],
     verify_only: bool,
     parallel: bool,
+    in_flight: Option<&mut InFlight>,
 ) -> Vec<ChunkOutcome> {
+    if let Some(in_flight) = in_flight {
+        return buffers
+            .iter_mut()
+            .enumerate()
+            .map(|(shard, buf)| match in_flight.wait_for(reader, shard) {
+                Some(answer) => {
+                    let len = answer.bytes.len().min(buf.len());
+                    buf[..len].copy_from_slice(&answer.bytes[..len]);
+                    answer.outcome
+                }
+                None => reader.read(shard, buf),
+            })
+            .collect();
+    }
     let len = reader.shape.chunk_len + CHUNK_CRC_LEN as usize;
     let check = |scratch: &mut Scratch, shard: usize| reader.read(shard, &mut scratch.buffers()[0]);
     let first_pass: Option<Vec<ChunkOutcome>> = verify_only.then(|| match parallel {

@@ -124,6 +124,40 @@ impl InFlight {
         }
     }
 
+    /// Launches every shard in `shards` of the stripes from `reader`'s to `to` (exclusive), as
+    /// far as `ahead` has not launched them yet.
+    pub fn read_ahead(&mut self, reader: &ChunkReader<'_>, shards: &[usize], to: u64) {
+        let geometry = reader.store.file.geometry;
+        let object_len = reader.resolved.header.object_len;
+        for index in self.ahead.max(reader.shape.index)..to {
+            let later = ChunkReader {
+                shape: geometry.stripe(object_len, index),
+                ..*reader
+            };
+            for &shard in shards {
+                self.launch(&later, shard);
+            }
+        }
+        self.ahead = self.ahead.max(to);
+    }
+
+    /// `shard` of `reader`'s stripe, launched now unless it was read ahead, once it answered;
+    /// `None` if it could not be launched (no file, no thread).
+    pub fn wait_for(&mut self, reader: &ChunkReader<'_>, shard: usize) -> Option<Answer> {
+        let stripe = reader.shape.index;
+        if !self.launch(reader, shard) {
+            return None;
+        }
+        loop {
+            if let Some(answer) = self.ready.remove(&(stripe, shard)) {
+                return Some(answer);
+            }
+            // Cannot be disconnected (this holds a sender).
+            let answer = self.answers.recv().ok()?;
+            self.take_in(stripe, answer);
+        }
+    }
+
     /// The first round of `reader`'s stripe: `round`'s chunks (read ahead, or launched now),
     /// hedged with `spares` after `threshold`, until `needed` of them verified or every read
     /// launched for it answered.

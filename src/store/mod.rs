@@ -3,7 +3,7 @@
 mod builder;
 mod compaction;
 mod group_commit;
-mod hedge;
+pub(crate) mod hedge;
 mod log_appenders;
 mod object_writer;
 mod pack_changes;

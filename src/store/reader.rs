@@ -466,20 +466,12 @@ impl ObjectReader {
                 .map(|m| m.get_mut().unwrap_or_else(|e| e.into_inner()))
             {
                 // The next stripes' first rounds, as far as the window and the range go.
-                let geometry = self.store.file.geometry;
-                let object_len = self.resolved.header.object_len;
-                let wanted = self.end.div_ceil(geometry.stripe_capacity()).min(self.stripes);
+                let wanted = self
+                    .end
+                    .div_ceil(self.store.file.geometry.stripe_capacity())
+                    .min(self.stripes);
                 let ahead_to = wanted.min(shape.index + 1 + hedge::window(k, shape.chunk_len));
-                for index in in_flight.ahead.max(shape.index + 1)..ahead_to {
-                    let later = ChunkReader {
-                        shape: geometry.stripe(object_len, index),
-                        ..ctx
-                    };
-                    for &shard in &round {
-                        in_flight.launch(&later, shard);
-                    }
-                }
-                in_flight.ahead = in_flight.ahead.max(ahead_to);
+                in_flight.read_ahead(&ctx, &round, ahead_to);
                 let spares: Vec<usize> = (k..n)
                     .filter(|&s| !round.contains(&s) && has_file[s] && !self.avoid[s])
                     .collect();

@@ -28,6 +28,9 @@ use crate::placement;
 
 use super::{ShardHealth, ShardState, Store};
 
+/// The least a hedged open waits for its last locations once enough have answered.
+const MIN_OPEN_PATIENCE: Duration = Duration::from_millis(10);
+
 /// What one location holds of one write of an object.
 pub(crate) struct Candidate {
     pub stamp: WriteStamp,
@@ -105,7 +108,9 @@ impl Store {
 
     /// [`Store::gather`] for a reader of a store with remote locations: each location listed
     /// and its headers read on a thread of its own, side by side, and once all but `m - 1`
-    /// were listed, the rest waited for `patience` at most. A location that has not answered by
+    /// were listed, the rest waited for half the time those took (at least
+    /// [`MIN_OPEN_PATIENCE`], at most `patience`): the others' answers are the best measure of
+    /// how long this open should take, fresher than any latency history. A location that has not answered by
     /// then is read around as if it could not be listed (as one that is down: the quorum rules
     /// hold either way), so one slow endpoint does not hold up every open. For reads only: a
     /// scrub must not take a slow location for a damaged one.
@@ -132,6 +137,7 @@ impl Store {
         // Only locations that were listed count: one that failed at once (down) leaves no
         // slack to give up on a slow one.
         let enough = n - usize::from(geometry.m.saturating_sub(1)).min(n);
+        let started = Instant::now();
         let mut deadline: Option<Instant> = None;
         let (mut count, mut listed) = (0, 0);
         while count < n {
@@ -146,7 +152,8 @@ impl Store {
             answered[i] = Some(look);
             count += 1;
             if listed >= enough && deadline.is_none() {
-                deadline = Some(Instant::now() + patience);
+                let wait = (started.elapsed() / 2).clamp(MIN_OPEN_PATIENCE, patience.max(MIN_OPEN_PATIENCE));
+                deadline = Some(Instant::now() + wait);
             }
         }
         let raced = answered.iter().flatten().any(|(_, raced)| *raced);
@@ -155,10 +162,7 @@ impl Store {
             .map(|look| match look {
                 Some((found, _)) => found,
                 None => Err(LocationProblem::ListingFailed {
-                    detail: format!(
-                        "no answer within {} ms of the others: read around",
-                        patience.as_millis()
-                    ),
+                    detail: "no answer soon after the others: read around".into(),
                 }),
             })
             .collect();
