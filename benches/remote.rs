@@ -1,7 +1,9 @@
 //! A store on six local S3 servers (`s3s-fs`, one process per location, 4 + 2, 1 MiB chunks)
 //! against the same bytes moved with `object_store` directly (issue 14), same run, medians:
 //!
-//! - put of one object: against uploading its `k + m` shard files' bytes, six PUTs side by side;
+//! - put of one object: against uploading its `k + m` shard files' bytes, six PUTs side by side
+//!   (each shard whole from memory), and six multipart uploads in 8 MiB parts side by side (as the
+//!   store uploads a shard longer than two parts);
 //! - get of it: against downloading the `k` data shards' bytes, four GETs side by side;
 //! - scrub of the store: against reading every shard's bytes with 1 MiB ranged GETs, a stream
 //!   per location;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::aws::AmazonS3Builder;
-use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore};
+use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, WriteMultipart};
 use shardguard::fault::s3::{
     server_binary, use_server_credentials, FaultyProxy, LocalS3Server, ProxyFaults, ACCESS_KEY, BUCKET,
     SECRET_KEY,
@@ -31,6 +33,8 @@ use common::{env, median};
 
 const LOCATIONS: usize = 6;
 const GETS: usize = 100;
+/// The part size of the store's multipart uploads, for the baseline's.
+const PART_LEN: usize = 8 << 20;
 
 fn client(port: u16) -> Arc<dyn ObjectStore> {
     let store = AmazonS3Builder::new()
@@ -94,8 +98,8 @@ fn main() {
         .collect();
     let shard_len = size / 4;
     let shard = vec![7u8; shard_len];
-    let (mut put, mut put_base, mut get, mut get_base, mut scrub, mut scrub_base) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut put, mut put_base, mut put_parts_base) = (vec![], vec![], vec![]);
+    let (mut get, mut get_base, mut scrub, mut scrub_base) = (vec![], vec![], vec![], vec![]);
     for run in 0..runs {
         let key = format!("big-{run}");
         let started = Instant::now();
@@ -106,6 +110,17 @@ fn main() {
             runtime
                 .block_on(clients[i].put(&path, shard.clone().into()))
                 .expect("direct put");
+        }));
+        put_parts_base.push(side_by_side(LOCATIONS, |i| {
+            let path = object_store::path::Path::from(format!("direct-parts/{run}/{i}"));
+            runtime
+                .block_on(async {
+                    let mut upload =
+                        WriteMultipart::new_with_chunk_size(clients[i].put_multipart(&path).await?, PART_LEN);
+                    upload.write(&shard);
+                    upload.finish().await
+                })
+                .expect("direct multipart upload");
         }));
         let started = Instant::now();
         let mut out = Vec::with_capacity(size);
@@ -138,8 +153,8 @@ fn main() {
             }
         }));
         println!(
-            "run {run}: put {:.2} s (direct {:.2}), get {:.2} s (direct {:.2}), scrub {:.2} s (ranged reads {:.2})",
-            put[run], put_base[run], get[run], get_base[run], scrub[run], scrub_base[run]
+            "run {run}: put {:.2} s (direct {:.2}, in parts {:.2}), get {:.2} s (direct {:.2}), scrub {:.2} s (ranged reads {:.2})",
+            put[run], put_base[run], put_parts_base[run], get[run], get_base[run], scrub[run], scrub_base[run]
         );
     }
 
@@ -168,7 +183,7 @@ fn main() {
     let p = |v: &Vec<Duration>, q| percentile(v.clone(), q).as_secs_f64() * 1e3;
 
     println!("\n{mib} MiB object, 4 + 2 over {LOCATIONS} s3s-fs servers, medians of {runs}");
-    let (put, put_base) = (median(put), median(put_base));
+    let (put, put_base, put_parts_base) = (median(put), median(put_base), median(put_parts_base));
     let (get, get_base) = (median(get), median(get_base));
     let (scrub, scrub_base) = (median(scrub), median(scrub_base));
     let mbs = |bytes: usize, s: f64| bytes as f64 / s / 1e6;
@@ -177,6 +192,11 @@ fn main() {
         mbs(size, put),
         mbs(size, put_base),
         put_base / put
+    );
+    println!(
+        "           multipart uploads of the same bytes (8 MiB parts)    {:>8.1} MB/s: {:.2}x",
+        mbs(size, put_parts_base),
+        put_parts_base / put
     );
     println!(
         "  get    {:>8.1} MB/s  direct download of the k data shards   {:>8.1} MB/s: {:.2}x",

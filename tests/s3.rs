@@ -407,10 +407,11 @@ fn a_server_handing_out_rotten_bytes_is_read_around_and_rot_at_rest_is_repaired_
             ScrubVerdict::Clean,
             "the stored bytes were fine: {clean:#?}"
         );
-        // At rest: rot a shard file on a server's disk (s3s-fs keeps each object as a file).
+        // At rest: rot a shard file on a server's disk (s3s-fs keeps each object as a file; a
+        // put's committed shard is its pending object with a commit marker beside it).
         let rotten = walk_files(&servers[1].root.join(BUCKET).join("store/objects"))
             .into_iter()
-            .find(|p| p.extension().is_some_and(|e| e == "shard"))
+            .find(|p| p.extension().is_some_and(|e| e == "pending"))
             .expect("a shard file on server 1");
         let mut bytes = std::fs::read(&rotten).unwrap();
         let middle = bytes.len() / 2;
@@ -486,4 +487,75 @@ fn a_slow_server_is_hedged_around_and_every_get_is_exact() {
             "{read_around} objects read around the slow location of 6"
         );
     });
+}
+
+/// The part files of multipart uploads still open on the servers under `dir` (`s3s-fs` keeps
+/// them at the top of its root as `.upload_id-<id>.part-<n>`).
+fn open_upload_parts(dir: &Path) -> Vec<PathBuf> {
+    walk_files(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".upload_id-"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_put_killed_mid_upload_leaves_uploads_that_scrub_repair_aborts() {
+    let Some(binary) = servers_available() else { return };
+    common::within(
+        Duration::from_secs(300),
+        "uploads left by a killed put",
+        move || {
+            use std::io::Write;
+            let dir = tempfile::tempdir().unwrap();
+            let (servers, store) = store_on_servers(&binary, dir.path(), 6, 1 << 20);
+            // Long enough shards (32 MiB each) to be uploaded in parts, and a put that completes.
+            let whole = common::data(11, 128 << 20);
+            store.put("done", &whole[..]).unwrap();
+            drop(store);
+            assert!(
+                open_upload_parts(dir.path()).is_empty(),
+                "a finished put leaves no upload open"
+            );
+
+            let root = dir.path().join("store");
+            let mut put = std::process::Command::new(env!("CARGO_BIN_EXE_shardguard"))
+                .args(["put", root.to_str().unwrap(), "killed", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn shardguard put");
+            let mut input = put.stdin.take().unwrap();
+            // 96 MiB in: 24 MiB per shard, parts beyond the first two on their way.
+            input.write_all(&whole[..96 << 20]).unwrap();
+            let mut waited = 0;
+            while open_upload_parts(dir.path()).is_empty() {
+                assert!(waited < 600, "no part upload seen within a minute");
+                std::thread::sleep(Duration::from_millis(100));
+                waited += 1;
+            }
+            put.kill().unwrap();
+            put.wait().unwrap();
+            drop(input);
+            assert!(!open_upload_parts(dir.path()).is_empty());
+
+            let store = Store::open(&root).unwrap();
+            let report = store
+                .scrub(&ScrubOptions::default().repair(true), &|_| {})
+                .unwrap();
+            assert!(report.counts.leftover_files >= 1, "{report:?}");
+            assert_eq!(report.counts.leftover_files, report.counts.leftover_files_removed);
+            assert!(
+                open_upload_parts(dir.path()).is_empty(),
+                "scrub --repair aborted every upload the killed put left: {:?}",
+                open_upload_parts(dir.path())
+            );
+            assert!(matches!(store.get("killed"), Err(Error::NotFound { .. })));
+            assert_eq!(read_all(&store, "done"), whole);
+            drop(servers);
+        },
+    );
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use object_store::multipart::MultipartStore;
 use object_store::ObjectStore;
 
 use crate::location::NetworkCounts;
@@ -31,6 +32,8 @@ const LATENCIES: usize = 64;
 /// A location's requests: its object store, its runtime, and how its endpoint has been doing.
 pub(crate) struct Client {
     pub store: Arc<dyn ObjectStore>,
+    /// The same store, for multipart uploads.
+    pub multipart: Arc<dyn MultipartStore>,
     runtime: tokio::runtime::Runtime,
     health: Mutex<Health>,
     requests: AtomicU64,
@@ -73,14 +76,15 @@ impl Failure {
 }
 
 impl Client {
-    pub fn new(store: Arc<dyn ObjectStore>) -> io::Result<Client> {
+    pub fn new<S: ObjectStore + MultipartStore>(store: Arc<S>) -> io::Result<Client> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("shardguard-s3")
             .enable_all()
             .build()?;
         Ok(Client {
-            store,
+            store: Arc::clone(&store) as Arc<dyn ObjectStore>,
+            multipart: store,
             runtime,
             health: Mutex::new(Health::default()),
             requests: AtomicU64::new(0),

@@ -2,23 +2,26 @@
 //! crate: the store's `k + m` shards of an object may live in buckets on different machines or
 //! providers, each its own failure domain.
 //!
-//! Layout under the location's prefix (the same names as a local location's):
+//! Layout under the location's prefix (the names of a local location's, and two more):
 //!
 //! ```text
-//! SHARDGUARD-LOCATION                         identity (store id, slot)
-//! SHARDGUARD-STORE                            copy of the store file
-//! objects/<2 hex>/<32 hex>/<stamp>.shard      one object per shard file
-//! objects/<2 hex>/<32 hex>/<stamp>.pending    one whose put has not finished committing
+//! SHARDGUARD-LOCATION                                  identity (store id, slot)
+//! SHARDGUARD-STORE                                     copy of the store file
+//! SHARDGUARD-LEASE                                     the writer's lease (the `lease` module)
+//! objects/<2 hex>/<32 hex>/<stamp>.shard               a committed shard file
+//! objects/<2 hex>/<32 hex>/<stamp>.pending             one whose put has not finished committing,
+//! objects/<2 hex>/<32 hex>/<stamp>.pending.committed     unless this empty marker is beside it
+//! tmp/<32 hex>-<16 hex>.tmp                            a multipart upload still open
 //! ```
 //!
 //! An object store has no rename, no append and no fsync; the contract of [`Location`] maps
-//! onto it as follows. A shard file is written into memory and uploaded by one PUT when it is
-//! committed or staged, so it appears whole or not at all, and it is durable once the PUT is
-//! answered. A promotion copies the pending object to its committed name, then deletes the
-//! pending one: after a crash it is one or both, never neither (a listing counts a stamp that is
-//! both as committed). A patch rewrites the whole object. A read is a ranged GET made
-//! conditional on the ETag the file had when it was opened, so a file replaced meanwhile is a
-//! `NotFound` (a race the readers look again for), never a mix of two files' bytes.
+//! onto it as follows. A shard file is uploaded while it is written (the `upload` module): by
+//! one PUT, or by a multipart upload that is completed when the file is, so it appears whole or
+//! not at all, and it is durable once that request is answered. A promotion puts an empty commit
+//! marker beside the pending object (a copy would cost the shard's size, and S3 copies at most
+//! 5 GiB). A patch rewrites the whole object. A read is a ranged GET made conditional on the
+//! ETag the file had when it was opened, so a file replaced meanwhile is a `NotFound` (a race
+//! the readers look again for), never a mix of two files' bytes.
 //!
 //! The library stays synchronous: each location owns a small Tokio runtime and blocks on it.
 
@@ -29,10 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectStore, PutMode, PutOptions, PutPayload, PutResult,
-    RetryConfig, UpdateVersion,
+    ClientOptions, GetOptions, GetRange, MultipartId, ObjectStore, PutMode, PutOptions, PutPayload,
+    PutResult, RetryConfig, UpdateVersion,
 };
 
 use crate::format::{bucket_from_hex, ObjectId, WriteStamp};
@@ -43,11 +47,15 @@ use crate::location::{
 use crate::location_spec::S3Spec;
 
 mod client;
+mod upload;
 
 use client::{Client, Failure};
+use upload::RemoteShardWriter;
 
 /// Name of the writer's lease object at the top of a remote location (the `lease` module).
 const LEASE_FILE: &str = "SHARDGUARD-LEASE";
+/// Where the markers of open multipart uploads live (the `upload` module).
+const TMP_DIR: &str = "tmp";
 /// Bound on a lease object read back.
 const MAX_LEASE_LEN: u64 = 4096;
 
@@ -122,7 +130,11 @@ impl RemoteLocation {
 
     /// A location on `store` under `prefix`, named `name` in messages (tests use the in-memory
     /// store this way).
-    pub fn with_store(name: PathBuf, store: Arc<dyn ObjectStore>, prefix: &str) -> io::Result<Self> {
+    pub fn with_store<S: ObjectStore + MultipartStore>(
+        name: PathBuf,
+        store: Arc<S>,
+        prefix: &str,
+    ) -> io::Result<Self> {
         Ok(RemoteLocation {
             name,
             client: Arc::new(Client::new(store)?),
@@ -192,6 +204,38 @@ impl RemoteLocation {
         }
     }
 
+    /// Sends part `index` of multipart upload `id` of `path`.
+    fn put_part(
+        &self,
+        path: &ObjectPath,
+        id: &MultipartId,
+        index: usize,
+        bytes: Vec<u8>,
+    ) -> io::Result<PartId> {
+        let what = self.message(path);
+        self.client
+            .run(
+                self.client
+                    .multipart
+                    .put_part(path, id, index, PutPayload::from(bytes)),
+                false,
+            )
+            .map_err(|f| f.into_io(&what))
+    }
+
+    /// Aborts multipart upload `id` of `path`; one that is no more (completed or aborted) is
+    /// no error.
+    fn abort_upload(&self, path: &ObjectPath, id: &MultipartId) -> io::Result<()> {
+        let what = self.message(path);
+        match self
+            .client
+            .run(self.client.multipart.abort_multipart(path, id), false)
+        {
+            Ok(()) | Err(Failure::Store(object_store::Error::NotFound { .. })) => Ok(()),
+            Err(f) => Err(f.into_io(&what)),
+        }
+    }
+
     /// The names directly under `dir` (objects), and the sub-prefixes' last components.
     fn list_dir(&self, dir: &ObjectPath) -> io::Result<(Vec<Named>, Vec<String>)> {
         let what = self.message(dir);
@@ -213,13 +257,20 @@ impl RemoteLocation {
     }
 
     /// The shard files of `object` here: each write's stamp, whether it is pending, and what
-    /// the listing says of it. A promotion copies, then deletes: a stamp found under both names
-    /// is committed, and listed once.
+    /// the listing says of the object holding its bytes. A stamp is committed when it has a
+    /// committed object, or a pending one and a commit marker (a promotion); an older build's
+    /// promotion copied the pending object to its committed name, then deleted it, so a stamp
+    /// found under both names is committed too, and listed once. A marker alone is nothing (a
+    /// removal cut short).
     fn shard_files(&self, object: ObjectId) -> io::Result<Vec<(WriteStamp, bool, object_store::ObjectMeta)>> {
         let (objects, _) = self.list_dir(&self.object_dir(object))?;
         let committed: Vec<WriteStamp> = objects
             .iter()
             .filter_map(|(name, _)| WriteStamp::from_file_name(name))
+            .collect();
+        let marked: Vec<WriteStamp> = objects
+            .iter()
+            .filter_map(|(name, _)| stamp_of_marker(name))
             .collect();
         Ok(objects
             .into_iter()
@@ -228,9 +279,35 @@ impl RemoteLocation {
                     return Some((stamp, false, meta));
                 }
                 let stamp = WriteStamp::from_pending_file_name(&name)?;
-                (!committed.contains(&stamp)).then_some((stamp, true, meta))
+                (!committed.contains(&stamp)).then_some((stamp, !marked.contains(&stamp), meta))
             })
             .collect())
+    }
+
+    /// The object holding the bytes of `object`'s write `stamp`, committed or pending.
+    fn find_shard(
+        &self,
+        object: ObjectId,
+        stamp: WriteStamp,
+        pending: bool,
+    ) -> io::Result<object_store::ObjectMeta> {
+        self.shard_files(object)?
+            .into_iter()
+            .find(|f| f.0 == stamp && f.1 == pending)
+            .map(|f| f.2)
+            .ok_or_else(|| {
+                let name = match pending {
+                    true => stamp.pending_file_name(),
+                    false => stamp.file_name(),
+                };
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "{}: not found",
+                        self.message(&self.object_dir(object).child(name))
+                    ),
+                )
+            })
     }
 
     fn shard_file(&self, meta: object_store::ObjectMeta) -> Arc<dyn ShardFile> {
@@ -242,15 +319,16 @@ impl RemoteLocation {
             path: meta.location,
         })
     }
+}
 
-    fn open_named(&self, path: ObjectPath) -> io::Result<Arc<dyn ShardFile>> {
-        let what = self.message(&path);
-        let meta = self
-            .client
-            .run(self.client.store.head(&path), false)
-            .map_err(|f| f.into_io(&what))?;
-        Ok(self.shard_file(meta))
-    }
+/// The name of the marker that commits a pending shard object (`promote`).
+fn marker_name(stamp: WriteStamp) -> String {
+    format!("{}.committed", stamp.pending_file_name())
+}
+
+/// The stamp a commit marker's name commits.
+fn stamp_of_marker(name: &str) -> Option<WriteStamp> {
+    WriteStamp::from_pending_file_name(name.strip_suffix(".committed")?)
 }
 
 /// An object-store error as an I/O error of the kind the store's rules expect, naming the
@@ -315,11 +393,11 @@ impl Location for RemoteLocation {
     }
 
     fn open_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
-        self.open_named(self.object_dir(object).child(stamp.file_name()))
+        Ok(self.shard_file(self.find_shard(object, stamp, false)?))
     }
 
     fn open_pending(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Arc<dyn ShardFile>> {
-        self.open_named(self.object_dir(object).child(stamp.pending_file_name()))
+        Ok(self.shard_file(self.find_shard(object, stamp, true)?))
     }
 
     fn open_shards(&self, object: ObjectId) -> io::Result<OpenedShards> {
@@ -337,32 +415,39 @@ impl Location for RemoteLocation {
     }
 
     fn create_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<Box<dyn ShardWriter>> {
-        Ok(Box::new(RemoteShardWriter {
-            location: self.clone(),
-            object,
-            stamp,
-            bytes: Vec::new(),
-        }))
+        Ok(Box::new(RemoteShardWriter::new(self.clone(), object, stamp)))
     }
 
     fn remove_shard(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
-        self.delete(&self.object_dir(object).child(stamp.file_name()))
+        // The bytes first, the marker last: cut short, what is left is a marker alone
+        // (nothing) or a pending object without its marker (uncommitted), never a committed
+        // stamp without bytes.
+        let dir = self.object_dir(object);
+        self.delete(&dir.child(stamp.file_name()))?;
+        self.delete(&dir.child(stamp.pending_file_name()))?;
+        self.delete(&dir.child(marker_name(stamp)))
     }
 
     fn remove_pending(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
-        self.delete(&self.object_dir(object).child(stamp.pending_file_name()))
+        // A pending object with a marker is committed: not this call's to remove (a local
+        // location's promoted file is no longer under its pending name either).
+        let dir = self.object_dir(object);
+        let marker = dir.child(marker_name(stamp));
+        let what = self.message(&marker);
+        match self.client.run(self.client.store.head(&marker), false) {
+            Ok(_) => Ok(()),
+            Err(Failure::Store(object_store::Error::NotFound { .. })) => {
+                self.delete(&dir.child(stamp.pending_file_name()))
+            }
+            Err(f) => Err(f.into_io(&what)),
+        }
     }
 
     fn promote(&self, object: ObjectId, stamp: WriteStamp) -> io::Result<()> {
-        let dir = self.object_dir(object);
-        let (from, to) = (dir.child(stamp.pending_file_name()), dir.child(stamp.file_name()));
-        let what = self.message(&from);
-        // Copied, then deleted: after a crash between them the stamp is both, which counts as
-        // committed; never neither.
-        self.client
-            .run(self.client.store.copy(&from, &to), false)
-            .map_err(|f| f.into_io(&what))?;
-        self.delete(&from)
+        // An object store has no rename, and a copy costs the shard's size (and fails past
+        // 5 GiB on S3): a promotion is an empty marker beside the pending object, one small
+        // PUT, whole or not at all.
+        self.put(&self.object_dir(object).child(marker_name(stamp)), Vec::new())
     }
 
     fn shard_path(&self, object: ObjectId, stamp: WriteStamp) -> PathBuf {
@@ -372,7 +457,7 @@ impl Location for RemoteLocation {
     fn patch_shard(&self, object: ObjectId, stamp: WriteStamp, offset: u64, bytes: &[u8]) -> io::Result<()> {
         // No writes in place on an object store: the whole object is rewritten (one PUT:
         // whole or not at all, so a failure loses nothing).
-        let path = self.object_dir(object).child(stamp.file_name());
+        let path = self.find_shard(object, stamp, false)?.location;
         let mut whole = self.get_bounded(&path, usize::MAX)?;
         let range = usize::try_from(offset)
             .ok()
@@ -384,12 +469,23 @@ impl Location for RemoteLocation {
     }
 
     fn list_temp(&self) -> io::Result<Vec<String>> {
-        // Shard files are uploaded by single PUTs: nothing is left half written.
-        Ok(Vec::new())
+        // The markers of multipart uploads still open (the `upload` module).
+        let (objects, _) = self.list_dir(&self.at(&[TMP_DIR]))?;
+        Ok(objects.into_iter().map(|(name, _)| name).collect())
     }
 
-    fn remove_temp(&self, _name: &str) -> io::Result<()> {
-        Err(io::ErrorKind::NotFound.into())
+    fn remove_temp(&self, name: &str) -> io::Result<()> {
+        // The upload a marker names is aborted, then the marker removed; a marker naming
+        // anything but a shard object of this location's is only removed.
+        let marker = self.at(&[TMP_DIR, name]);
+        let bytes = self.get_bounded(&marker, upload::MAX_MARKER_LEN)?;
+        let objects = self.at(&["objects"]);
+        if let Some((path, id)) =
+            upload::parse_marker(&bytes).filter(|(path, _)| path.prefix_matches(&objects))
+        {
+            self.abort_upload(&path, &id)?;
+        }
+        self.delete(&marker)
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -529,52 +625,6 @@ impl ShardFile for RemoteShardFile {
     }
 }
 
-/// A shard file being written: held in memory, uploaded whole by one PUT.
-struct RemoteShardWriter {
-    location: RemoteLocation,
-    object: ObjectId,
-    stamp: WriteStamp,
-    bytes: Vec<u8>,
-}
-
-impl RemoteShardWriter {
-    fn upload(self, name: String) -> io::Result<()> {
-        let path = self.location.object_dir(self.object).child(name);
-        self.location.put(&path, self.bytes)
-    }
-}
-
-impl ShardWriter for RemoteShardWriter {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.bytes.extend_from_slice(buf);
-        Ok(())
-    }
-
-    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let range = usize::try_from(offset)
-            .ok()
-            .and_then(|at| Some(at..at.checked_add(buf.len())?))
-            .filter(|r| r.end <= self.bytes.len())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        self.bytes[range].copy_from_slice(buf);
-        Ok(())
-    }
-
-    fn commit(self: Box<Self>) -> io::Result<()> {
-        let name = self.stamp.file_name();
-        self.upload(name)
-    }
-
-    fn stage(self: Box<Self>) -> io::Result<()> {
-        let name = self.stamp.pending_file_name();
-        self.upload(name)
-    }
-
-    fn commit_deferred(self: Box<Self>) -> io::Result<()> {
-        self.commit()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,6 +691,26 @@ mod tests {
     }
 
     #[test]
+    fn a_promotion_is_a_marker_and_a_removal_cut_short_never_leaves_a_committed_stamp_without_bytes() {
+        let loc = location();
+        let object = ObjectId::of_key("k");
+        let mut w = loc.create_shard(object, stamp(3)).unwrap();
+        w.write_all(b"bytes").unwrap();
+        w.stage().unwrap();
+        loc.promote(object, stamp(3)).unwrap();
+        // Committed now: a pending removal leaves it alone.
+        loc.remove_pending(object, stamp(3)).unwrap();
+        assert_eq!(loc.list_shards(object).unwrap(), vec![stamp(3)]);
+        let dir = loc.object_dir(object);
+        // The marker without its pending object (a removal cut short) is nothing.
+        loc.delete(&dir.child(stamp(3).pending_file_name())).unwrap();
+        assert!(loc.open_shards(object).unwrap().is_empty());
+        assert!(matches!(loc.open_shard(object, stamp(3)), Err(e) if e.kind() == io::ErrorKind::NotFound));
+        loc.remove_shard(object, stamp(3)).unwrap();
+        assert!(loc.list_buckets().unwrap().is_empty(), "the marker went too");
+    }
+
+    #[test]
     fn a_stamp_both_pending_and_committed_counts_as_committed_once() {
         let loc = location();
         let object = ObjectId::of_key("k");
@@ -653,7 +723,7 @@ mod tests {
                 w.commit().unwrap()
             }
         }
-        // What a crash between a promotion's copy and its delete leaves.
+        // What a crash between an older build's promotion copy and its delete leaves.
         assert_eq!(loc.list_shards(object).unwrap(), vec![stamp(2)]);
         assert!(loc.list_pending(object).unwrap().is_empty());
         let opened = loc.open_shards(object).unwrap();
@@ -663,5 +733,139 @@ mod tests {
         loc.remove_pending(object, stamp(2)).unwrap();
         assert!(loc.open_shards(object).unwrap().is_empty());
         assert!(loc.list_buckets().unwrap().is_empty());
+    }
+}
+
+/// Multipart uploads, against a real S3 server (the in-memory store of `object_store` 0.12
+/// cannot take parts out of order: its `put_part` panics, apache/arrow-rs-object-store#682).
+#[cfg(all(test, feature = "fault-injection"))]
+mod upload_tests {
+    use super::*;
+    use crate::fault::s3::{server_binary, use_server_credentials, LocalS3Server};
+    use crate::location_spec::LocationSpec;
+
+    fn stamp(version: u64) -> WriteStamp {
+        WriteStamp { version, write_id: 7 }
+    }
+
+    /// A location on an `s3s-fs` server of its own; `None` (the test says SKIPPED) where the
+    /// server is not installed and S3 tests are not required.
+    fn on_a_server() -> Option<(tempfile::TempDir, LocalS3Server, RemoteLocation)> {
+        let Some(binary) = server_binary() else {
+            assert!(
+                std::env::var_os("SHARDGUARD_REQUIRE_S3").is_none(),
+                "s3s-fs is not installed"
+            );
+            eprintln!("SKIPPED: s3s-fs is not installed");
+            return None;
+        };
+        use_server_credentials();
+        let dir = tempfile::tempdir().expect("a directory for the server");
+        let server = LocalS3Server::start(&binary, dir.path().join("server")).expect("start s3s-fs");
+        let LocationSpec::S3(spec) = LocationSpec::parse(Path::new(&server.location())).expect("spec") else {
+            panic!("an S3 location");
+        };
+        let location = RemoteLocation::connect(&spec).expect("connect");
+        Some((dir, server, location))
+    }
+
+    /// Part files of uploads still open on the server (`s3s-fs` keeps them at its root).
+    fn open_parts(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("server"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".upload_id-"))
+            .count()
+    }
+
+    /// Bytes of a shard file that needs a multipart upload: three parts and a bit.
+    fn long_file() -> Vec<u8> {
+        (0..3 * upload::PART_LEN + 1000)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect()
+    }
+
+    fn read_whole(loc: &RemoteLocation, object: ObjectId, at: WriteStamp) -> Vec<u8> {
+        let file = loc.open_shard(object, at).unwrap();
+        let mut buf = vec![0u8; file.len() as usize];
+        file.read_exact_at(&mut buf, 0).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_long_shard_uploaded_in_parts_reads_back_exact_with_its_header_written_last() {
+        let Some((dir, _server, loc)) = on_a_server() else {
+            return;
+        };
+        let object = ObjectId::of_key("k");
+        let mut want = long_file();
+        for (version, stage) in [(1, true), (2, false)] {
+            let mut w = loc.create_shard(object, stamp(version)).unwrap();
+            // Written in 1 MiB pieces, as the store writes chunks; the header last.
+            for piece in want.chunks(1 << 20) {
+                w.write_all(piece).unwrap();
+            }
+            // An open upload is recorded while it lasts.
+            assert_eq!(loc.list_temp().unwrap().len(), 1);
+            w.write_all_at(b"HEADER", 0).unwrap();
+            match stage {
+                true => {
+                    w.stage().unwrap();
+                    loc.promote(object, stamp(version)).unwrap();
+                }
+                false => w.commit().unwrap(),
+            }
+            want[..6].copy_from_slice(b"HEADER");
+            assert!(read_whole(&loc, object, stamp(version)) == want);
+            assert!(
+                loc.list_temp().unwrap().is_empty(),
+                "the marker goes with the upload"
+            );
+        }
+        assert_eq!(loc.list_shards(object).unwrap(), vec![stamp(1), stamp(2)]);
+        assert!(loc.list_pending(object).unwrap().is_empty());
+        assert_eq!(open_parts(dir.path()), 0, "no upload left open");
+    }
+
+    #[test]
+    fn an_upload_its_writer_abandoned_leaves_nothing_and_one_a_crash_left_is_aborted_by_remove_temp() {
+        let Some((dir, _server, loc)) = on_a_server() else {
+            return;
+        };
+        let object = ObjectId::of_key("k");
+        let mut w = loc.create_shard(object, stamp(1)).unwrap();
+        w.write_all(&long_file()).unwrap();
+        // Parts are sent on threads of their own: wait until one landed.
+        let mut waited = 0;
+        while open_parts(dir.path()) == 0 {
+            assert!(waited < 200, "no part landed within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+            waited += 1;
+        }
+        drop(w);
+        assert!(loc.list_temp().unwrap().is_empty());
+        assert_eq!(
+            open_parts(dir.path()),
+            0,
+            "a writer dropped unfinished aborts its upload"
+        );
+        assert!(loc.list_pending(object).unwrap().is_empty());
+
+        // A process that dies mid-upload runs no destructor.
+        let mut w = loc.create_shard(object, stamp(2)).unwrap();
+        w.write_all(&long_file()).unwrap();
+        std::mem::forget(w);
+        let left = loc.list_temp().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(crate::location::temp_file_object(&left[0]), Some(object));
+        let marker = loc.get_bounded(&loc.at(&[TMP_DIR, &left[0]]), 4096).unwrap();
+        let (path, id) = upload::parse_marker(&marker).unwrap();
+        loc.remove_temp(&left[0]).unwrap();
+        assert!(loc.list_temp().unwrap().is_empty());
+        assert_eq!(open_parts(dir.path()), 0, "the upload was aborted");
+        // Aborted: the upload can no longer be completed.
+        let complete = loc.client.multipart.complete_multipart(&path, &id, Vec::new());
+        assert!(loc.client.run(complete, false).is_err());
+        assert!(loc.list_pending(object).unwrap().is_empty());
     }
 }
