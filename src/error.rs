@@ -263,6 +263,15 @@ pub enum ConfigProblem {
     /// A location string that looks like a URL but is not an accepted S3 location.
     #[error("{0}")]
     LocationSpec(#[from] crate::location_spec::SpecError),
+    /// A credentials file that cannot be used (others may read it, damaged, not a file), or
+    /// credentials given for a location that is not remote. Never quotes a secret.
+    #[error("{path}: {why}")]
+    Credentials {
+        /// The file, or the location.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// A remote location that cannot be used: no S3 support in this build, a bad client
     /// configuration, or (at `create`) a bucket that does not answer.
     #[error("location {location}: {detail}")]

@@ -85,6 +85,7 @@ macro_rules! internal_modules {
 
 internal_modules!(arq, checksum, codec, format, placement);
 
+pub mod credentials;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod disk;
@@ -113,6 +114,7 @@ pub struct ReadmeDoctests;
 
 pub use arq::RetryPolicy;
 pub use codec::UnsupportedCpu;
+pub use credentials::Credentials;
 pub use error::{ConfigProblem, Error, Result};
 pub use format::{FormatError, Geometry};
 pub use health::{HeaderProblem, LocationProblem, LocationState, StoreFileProblem};

@@ -120,8 +120,9 @@ pub trait ShardWriter: Send {
     fn commit_deferred(self: Box<Self>) -> io::Result<()>;
 }
 
-/// What a remote location's requests came to so far ([`Location::network`]), for `status`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a remote location's requests came to so far ([`Location::network`]), for `status` and
+/// the scrub report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct NetworkCounts {
     /// Requests sent.
@@ -134,6 +135,18 @@ pub struct NetworkCounts {
     pub down: bool,
     /// The median latency of the recent chunk reads, if any.
     pub median_read_latency: Option<std::time::Duration>,
+}
+
+impl NetworkCounts {
+    /// The requests made since `before` was taken; the endpoint's state as now.
+    pub fn since(self, before: NetworkCounts) -> NetworkCounts {
+        NetworkCounts {
+            requests: self.requests.saturating_sub(before.requests),
+            failed: self.failed.saturating_sub(before.failed),
+            not_contacted: self.not_contacted.saturating_sub(before.not_contacted),
+            ..self
+        }
+    }
 }
 
 /// One place where shard files are stored.
@@ -303,10 +316,23 @@ pub(crate) fn write_atomically(
     bytes: &[u8],
     durability: Durability,
 ) -> io::Result<()> {
+    write_atomically_with_mode(dir, name, bytes, durability, 0o666)
+}
+
+/// [`write_atomically`], the file created with permissions `mode` (less the umask): 0600 for a
+/// file only its owner may read, from its first byte.
+pub(crate) fn write_atomically_with_mode(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durability: Durability,
+    mode: u32,
+) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(format!("{name}.{:016x}.tmp", crate::ids::random_u64()));
     let write = || -> io::Result<()> {
         let mut file =
-            disk::open_for_writing(OpenOptions::new().write(true).create(true).truncate(true), &tmp)?;
+            disk::open_for_writing(OpenOptions::new().write(true).create_new(true).mode(mode), &tmp)?;
         file.write_all(bytes)?;
         if durability == Durability::Fsync {
             disk::sync_file(&file, &tmp, false)?;

@@ -98,17 +98,39 @@ impl LocationSpec {
 }
 
 /// The location `spec` names, ready to use (nothing contacted yet); or why not.
-pub(crate) fn remote_location(spec: &S3Spec) -> Result<Arc<dyn Location>, String> {
+/// `credentials`: the location's own (the store's `credentials` file), else the standard
+/// variables sign its requests.
+pub(crate) fn remote_location(
+    spec: &S3Spec,
+    credentials: Option<&crate::credentials::Credentials>,
+) -> Result<Arc<dyn Location>, String> {
     #[cfg(feature = "s3")]
     {
-        crate::remote::RemoteLocation::connect(spec)
+        crate::remote::RemoteLocation::connect(spec, credentials)
             .map(|location| Arc::new(location) as Arc<dyn Location>)
             .map_err(|e| e.to_string())
     }
     #[cfg(not(feature = "s3"))]
     {
-        let _ = spec;
+        let _ = (spec, credentials);
         Err("this build of shardguard has no S3 support (cargo feature `s3`)".to_owned())
+    }
+}
+
+impl S3Spec {
+    /// Whether `self` and `other` are one bucket of one endpoint, one prefix inside (or equal
+    /// to) the other's.
+    pub fn is_nested_with(&self, other: &S3Spec) -> bool {
+        let inside = |outer: &str, inner: &str| {
+            outer.is_empty()
+                || inner == outer
+                || inner
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        self.endpoint == other.endpoint
+            && self.bucket == other.bucket
+            && (inside(&self.prefix, &other.prefix) || inside(&other.prefix, &self.prefix))
     }
 }
 
@@ -223,6 +245,21 @@ mod tests {
 
     fn parse(s: &str) -> Result<LocationSpec, SpecError> {
         LocationSpec::parse(Path::new(s))
+    }
+
+    #[test]
+    fn prefixes_of_one_bucket_are_nested_when_one_is_a_path_inside_the_other() {
+        let s3 = |s: &str| match parse(s).unwrap() {
+            LocationSpec::S3(spec) => spec,
+            other => panic!("not S3: {other:?}"),
+        };
+        let a = s3("s3:http://h:9000/bkt/sg");
+        assert!(a.is_nested_with(&s3("s3:http://h:9000/bkt/sg/inner")));
+        assert!(a.is_nested_with(&s3("s3:http://h:9000/bkt")));
+        assert!(a.is_nested_with(&s3("s3:http://h:9000/bkt/sg/")));
+        assert!(!a.is_nested_with(&s3("s3:http://h:9000/bkt/sg2")));
+        assert!(!a.is_nested_with(&s3("s3:http://h:9000/ccc/sg/inner")));
+        assert!(!a.is_nested_with(&s3("s3:http://other:9000/bkt/sg/inner")));
     }
 
     #[test]

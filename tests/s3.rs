@@ -179,6 +179,25 @@ fn a_missing_bucket_is_a_clear_error_at_init_and_claims_nothing() {
         assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
         assert!(message.contains("no-such-bucket"), "{message}");
         assert!(!message.contains(SECRET_KEY), "{message}");
+        // Two prefixes of one bucket, one inside the other: refused as nested local
+        // directories are (a listing of the outer would wander into the inner).
+        let mut nested: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
+        nested[2] = PathBuf::from(format!("{}/inner", servers[0].location()));
+        let err = Store::builder()
+            .data_shards(2)
+            .parity_shards(1)
+            .locations(nested)
+            .create(dir.path().join("store"))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidConfig {
+                    problem: shardguard::ConfigProblem::LocationsNested(..)
+                }
+            ),
+            "{err:?}"
+        );
         // Nothing was claimed: the same servers make a store once the bucket is right.
         let good: Vec<PathBuf> = servers.iter().map(|s| PathBuf::from(s.location())).collect();
         Store::builder()
@@ -400,6 +419,12 @@ fn a_server_handing_out_rotten_bytes_is_read_around_and_rot_at_rest_is_repaired_
         }
         let found = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
         assert_eq!(found.verdict(), ScrubVerdict::NeedsRepair, "{found:#?}");
+        // The report names the location, and what the scrub asked of each endpoint.
+        for summary in &found.locations {
+            let network = summary.network.expect("a remote location's requests");
+            assert!(network.requests > 0 && network.failed == 0, "{summary:?}");
+            assert_eq!(summary.damaged_chunks > 0, summary.slot == 3, "{summary:?}");
+        }
         proxy.faults.corrupt.store(false, Ordering::Relaxed);
         let clean = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
         assert_eq!(
@@ -558,4 +583,82 @@ fn a_put_killed_mid_upload_leaves_uploads_that_scrub_repair_aborts() {
             drop(servers);
         },
     );
+}
+
+#[test]
+fn locations_on_providers_with_their_own_keys_sign_with_the_owner_only_credentials_file() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(120), "credentials per location", move || {
+        let dir = tempfile::tempdir().unwrap();
+        // Three providers, none of which accepts the environment's keys.
+        let servers: Vec<Server> = (0..3)
+            .map(|i| {
+                let (key, secret) = (format!("provider-{i}"), format!("provider-{i}-secret"));
+                Server::start_with_keys(&binary, dir.path().join(format!("server-{i}")), &key, &secret)
+                    .unwrap()
+            })
+            .collect();
+        let root = dir.path().join("store");
+        let store = root.to_str().unwrap();
+        let locations: Vec<String> = servers.iter().map(Server::location).collect();
+        let mut init = vec!["init", store, "--data", "2", "--parity", "1"];
+        for location in &locations {
+            init.extend(["--location", location.as_str()]);
+        }
+        // Without its own keys, a provider refuses the bucket listing: init says so, exit 2.
+        let refused = common::sg(&init);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+        for (i, location) in locations.iter().enumerate() {
+            let set = std::process::Command::new(env!("CARGO_BIN_EXE_shardguard"))
+                .args(["credentials", store, location])
+                .env("AWS_ACCESS_KEY_ID", format!("provider-{i}"))
+                .env("AWS_SECRET_ACCESS_KEY", format!("provider-{i}-secret"))
+                .output()
+                .unwrap();
+            assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+            assert!(!String::from_utf8_lossy(&set.stdout).contains("secret"));
+        }
+        let file = root.join("credentials");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let out = common::sg(&init);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let input = dir.path().join("f");
+        std::fs::write(&input, common::data(5, 200_000)).unwrap();
+        assert!(common::sg(&["put", store, "k", input.to_str().unwrap()])
+            .status
+            .success());
+        assert!(common::sg(&["get", store, "k"]).stdout == common::data(5, 200_000));
+        // No secret anywhere but the credentials file: not in the store file, its copies on
+        // the servers, or what status prints.
+        let status = common::sg(&["status", store]);
+        assert!(status.status.success());
+        for path in walk_files(dir.path()).iter().filter(|p| **p != file) {
+            let bytes = std::fs::read(path).unwrap();
+            assert!(
+                !bytes.windows(15).any(|w| w.ends_with(b"-secret")),
+                "a secret in {}",
+                path.display()
+            );
+        }
+        assert!(!String::from_utf8_lossy(&status.stdout).contains("-secret"));
+        // A credentials file others may read is refused, with one line, before anything is sent.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let exposed = common::sg(&["get", store, "k"]);
+        assert_eq!(exposed.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&exposed.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("chmod 600") && !stderr.contains("-secret"),
+            "{stderr}"
+        );
+    });
 }

@@ -51,6 +51,8 @@ pub struct LocalS3Server {
     pub root: PathBuf,
     /// The port it listens on, on 127.0.0.1.
     pub port: u16,
+    /// The access key and secret it accepts.
+    keys: (String, String),
     child: Option<Child>,
 }
 
@@ -61,6 +63,20 @@ impl LocalS3Server {
     /// # Errors
     /// When the directory, the port or the process cannot be had, or it does not start.
     pub fn start(binary: &Path, root: PathBuf) -> io::Result<LocalS3Server> {
+        Self::start_with_keys(binary, root, ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// [`Self::start`], the server accepting only `access_key` with `secret_key` (a provider of
+    /// its own).
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub fn start_with_keys(
+        binary: &Path,
+        root: PathBuf,
+        access_key: &str,
+        secret_key: &str,
+    ) -> io::Result<LocalS3Server> {
         std::fs::create_dir_all(root.join(BUCKET))?;
         // A port the kernel just handed out is free for the server to take.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -68,6 +84,7 @@ impl LocalS3Server {
             binary: binary.to_path_buf(),
             root,
             port,
+            keys: (access_key.to_owned(), secret_key.to_owned()),
             child: None,
         };
         server.restart()?;
@@ -81,7 +98,7 @@ impl LocalS3Server {
     pub fn restart(&mut self) -> io::Result<()> {
         let child = Command::new(&self.binary)
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .args(["--access-key", &self.keys.0, "--secret-key", &self.keys.1])
             .arg(&self.root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -39,6 +39,7 @@ use object_store::{
     PutResult, RetryConfig, UpdateVersion,
 };
 
+use crate::credentials::Credentials;
 use crate::format::{bucket_from_hex, ObjectId, WriteStamp};
 use crate::location::{
     Location, NetworkCounts, OpenedShard, OpenedShards, ShardFile, ShardWriter, IDENTITY_FILE,
@@ -89,9 +90,9 @@ impl std::fmt::Debug for RemoteLocation {
 
 impl RemoteLocation {
     /// A location for `spec`: endpoint from the spec or from `AWS_ENDPOINT_URL`, region from
-    /// `AWS_REGION` (default `us-east-1`), credentials from `AWS_ACCESS_KEY_ID` and
-    /// `AWS_SECRET_ACCESS_KEY`. Contacts nothing yet.
-    pub fn connect(spec: &S3Spec) -> io::Result<Self> {
+    /// `AWS_REGION` (default `us-east-1`), credentials `credentials` if given, else from
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`. Contacts nothing yet.
+    pub fn connect(spec: &S3Spec, credentials: Option<&Credentials>) -> io::Result<Self> {
         let endpoint = spec
             .endpoint
             .clone()
@@ -104,7 +105,19 @@ impl RemoteLocation {
         if let Some(endpoint) = &endpoint {
             client = client.with_allow_http(endpoint.starts_with("http://"));
         }
-        let mut builder = AmazonS3Builder::from_env()
+        // With the location's own credentials, nothing of the environment's may sign with them
+        // (a session token of other keys): only its region is read.
+        let base = match credentials {
+            Some(_) => {
+                let region = std::env::var("AWS_REGION").or_else(|_| std::env::var("AWS_DEFAULT_REGION"));
+                region.map_or_else(
+                    |_| AmazonS3Builder::new(),
+                    |r| AmazonS3Builder::new().with_region(r),
+                )
+            }
+            None => AmazonS3Builder::from_env(),
+        };
+        let mut builder = base
             .with_client_options(client)
             // The writer's lease is created with If-None-Match and renewed with If-Match.
             .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
@@ -116,6 +129,14 @@ impl RemoteLocation {
                 retry_timeout: Duration::from_secs(15),
                 ..RetryConfig::default()
             });
+        if let Some(credentials) = credentials {
+            builder = builder
+                .with_access_key_id(&credentials.access_key_id)
+                .with_secret_access_key(&credentials.secret_access_key);
+            if let Some(token) = &credentials.session_token {
+                builder = builder.with_token(token);
+            }
+        }
         if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
             builder = builder.with_region("us-east-1");
         }
@@ -765,7 +786,7 @@ mod upload_tests {
         let LocationSpec::S3(spec) = LocationSpec::parse(Path::new(&server.location())).expect("spec") else {
             panic!("an S3 location");
         };
-        let location = RemoteLocation::connect(&spec).expect("connect");
+        let location = RemoteLocation::connect(&spec, None).expect("connect");
         Some((dir, server, location))
     }
 
@@ -855,6 +876,14 @@ mod upload_tests {
         let mut w = loc.create_shard(object, stamp(2)).unwrap();
         w.write_all(&long_file()).unwrap();
         std::mem::forget(w);
+        // Its two full parts after the first land (a dead process's threads die with it; these
+        // live on, and one landing after the abort would leave a part behind).
+        let mut waited = 0;
+        while open_parts(dir.path()) < 2 {
+            assert!(waited < 200, "the parts did not land within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+            waited += 1;
+        }
         let left = loc.list_temp().unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(crate::location::temp_file_object(&left[0]), Some(object));

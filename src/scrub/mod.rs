@@ -222,6 +222,14 @@ pub struct LocationSummary {
     /// Writes (repairs, removals) this location refused: readable but not writable.
     #[serde(default)]
     pub write_failures: u64,
+    /// Chunks read here that verified only when read again (transient faults: a flaky disk,
+    /// rotten bytes in flight).
+    #[serde(default)]
+    pub transient_faults_cured: u64,
+    /// For a remote location, the requests this scrub made of it (failed ones, and those not
+    /// sent while its endpoint was down, among them), and its endpoint's state at the end.
+    #[serde(default)]
+    pub network: Option<crate::location::NetworkCounts>,
 }
 
 /// The counters of a scrub, for the whole store or one object.
@@ -379,6 +387,7 @@ impl Findings {
             summary.damaged_shards += found.damaged_shards;
             summary.rebuilt_shards += found.rebuilt_shards;
             summary.write_failures += found.write_failures;
+            summary.transient_faults_cured += found.transient_faults_cured;
         }
     }
 }
@@ -438,6 +447,7 @@ impl ScrubReport {
             summary.damaged_shards += slot.damaged_shards;
             summary.rebuilt_shards += slot.rebuilt_shards;
             summary.write_failures += slot.write_failures;
+            summary.transient_faults_cured += slot.transient_faults_cured;
         }
     }
 }
@@ -495,6 +505,7 @@ impl Store {
         if let Some(percent) = options.percent.filter(|p| *p == 0 || *p > 100) {
             return Err(Error::invalid_config(ConfigProblem::ScrubPercent(percent)));
         }
+        let network_before: Vec<_> = self.slots.iter().map(|slot| slot.location.network()).collect();
         let mut report = ScrubReport {
             repair: options.repair,
             deep: options.deep,
@@ -703,6 +714,16 @@ impl Store {
         let whole = options.prefix.is_none() && options.percent.is_none();
         if options.repair && whole && report.counts.unrepaired == 0 && report.unrecoverable.is_empty() {
             report.compaction = self.compact_packs();
+        }
+        for (summary, (slot, before)) in report
+            .locations
+            .iter_mut()
+            .zip(self.slots.iter().zip(&network_before))
+        {
+            summary.network = slot
+                .location
+                .network()
+                .map(|after| after.since(before.unwrap_or_default()));
         }
         report.duration_secs = started.elapsed().as_secs_f64();
         report.finished_unix = state::now_unix();

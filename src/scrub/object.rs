@@ -67,6 +67,7 @@ pub(super) struct SlotCounts {
     pub rebuilt_shards: u64,
     /// Writes (patches, removals) the location refused.
     pub write_failures: u64,
+    pub transient_faults_cured: u64,
 }
 
 /// What scrubbing one object found and did.
@@ -599,6 +600,7 @@ impl Store {
                     out.counts.chunks_verified += 1;
                     out.counts.bytes_verified += len as u64;
                     out.counts.transient_faults_cured += u64::from(o.attempts > 1);
+                    out.slots[slot_of(shard)].transient_faults_cured += u64::from(o.attempts > 1);
                 }
                 // Damage in a shard file being rebuilt anyway is counted with the file.
                 if !examined.present[shard] && !rebuild[shard] {

@@ -47,6 +47,7 @@ pub struct StoreBuilder {
     pub(super) wrapper: Option<LocationWrapper>,
     pub(super) location_hints: Vec<PathBuf>,
     pub(super) lease_duration: std::time::Duration,
+    pub(super) location_credentials: Vec<(String, crate::credentials::Credentials)>,
 }
 
 impl Default for StoreBuilder {
@@ -62,6 +63,7 @@ impl Default for StoreBuilder {
             wrapper: None,
             location_hints: Vec::new(),
             lease_duration: crate::lease::DEFAULT_LEASE,
+            location_credentials: Vec::new(),
         }
     }
 }
@@ -79,6 +81,7 @@ impl std::fmt::Debug for StoreBuilder {
             .field("wrapper", &self.wrapper.as_ref().map(|_| "…"))
             .field("location_hints", &self.location_hints)
             .field("lease_duration", &self.lease_duration)
+            .field("location_credentials", &self.location_credentials)
             .finish()
     }
 }
@@ -109,6 +112,19 @@ impl StoreBuilder {
     /// or absolute. Default: `loc-00`, `loc-01`, … under the root.
     pub fn locations<P: Into<PathBuf>>(mut self, dirs: impl IntoIterator<Item = P>) -> Self {
         self.locations = Some(dirs.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Credentials for remote location `location` (`create`; for a store spread over several
+    /// providers), kept in the store directory's `credentials` file with owner-only
+    /// permissions, never in the store file; a remote location without its own signs with the
+    /// standard variables. Later changes: [`crate::credentials::set`].
+    pub fn location_credentials(
+        mut self,
+        location: impl Into<String>,
+        credentials: crate::credentials::Credentials,
+    ) -> Self {
+        self.location_credentials.push((location.into(), credentials));
         self
     }
 

@@ -653,6 +653,13 @@ impl Store {
             .map(|dir| LocationSpec::parse(dir).map_err(|e| Error::invalid_config(e.into())))
             .collect::<Result<Vec<_>>>()?;
         let remote = specs.iter().any(LocationSpec::is_remote);
+        for (location, given) in &config.location_credentials {
+            crate::credentials::set(root, location, Some(given.clone()))?;
+        }
+        let credentials = match remote {
+            true => crate::credentials::load(root)?,
+            false => Default::default(),
+        };
         // Check every location before writing any identity, so a refused create claims nothing.
         let mut planned: Vec<(PathBuf, Arc<dyn Location>, PathBuf)> = Vec::with_capacity(n);
         for (dir, spec) in dirs.iter().zip(&specs) {
@@ -681,7 +688,8 @@ impl Store {
                     detail,
                 })
             };
-            let location = crate::location_spec::remote_location(s3).map_err(refused)?;
+            let own = credentials.get(&s3.to_string());
+            let location = crate::location_spec::remote_location(s3, own).map_err(refused)?;
             // A missing bucket (or an endpoint that does not answer) is refused here, not
             // found at the first put.
             location
@@ -694,6 +702,17 @@ impl Store {
                 return Err(Error::invalid_config(ConfigProblem::LocationsSame(
                     name.clone(),
                     other.clone(),
+                )));
+            }
+            // One prefix inside another of the same bucket: a listing of the outer one would
+            // wander into the inner one's objects.
+            if let Some(other) = specs.iter().find_map(|other| match other {
+                LocationSpec::S3(other) if other != s3 && s3.is_nested_with(other) => Some(other),
+                _ => None,
+            }) {
+                return Err(Error::invalid_config(ConfigProblem::LocationsNested(
+                    name.clone(),
+                    PathBuf::from(other.to_string()),
                 )));
             }
             planned.push((name.clone(), location, name));
@@ -776,12 +795,17 @@ impl Store {
                 None => return Err(e),
             },
         };
+        // Only a store with remote locations has credentials to read.
+        let credentials = match file.remote {
+            true => crate::credentials::load(root)?,
+            false => Default::default(),
+        };
         let slots: Vec<Slot> = file
             .locations
             .iter()
             .enumerate()
             .map(|(slot, raw)| {
-                let (dir, bare) = open_location(root, &file, raw, options.durability)?;
+                let (dir, bare) = open_location(root, &file, raw, options.durability, &credentials)?;
                 let location = match &options.wrapper {
                     Some(wrap) => wrap(slot, bare),
                     None => bare,
@@ -832,6 +856,7 @@ fn open_location(
     file: &StoreFile,
     raw: &[u8],
     durability: Durability,
+    credentials: &std::collections::BTreeMap<String, crate::credentials::Credentials>,
 ) -> Result<(PathBuf, Arc<dyn Location>)> {
     use std::os::unix::ffi::OsStrExt;
     let given = Path::new(std::ffi::OsStr::from_bytes(raw));
@@ -839,7 +864,8 @@ fn open_location(
         if let LocationSpec::S3(spec) =
             LocationSpec::parse(given).map_err(|e| Error::invalid_config(e.into()))?
         {
-            let location = crate::location_spec::remote_location(&spec).map_err(|detail| {
+            let own = credentials.get(&spec.to_string());
+            let location = crate::location_spec::remote_location(&spec, own).map_err(|detail| {
                 Error::invalid_config(ConfigProblem::RemoteLocation {
                     location: spec.to_string(),
                     detail,

@@ -179,6 +179,19 @@ enum Command {
         /// The store's root directory.
         store: PathBuf,
     },
+    /// Keep credentials for one remote location of a store (from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN as now set), for stores spread over several
+    /// providers: written to STORE/credentials, owner-only, never to the store file. May be run
+    /// before `init` (which needs them to list the bucket).
+    Credentials {
+        /// The store's root directory.
+        store: PathBuf,
+        /// The remote location, as given to `init`.
+        location: String,
+        /// Forget this location's credentials (it then signs with the environment's).
+        #[arg(long)]
+        remove: bool,
+    },
     /// Build a store on generated data, damage it, repair it with a scrub, and verify it.
     Demo {
         /// Where to build the store (default: a temporary directory, removed afterwards).
@@ -586,6 +599,29 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
             }
             return Ok(verdict_exit_code(report.verdict()));
         }
+        Command::Credentials {
+            store,
+            location,
+            remove,
+        } => {
+            let credentials = match remove {
+                true => None,
+                false => Some(shardguard::Credentials::from_env().ok_or_else(|| {
+                    Failure::Usage(
+                        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to the location's keys first".into(),
+                    )
+                })?),
+            };
+            let id = credentials.as_ref().map(|c| c.access_key_id.clone());
+            let file = shardguard::credentials::set(&store, &location, credentials)?;
+            match id {
+                Some(id) => say!(
+                    "{location}: signs with access key {id} (kept in {}, owner-only)",
+                    file.display()
+                ),
+                None => say!("{location}: signs with the environment's keys"),
+            }
+        }
         Command::Status { store } => {
             let status = open_store(&store, hints)?.status()?;
             let g = status.geometry;
@@ -890,6 +926,18 @@ fn print_scrub_report(r: &ScrubReport) {
                 l.repaired_chunks,
                 l.damaged_shards,
                 l.rebuilt_shards
+            );
+        }
+        if let Some(n) = &l.network {
+            say!(
+                "  location {} ({}): {} requests, {} failed, {} not sent (endpoint down); {} chunks read again to verify; endpoint {}",
+                l.slot,
+                l.path.display(),
+                n.requests,
+                n.failed,
+                n.not_contacted,
+                l.transient_faults_cured,
+                if n.down { "down" } else { "reachable" }
             );
         }
     }
