@@ -81,6 +81,11 @@ pub enum DemoEvent {
         /// What the reads had to do.
         stats: ReadStats,
     },
+    /// Something damaged earlier was put right from outside (a server back).
+    Restored {
+        /// What.
+        what: String,
+    },
     /// A scrub finished.
     Scrubbed {
         /// Whether it repaired.
@@ -108,21 +113,7 @@ pub fn run(dir: &Path, options: &DemoOptions, mut on_event: impl FnMut(DemoEvent
         m: geometry.m,
     });
 
-    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let sizes = object_sizes(&mut rng, options);
-    let started = Instant::now();
-    let mut checksums = Vec::with_capacity(sizes.len());
-    for (i, &len) in sizes.iter().enumerate() {
-        let mut source = SampleData::new(options.seed + i as u64, len);
-        store.put(&object_key(i), &mut source)?;
-        checksums.push(source.crc);
-    }
-    let total: u64 = sizes.iter().sum();
-    on_event(DemoEvent::Stored {
-        objects: sizes.len(),
-        bytes: total,
-        secs: started.elapsed().as_secs_f64(),
-    });
+    let (sizes, checksums) = store_samples(&store, options, &mut on_event)?;
 
     // Damage within tolerance (m = 2): one lost location everywhere, plus one more bad shard in
     // a few objects, each on a different shard than the lost location's.
@@ -177,6 +168,142 @@ pub fn run(dir: &Path, options: &DemoOptions, mut on_event: impl FnMut(DemoEvent
             on_event(DemoEvent::LocationLost { location, problem });
         }
     }
+    verify_samples(&store, &sizes, &checksums, &mut on_event)?;
+    // Repair everything, then check that a second, verify-only scrub finds nothing.
+    scrub(&store, true, &mut on_event)?;
+    scrub(&store, false, &mut on_event)
+}
+
+/// The remote demo: six local S3 servers (`s3s-fs` processes, `server` the binary), each a
+/// provider with keys of its own, as one 4 + 2 store; objects stored, one server's disk rotted
+/// and another's emptied (a provider that lost everything), everything read back verified,
+/// repaired by a scrub; then a third server stopped (an endpoint down) and everything read back
+/// again, and a final verify-only scrub once it is back. Servers and store live in `dir`.
+///
+/// # Errors
+/// As [`run`], and [`Error::Io`] when a server cannot be started.
+#[cfg(feature = "s3")]
+pub fn run_remote(
+    dir: &Path,
+    server: &Path,
+    options: &DemoOptions,
+    mut on_event: impl FnMut(DemoEvent),
+) -> Result<ScrubReport> {
+    use crate::s3_server::{LocalS3Server, BUCKET};
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x5353);
+    let mut servers = Vec::new();
+    let mut builder = Store::builder();
+    for i in 0..6 {
+        let root = dir.join(format!("server-{i}"));
+        let credentials = crate::credentials::Credentials {
+            access_key_id: format!("demo-provider-{i}"),
+            secret_access_key: format!("{:032x}", rng.random::<u128>()),
+            session_token: None,
+        };
+        let started = LocalS3Server::start_with_keys(
+            server,
+            root.clone(),
+            &credentials.access_key_id,
+            &credentials.secret_access_key,
+        )
+        .map_err(|e| Error::io(&root, e))?;
+        builder = builder.location_credentials(started.location(), credentials);
+        servers.push(started);
+    }
+    let root = dir.join("store");
+    let store = builder
+        .locations(
+            servers
+                .iter()
+                .map(|s| PathBuf::from(s.location()))
+                .collect::<Vec<_>>(),
+        )
+        .create(&root)?;
+    let geometry = store.geometry();
+    on_event(DemoEvent::Created {
+        root: root.clone(),
+        k: geometry.k,
+        m: geometry.m,
+    });
+    let (sizes, checksums) = store_samples(&store, options, &mut on_event)?;
+    drop(store);
+
+    // Rot at rest: the biggest object on server 1's disk (s3s-fs keeps each as a file).
+    let objects = servers[1].root.join(BUCKET).join("store").join("objects");
+    let biggest = files_under(&objects)
+        .into_iter()
+        .filter_map(|p| Some((fs::metadata(&p).ok()?.len(), p)))
+        .max()
+        .ok_or_else(|| Error::io(&objects, io::ErrorKind::NotFound.into()))?;
+    for offset in [biggest.0 / 3, biggest.0 / 2] {
+        flip_byte(&biggest.1, offset)?;
+    }
+    on_event(DemoEvent::Damaged {
+        what: format!("bit rot at rest: flipped 2 bytes of {}", biggest.1.display()),
+    });
+    servers[5]
+        .restart_empty()
+        .map_err(|e| Error::io(&servers[5].root, e))?;
+    on_event(DemoEvent::Damaged {
+        what: format!(
+            "server 5 ({}) restarted empty: a provider that lost everything",
+            servers[5].location()
+        ),
+    });
+
+    let store = Store::open(&root)?;
+    for (location, problem) in store.locations().into_iter().zip(store.location_problems()) {
+        if let Some(problem) = problem {
+            on_event(DemoEvent::LocationLost { location, problem });
+        }
+    }
+    verify_samples(&store, &sizes, &checksums, &mut on_event)?;
+    scrub(&store, true, &mut on_event)?;
+    servers[3].kill();
+    on_event(DemoEvent::Damaged {
+        what: format!("server 3 ({}) stopped: an endpoint down", servers[3].location()),
+    });
+    verify_samples(&store, &sizes, &checksums, &mut on_event)?;
+    servers[3].restart().map_err(|e| Error::io(&servers[3].root, e))?;
+    on_event(DemoEvent::Restored {
+        what: format!("server 3 ({}) back", servers[3].location()),
+    });
+    // A fresh handle: this one's client lets a failed endpoint rest a while before trying it
+    // again.
+    drop(store);
+    scrub(&Store::open(&root)?, false, &mut on_event)
+}
+
+/// Stores the sample objects; their sizes and CRC32Cs.
+fn store_samples(
+    store: &Store,
+    options: &DemoOptions,
+    on_event: &mut impl FnMut(DemoEvent),
+) -> Result<(Vec<u64>, Vec<u32>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let sizes = object_sizes(&mut rng, options);
+    let started = Instant::now();
+    let mut checksums = Vec::with_capacity(sizes.len());
+    for (i, &len) in sizes.iter().enumerate() {
+        let mut source = SampleData::new(options.seed + i as u64, len);
+        store.put(&object_key(i), &mut source)?;
+        checksums.push(source.crc);
+    }
+    on_event(DemoEvent::Stored {
+        objects: sizes.len(),
+        bytes: sizes.iter().sum(),
+        secs: started.elapsed().as_secs_f64(),
+    });
+    Ok((sizes, checksums))
+}
+
+/// Reads every sample object back and compares its CRC32C with what was stored.
+fn verify_samples(
+    store: &Store,
+    sizes: &[u64],
+    checksums: &[u32],
+    on_event: &mut impl FnMut(DemoEvent),
+) -> Result<()> {
     let started = Instant::now();
     let mut stats = ReadStats::default();
     for (i, expected) in checksums.iter().enumerate() {
@@ -195,23 +322,35 @@ pub fn run(dir: &Path, options: &DemoOptions, mut on_event: impl FnMut(DemoEvent
     }
     on_event(DemoEvent::Verified {
         objects: sizes.len(),
-        bytes: total,
+        bytes: sizes.iter().sum(),
         secs: started.elapsed().as_secs_f64(),
         stats,
     });
+    Ok(())
+}
 
-    // Repair everything, then check that a second, verify-only scrub finds nothing.
-    let mut scrub = |repair| -> Result<ScrubReport> {
-        let options = ScrubOptions::default().repair(repair);
-        let report = store.scrub(&options, &|_| {})?;
-        on_event(DemoEvent::Scrubbed {
-            repair,
-            report: Box::new(report.clone()),
-        });
-        Ok(report)
-    };
-    scrub(true)?;
-    scrub(false)
+/// A scrub of the whole store, reported.
+fn scrub(store: &Store, repair: bool, on_event: &mut impl FnMut(DemoEvent)) -> Result<ScrubReport> {
+    let report = store.scrub(&ScrubOptions::default().repair(repair), &|_| {})?;
+    on_event(DemoEvent::Scrubbed {
+        repair,
+        report: Box::new(report.clone()),
+    });
+    Ok(report)
+}
+
+/// Every file under `dir`.
+#[cfg(feature = "s3")]
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        match path.is_dir() {
+            true => out.extend(files_under(&path)),
+            false => out.push(path),
+        }
+    }
+    out
 }
 
 fn object_key(i: usize) -> String {

@@ -103,6 +103,8 @@ mod log_view;
 mod own_files;
 #[cfg(feature = "s3")]
 mod remote;
+#[cfg(all(feature = "s3", any(feature = "demo", feature = "fault-injection")))]
+pub mod s3_server;
 mod scrub;
 mod status;
 mod store;

@@ -662,3 +662,44 @@ fn locations_on_providers_with_their_own_keys_sign_with_the_owner_only_credentia
         );
     });
 }
+
+#[test]
+fn the_remote_demo_runs_on_local_servers_and_says_how_to_install_them_when_missing() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(300), "the remote demo", move || {
+        let dir = tempfile::tempdir().unwrap();
+        let demo = std::process::Command::new(env!("CARGO_BIN_EXE_shardguard"))
+            .args(["demo", "--remote", dir.path().join("demo").to_str().unwrap()])
+            .env("SHARDGUARD_S3S_FS", &binary)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&demo.stdout);
+        assert!(
+            demo.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&demo.stderr)
+        );
+        assert!(
+            stdout.contains("restarted empty") && stdout.contains("stopped: an endpoint down"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.trim_end().ends_with("every object reads back byte-exact"),
+            "{stdout}"
+        );
+        // Without the server: one line saying how to install it, exit 2, nothing created.
+        let missing = std::process::Command::new(env!("CARGO_BIN_EXE_shardguard"))
+            .args(["demo", "--remote", dir.path().join("none").to_str().unwrap()])
+            .env_remove("SHARDGUARD_S3S_FS")
+            .env("PATH", "")
+            .env("CARGO_HOME", dir.path().join("no-cargo"))
+            .env("HOME", dir.path().join("no-home"))
+            .output()
+            .unwrap();
+        assert_eq!(missing.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&missing.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("cargo install s3s-fs"), "{stderr}");
+        assert!(!dir.path().join("none").exists());
+    });
+}

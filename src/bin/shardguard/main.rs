@@ -196,6 +196,10 @@ enum Command {
     Demo {
         /// Where to build the store (default: a temporary directory, removed afterwards).
         dir: Option<PathBuf>,
+        /// Over six local S3 servers (s3s-fs, started and stopped by the demo), each with keys
+        /// of its own: rot at rest, a server emptied, another stopped.
+        #[arg(long)]
+        remote: bool,
     },
 }
 
@@ -537,7 +541,17 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
                 );
             }
         }
-        Command::Demo { dir } => {
+        Command::Demo { dir, remote } => {
+            // Checked first: nothing is created for a demo that cannot run.
+            let server = match remote {
+                true => Some(shardguard::s3_server::server_binary().ok_or_else(|| {
+                    Failure::Usage(format!(
+                        "the remote demo runs on local S3 servers: install them with `{}`",
+                        shardguard::s3_server::INSTALL
+                    ))
+                })?),
+                false => None,
+            };
             let temp;
             let dir = match dir {
                 Some(d) => d,
@@ -546,10 +560,25 @@ fn run(command: Command, hints: &[PathBuf]) -> Result<u8, Failure> {
                         .prefix("shardguard-demo-")
                         .tempdir()
                         .map_err(io_context("creating a temporary directory"))?;
-                    temp.path().join("store")
+                    temp.path().join("demo")
                 }
             };
-            demo::run(&dir, &DemoOptions::default(), print_demo_event)?;
+            let last = match server {
+                Some(server) => {
+                    // Modest sample data: every byte goes through six local servers.
+                    let options = DemoOptions {
+                        objects: 32,
+                        total_bytes: 96 << 20,
+                        ..DemoOptions::default()
+                    };
+                    demo::run_remote(&dir, &server, &options, print_demo_event)?
+                }
+                None => demo::run(&dir, &DemoOptions::default(), print_demo_event)?,
+            };
+            if last.verdict() != ScrubVerdict::Clean {
+                eprintln!("shardguard: demo failed: the last scrub did not come out clean");
+                return Ok(verdict_exit_code(last.verdict()));
+            }
             say!("demo finished: the damage was found and repaired; every object reads back byte-exact");
         }
         Command::Scrub {
@@ -980,6 +1009,7 @@ fn print_demo_event(event: DemoEvent) {
             bytes as f64 / MIB / secs
         ),
         DemoEvent::Damaged { what } => say!("damage: {what}"),
+        DemoEvent::Restored { what } => say!("restored: {what}"),
         DemoEvent::LocationLost { location, problem } => {
             say!("reopened: location {} is unusable: {problem}", location.display())
         }
