@@ -423,3 +423,29 @@ fn a_fold_whose_new_packs_do_not_read_back_keeps_the_log_and_loses_nothing() {
     let report = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
     assert_eq!(report.verdict(), shardguard::ScrubVerdict::Clean, "{report:#?}");
 }
+
+#[test]
+fn a_data_shard_avoided_after_an_io_error_is_read_again_when_a_stripe_has_no_parity_to_spare() {
+    use std::io::Read;
+    let (_dir, store, plan) = faulty_store(0xa701d);
+    let bytes = put_sample(&store, "k", 12);
+    let object = shardguard::location::ObjectId::of_key("k");
+    let slot = |shard| shardguard::placement::slot_of_shard(object, shard, 6);
+    // The first stripe: data shard 0's disk fails every read, so the reader avoids it for the
+    // next stripes (reads parity in its place).
+    plan.inject(Rule::at(slot(0), Fault::ReadError(Persistence::Persistent)));
+    let mut reader = store.get("k").unwrap();
+    let mut first = vec![0u8; 4 * CHUNK as usize];
+    reader.read_exact(&mut first).unwrap();
+    assert_eq!(first, bytes[..first.len()]);
+    // Then that disk recovers and both parity disks fail: the rest has no parity to spare, so
+    // the avoided data shard must be read again.
+    plan.clear();
+    plan.inject(Rule::at(slot(4), Fault::ReadError(Persistence::Persistent)));
+    plan.inject(Rule::at(slot(5), Fault::ReadError(Persistence::Persistent)));
+    let mut rest = Vec::new();
+    reader
+        .read_to_end(&mut rest)
+        .expect("a recoverable stripe is recovered, not reported unrecoverable");
+    assert_eq!(rest, bytes[first.len()..], "seed {}", plan.seed());
+}
