@@ -703,3 +703,38 @@ fn the_remote_demo_runs_on_local_servers_and_says_how_to_install_them_when_missi
         assert!(!dir.path().join("none").exists());
     });
 }
+
+#[test]
+fn a_lost_store_file_is_found_again_in_a_remote_location_named_as_a_hint() {
+    let Some(binary) = servers_available() else { return };
+    common::within(
+        Duration::from_secs(120),
+        "store file from remote copies",
+        move || {
+            let dir = tempfile::tempdir().unwrap();
+            let (servers, store) = store_on_servers(&binary, dir.path(), 6, 64 << 10);
+            let bytes = common::data(21, 500_000);
+            store.put("k", &bytes[..]).unwrap();
+            drop(store);
+            let root = dir.path().join("store");
+            std::fs::remove_file(root.join("shardguard.store")).unwrap();
+            assert!(matches!(Store::open(&root), Err(Error::NotAStore { .. })));
+            // One remote location named leads to the copies in all of them.
+            let store = Store::builder()
+                .location_hint(servers[2].location())
+                .open(&root)
+                .expect("opened from the copies in the remote locations");
+            assert_eq!(read_all(&store, "k"), bytes);
+            let repaired = store
+                .scrub(&ScrubOptions::default().repair(true), &|_| {})
+                .unwrap();
+            assert!(!repaired.own_files.is_empty(), "{repaired:#?}");
+            drop(store);
+            assert_eq!(
+                read_all(&Store::open(&root).unwrap(), "k"),
+                bytes,
+                "the store file is back"
+            );
+        },
+    );
+}

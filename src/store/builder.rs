@@ -181,8 +181,10 @@ impl StoreBuilder {
     }
 
     /// A location of the store, where a copy of the store file is looked for should the
-    /// store file be lost or damaged (`open` only). Only needed for stores whose locations are
-    /// not under the root (the copy found there lists the others, which are read too).
+    /// store file be lost or damaged (`open` only): a directory, or a remote location string
+    /// (`s3:...`, signed with the store's credentials file if it can be read). Only needed for
+    /// stores whose locations are not under the root (the copy found there lists the others,
+    /// which are read too).
     /// Default: none.
     pub fn location_hint(mut self, dir: impl Into<PathBuf>) -> Self {
         self.location_hints.push(dir.into());

@@ -918,10 +918,12 @@ fn check_locations_apart<'a>(root: &Path, locations: impl Iterator<Item = &'a Pa
 
 /// The store file as the copies in the locations hold it: the version most of them agree on;
 /// `None` when no copy is found. Looked for in the directories under `root` (the default
-/// layout) and in `hints`, then in every location a copy found lists, so one hinted location
-/// leads to all of them.
+/// layout) and in `hints` (local directories or remote locations, the latter signed with the
+/// store's credentials file if it can be read), then in every location a copy found lists, so
+/// one hinted location leads to all of them.
 fn store_file_from_copies(root: &Path, hints: &[PathBuf]) -> Option<StoreFile> {
     use std::os::unix::ffi::OsStrExt;
+    let credentials = crate::credentials::load(root).unwrap_or_default();
     let mut to_visit: Vec<PathBuf> = hints.to_vec();
     if let Ok(entries) = fs::read_dir(root) {
         to_visit.extend(
@@ -931,25 +933,40 @@ fn store_file_from_copies(root: &Path, hints: &[PathBuf]) -> Option<StoreFile> {
                 .map(|e| e.path()),
         );
     }
+    // Compared as the filesystem (or the location string) names them, so no copy votes twice.
     let mut visited = std::collections::BTreeSet::new();
     let mut votes: Vec<(StoreFile, usize)> = Vec::new();
     while let Some(dir) = to_visit.pop() {
-        // Compared as the filesystem names them, so no copy votes twice.
-        let Ok(canonical) = fs::canonicalize(&dir) else {
+        let copy = match LocationSpec::parse(&dir) {
+            Ok(LocationSpec::S3(spec)) => {
+                if !visited.insert(PathBuf::from(spec.to_string())) {
+                    continue;
+                }
+                crate::location_spec::remote_location(&spec, credentials.get(&spec.to_string()))
+                    .ok()
+                    .and_then(|location| location.read_store_copy().ok())
+            }
+            Ok(LocationSpec::Local(_)) => {
+                let Ok(canonical) = fs::canonicalize(&dir) else {
+                    continue;
+                };
+                if !visited.insert(canonical) {
+                    continue;
+                }
+                LocalDir::new(&dir, Durability::PageCache).read_store_copy().ok()
+            }
+            Err(_) => continue,
+        };
+        let Some(file) = copy.and_then(|b| StoreFile::decode(&b).ok()) else {
             continue;
         };
-        if !visited.insert(canonical) {
-            continue;
-        }
-        let copy = LocalDir::new(&dir, Durability::PageCache).read_store_copy();
-        let Some(file) = copy.ok().and_then(|b| StoreFile::decode(&b).ok()) else {
-            continue;
-        };
-        to_visit.extend(
-            file.locations
-                .iter()
-                .map(|raw| root.join(std::ffi::OsStr::from_bytes(raw))),
-        );
+        to_visit.extend(file.locations.iter().map(|raw| {
+            let given = Path::new(std::ffi::OsStr::from_bytes(raw));
+            match file.remote && LocationSpec::parse(given).is_ok_and(|s| s.is_remote()) {
+                true => given.to_path_buf(),
+                false => root.join(given),
+            }
+        }));
         match votes.iter_mut().find(|(f, _)| *f == file) {
             Some((_, n)) => *n += 1,
             None => votes.push((file, 1)),

@@ -44,8 +44,9 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// A location of the store, where a copy of its store file is read if the store file is
-    /// lost or damaged: needed only when the locations are not under the store's directory.
-    #[arg(long = "location-hint", value_name = "DIR", global = true)]
+    /// lost or damaged: needed only when the locations are not under the store's directory. A
+    /// directory or a remote location (s3:...).
+    #[arg(long = "location-hint", value_name = "LOCATION", global = true)]
     location_hints: Vec<PathBuf>,
 }
 
