@@ -738,3 +738,47 @@ fn a_lost_store_file_is_found_again_in_a_remote_location_named_as_a_hint() {
         },
     );
 }
+
+#[test]
+fn a_store_mixing_local_directories_and_s3_servers_survives_losing_one_of_each() {
+    let Some(binary) = servers_available() else { return };
+    common::within(Duration::from_secs(180), "a mixed store", move || {
+        let dir = tempfile::tempdir().unwrap();
+        let mut servers = start_servers(&binary, dir.path(), 3);
+        let mut locations: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("disk-{i}"))).collect();
+        locations.extend(servers.iter().map(|s| PathBuf::from(s.location())));
+        let root = dir.path().join("store");
+        let store = Store::builder()
+            .chunk_size(64 << 10)
+            .locations(locations.clone())
+            .create(&root)
+            .unwrap();
+        let objects: Vec<(String, Vec<u8>)> = (0..8)
+            .map(|i| (format!("m{i}"), common::data(40 + i, 1000 + i as usize * 77_777)))
+            .collect();
+        for (key, bytes) in &objects {
+            store.put(key, &bytes[..]).unwrap();
+        }
+        drop(store);
+        // A local disk replaced empty, and a server that lost everything.
+        std::fs::remove_dir_all(&locations[1]).unwrap();
+        std::fs::create_dir(&locations[1]).unwrap();
+        servers[2].restart_empty().unwrap();
+        let store = Store::open(&root).unwrap();
+        for (key, bytes) in &objects {
+            assert_eq!(
+                &read_all(&store, key),
+                bytes,
+                "{key} with a disk and a server lost"
+            );
+        }
+        let repaired = store
+            .scrub(&ScrubOptions::default().repair(true), &|_| {})
+            .unwrap();
+        assert_eq!(repaired.verdict(), ScrubVerdict::Repaired, "{repaired:#?}");
+        let clean = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+        assert_eq!(clean.verdict(), ScrubVerdict::Clean, "{clean:#?}");
+        assert!(clean.locations[..3].iter().all(|l| l.network.is_none()));
+        assert!(clean.locations[3..].iter().all(|l| l.network.is_some()));
+    });
+}
