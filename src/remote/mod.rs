@@ -342,6 +342,17 @@ impl RemoteLocation {
     }
 }
 
+/// Overwrites `bytes` from `offset` with `with`; `InvalidInput` if that reaches past their end.
+fn overwrite(bytes: &mut [u8], offset: u64, with: &[u8]) -> io::Result<()> {
+    let range = usize::try_from(offset)
+        .ok()
+        .and_then(|at| Some(at..at.checked_add(with.len())?))
+        .filter(|r| r.end <= bytes.len())
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    bytes[range].copy_from_slice(with);
+    Ok(())
+}
+
 /// The name of the marker that commits a pending shard object (`promote`).
 fn marker_name(stamp: WriteStamp) -> String {
     format!("{}.committed", stamp.pending_file_name())
@@ -480,12 +491,7 @@ impl Location for RemoteLocation {
         // whole or not at all, so a failure loses nothing).
         let path = self.find_shard(object, stamp, false)?.location;
         let mut whole = self.get_bounded(&path, usize::MAX)?;
-        let range = usize::try_from(offset)
-            .ok()
-            .and_then(|at| Some(at..at.checked_add(bytes.len())?))
-            .filter(|r| r.end <= whole.len())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        whole[range].copy_from_slice(bytes);
+        overwrite(&mut whole, offset, bytes)?;
         self.put(&path, whole)
     }
 

@@ -260,13 +260,7 @@ impl ShardWriter for RemoteShardWriter {
                 offset.checked_sub(tail_at).ok_or(io::ErrorKind::InvalidInput)?,
             ),
         };
-        let range = usize::try_from(at)
-            .ok()
-            .and_then(|at| Some(at..at.checked_add(buf.len())?))
-            .filter(|r| r.end <= bytes.len())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        bytes[range].copy_from_slice(buf);
-        Ok(())
+        super::overwrite(bytes, at, buf)
     }
 
     fn commit(self: Box<Self>) -> io::Result<()> {
