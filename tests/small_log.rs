@@ -144,6 +144,49 @@ fn compaction_waits_while_another_handle_logs_and_runs_once_it_closed() {
 }
 
 #[test]
+fn a_long_lived_handle_folds_its_log_once_idle_so_a_compaction_elsewhere_goes_ahead() {
+    within(Duration::from_secs(120), "idle fold", || {
+        let dir = tempfile::tempdir().unwrap();
+        drop(fsync_packing_store(dir.path()));
+        let writer = Store::builder()
+            .durability(Durability::Fsync)
+            .log_idle(Duration::from_millis(200))
+            .open(dir.path())
+            .unwrap();
+        for i in 0..4 {
+            writer.put(&format!("k{i}"), &data(i, 500)[..]).unwrap();
+        }
+        let locations = writer.locations();
+        assert!(
+            !files_ending(&locations[0].join("log"), ".log").is_empty(),
+            "logged"
+        );
+        // Idle, the handle folds its log and lets its lock go, while it lives on.
+        let mut waited = 0;
+        while locations
+            .iter()
+            .any(|l| !files_ending(&l.join("log"), ".log").is_empty())
+        {
+            assert!(waited < 200, "the idle log was not folded within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+            waited += 1;
+        }
+        let scrubber = Store::open(dir.path()).unwrap();
+        let report = scrubber.scrub(&repair(), &|_| {}).unwrap();
+        assert_eq!(report.compaction.not_done, None, "{report:?}");
+        // The handle logs again (a new segment) and every object reads back.
+        writer.put("later", &data(7, 700)[..]).unwrap();
+        assert!(!files_ending(&locations[0].join("log"), ".log").is_empty());
+        for i in 0..4 {
+            assert_eq!(scrubber.get_bytes(&format!("k{i}")).unwrap(), data(i, 500));
+        }
+        assert_eq!(scrubber.get_bytes("later").unwrap(), data(7, 700));
+        drop(writer);
+        assert_no_segment(&locations);
+    });
+}
+
+#[test]
 fn eight_writers_fill_and_fold_segments_while_they_go_on_and_every_object_reads_back_exact() {
     let dir = tempfile::tempdir().unwrap();
     let (writers, each, len) = (8, 700, 4000);

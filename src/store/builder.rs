@@ -47,6 +47,7 @@ pub struct StoreBuilder {
     pub(super) wrapper: Option<LocationWrapper>,
     pub(super) location_hints: Vec<PathBuf>,
     pub(super) lease_duration: std::time::Duration,
+    pub(super) log_idle: std::time::Duration,
     pub(super) location_credentials: Vec<(String, crate::credentials::Credentials)>,
 }
 
@@ -63,6 +64,7 @@ impl Default for StoreBuilder {
             wrapper: None,
             location_hints: Vec::new(),
             lease_duration: crate::lease::DEFAULT_LEASE,
+            log_idle: super::small_log::DEFAULT_LOG_IDLE,
             location_credentials: Vec::new(),
         }
     }
@@ -81,6 +83,7 @@ impl std::fmt::Debug for StoreBuilder {
             .field("wrapper", &self.wrapper.as_ref().map(|_| "…"))
             .field("location_hints", &self.location_hints)
             .field("lease_duration", &self.lease_duration)
+            .field("log_idle", &self.log_idle)
             .field("location_credentials", &self.location_credentials)
             .finish()
     }
@@ -125,6 +128,15 @@ impl StoreBuilder {
         credentials: crate::credentials::Credentials,
     ) -> Self {
         self.location_credentials.push((location.into(), credentials));
+        self
+    }
+
+    /// How long a handle keeps its small-write log after its last logged put (`open`): then
+    /// a thread folds the log into packs of their own files and lets its lock go, so that a
+    /// long-lived handle that puts now and then neither keeps its segment (4 MiB per location)
+    /// nor holds off compaction by a repairing scrub elsewhere. Default 10 s.
+    pub fn log_idle(mut self, idle: std::time::Duration) -> Self {
+        self.log_idle = idle;
         self
     }
 

@@ -839,7 +839,7 @@ impl Store {
             packs: Default::default(),
             group_commit: Default::default(),
             pack_changes: pack_changes::PackChanges::new(root),
-            small_log: small_log::SmallLog::new(root),
+            small_log: small_log::SmallLog::new(root, options.log_idle),
             log_appenders,
             lease,
         }));

@@ -25,7 +25,8 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::format::{is_pack_key, log_record, ObjectId, PackTable, ShardHeader, WriteStamp};
@@ -34,6 +35,10 @@ use crate::lock::{byte_lock_request, open_lock_file, set_byte_lock, LOCKS_DIR};
 use crate::placement;
 
 use super::Store;
+
+/// A handle's log is checkpointed once nothing was logged for this long (`start_idle_folder`),
+/// unless `StoreBuilder::log_idle` says otherwise.
+pub(super) const DEFAULT_LOG_IDLE: Duration = Duration::from_secs(10);
 
 /// Length of a segment on each location (a power-loss sweep asks for shorter ones).
 fn segment_len() -> u64 {
@@ -64,6 +69,8 @@ pub(crate) struct SmallLog {
     state: Mutex<LogState>,
     /// A segment waits in `full` for a fold (read without the state's lock after each group).
     fold_waiting: AtomicBool,
+    /// How long the log is kept after the last logged put (`start_idle_folder`).
+    idle: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +88,10 @@ struct LogState {
     exclusive: bool,
     /// Small writes this handle committed, logged or not: its first commits the usual way.
     commits: u64,
+    /// When the last record was logged.
+    last_logged: Option<Instant>,
+    /// The idle folder's thread runs (`start_idle_folder`).
+    idle_folder: bool,
 }
 
 #[derive(Debug)]
@@ -139,8 +150,9 @@ impl Drop for Exclusive<'_> {
 }
 
 impl SmallLog {
-    pub fn new(root: &Path) -> Self {
+    pub fn new(root: &Path, idle: Duration) -> Self {
         SmallLog {
+            idle,
             lock_path: root.join(LOCKS_DIR).join(LOCK_FILE),
             state: Mutex::new(LogState::default()),
             fold_waiting: AtomicBool::new(false),
@@ -267,6 +279,7 @@ impl Store {
         }
         segment.writes.push((object, stamp));
         segment.keep_copy(body, table);
+        state.last_logged = Some(Instant::now());
         Ok(Some(logged.len()))
     }
 
@@ -317,6 +330,9 @@ impl Store {
                 return Ok(None);
             }
             state.segment = Some(Segment::new(id, self.slots.len()));
+            if !state.idle_folder {
+                state.idle_folder = self.start_idle_folder();
+            }
         }
         Ok(state.segment.as_mut())
     }
@@ -385,6 +401,38 @@ impl Store {
             let _ = slot.location.remove_log(id);
         }
         drop(change);
+    }
+
+    /// Starts the thread that checkpoints this handle's log once nothing was logged for
+    /// the log's `idle` time: a long-lived handle that puts now and then would otherwise keep its
+    /// segment (4 MiB per location) and its shared lock, and so hold off every compaction,
+    /// until it closes. The thread holds the store only while it looks (a weak reference
+    /// otherwise), and ends with the segment or the handle. `false` if no thread could be had
+    /// (the log is then checkpointed when full or at close, as before).
+    fn start_idle_folder(&self) -> bool {
+        let store = Arc::downgrade(&self.0);
+        let idle = self.small_log.idle;
+        let look = move || loop {
+            std::thread::sleep(idle / 4);
+            let Some(store) = store.upgrade().map(Store) else {
+                return;
+            };
+            let mut state = store.small_log.state();
+            let quiet = state.last_logged.is_none_or(|at| at.elapsed() >= idle);
+            if quiet && !state.folding && !state.exclusive {
+                // Left for a replay if it fails, as a checkpoint at close would be.
+                let _ = store.checkpoint(&mut state);
+            }
+            if state.segment.is_none() && state.full.is_empty() && !state.folding {
+                // A segment made from now on starts a new thread.
+                state.idle_folder = false;
+                return;
+            }
+        };
+        std::thread::Builder::new()
+            .name("shardguard-idle-fold".into())
+            .spawn(look)
+            .is_ok()
     }
 
     /// Checkpoints this handle's log, if it has one (the last handle of a store closing).
