@@ -793,3 +793,63 @@ fn a_store_mixing_local_directories_and_s3_servers_survives_losing_one_of_each()
         assert!(clean.locations[3..].iter().all(|l| l.network.is_some()));
     });
 }
+
+#[test]
+fn a_server_killed_during_a_multipart_upload_costs_the_put_nothing_and_its_leftovers_are_repaired() {
+    let Some(binary) = servers_available() else { return };
+    common::within(
+        Duration::from_secs(300),
+        "a server killed mid-upload",
+        move || {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut servers, store) = store_on_servers(&binary, dir.path(), 6, 1 << 20);
+            // 48 MiB shards, six parts each; the server is killed half way, once a part of its
+            // upload landed (parts are sent on threads of their own: waited for, at most 60 s).
+            let bytes = common::data(8, 192 << 20);
+            let root0 = servers[0].root.clone();
+            let (first, _) = servers.split_at_mut(1);
+            let kill = || {
+                let started = std::time::Instant::now();
+                while open_upload_parts(&root0).is_empty() {
+                    assert!(started.elapsed() < Duration::from_secs(60), "no part landed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                first[0].kill();
+            };
+            store
+                .put(
+                    "big",
+                    KillingReader {
+                        bytes: &bytes,
+                        read: 0,
+                        at_half: Some(kill),
+                    },
+                )
+                .expect("a put that loses one server mid-upload keeps its write quorum");
+            assert_eq!(read_all(&store, "big"), bytes);
+            // Back with an upload the put could not abort (its parts, its marker) and no shard.
+            servers[0].restart().unwrap();
+            assert!(
+                !open_upload_parts(&servers[0].root).is_empty(),
+                "the killed server holds parts of an upload"
+            );
+            drop(store);
+            let store = Store::open(dir.path().join("store")).unwrap();
+            let repaired = store
+                .scrub(&ScrubOptions::default().repair(true), &|_| {})
+                .unwrap();
+            assert_eq!(repaired.verdict(), ScrubVerdict::Repaired, "{repaired:#?}");
+            assert!(repaired.counts.rebuilt_shards >= 1, "{repaired:#?}");
+            assert!(
+                open_upload_parts(dir.path()).is_empty(),
+                "the dead upload was aborted: {:?}",
+                open_upload_parts(dir.path())
+            );
+            let clean = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+            assert_eq!(clean.verdict(), ScrubVerdict::Clean, "{clean:#?}");
+            servers[1].kill();
+            servers[2].kill();
+            assert_eq!(read_all(&store, "big"), bytes, "the rebuilt shard serves");
+        },
+    );
+}
