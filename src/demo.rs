@@ -106,19 +106,12 @@ pub enum DemoEvent {
 /// Not for any input: it always stores at least one object, over the default six locations.
 pub fn run(dir: &Path, options: &DemoOptions, mut on_event: impl FnMut(DemoEvent)) -> Result<ScrubReport> {
     let store = Store::create(dir)?;
-    let geometry = store.geometry();
-    on_event(DemoEvent::Created {
-        root: dir.to_path_buf(),
-        k: geometry.k,
-        m: geometry.m,
-    });
-
-    let (sizes, checksums) = store_samples(&store, options, &mut on_event)?;
+    let (sizes, checksums) = store_samples(&store, dir, options, &mut on_event)?;
 
     // Damage within tolerance (m = 2): one lost location everywhere, plus one more bad shard in
     // a few objects, each on a different shard than the lost location's.
     let lost_slot = 3;
-    let n = geometry.k as usize + geometry.m as usize;
+    let n = store.geometry().shards();
     let pick = |i: usize| {
         let key = object_key(i);
         let shard = (0..n)
@@ -219,13 +212,7 @@ pub fn run_remote(
                 .collect::<Vec<_>>(),
         )
         .create(&root)?;
-    let geometry = store.geometry();
-    on_event(DemoEvent::Created {
-        root: root.clone(),
-        k: geometry.k,
-        m: geometry.m,
-    });
-    let (sizes, checksums) = store_samples(&store, options, &mut on_event)?;
+    let (sizes, checksums) = store_samples(&store, &root, options, &mut on_event)?;
     drop(store);
 
     // Rot at rest: the biggest object on server 1's disk (s3s-fs keeps each as a file).
@@ -274,12 +261,20 @@ pub fn run_remote(
     scrub(&Store::open(&root)?, false, &mut on_event)
 }
 
-/// Stores the sample objects; their sizes and CRC32Cs.
+/// Announces the store just created at `root`, and stores the sample objects in it; their
+/// sizes and CRC32Cs.
 fn store_samples(
     store: &Store,
+    root: &Path,
     options: &DemoOptions,
     on_event: &mut impl FnMut(DemoEvent),
 ) -> Result<(Vec<u64>, Vec<u32>)> {
+    let geometry = store.geometry();
+    on_event(DemoEvent::Created {
+        root: root.to_path_buf(),
+        k: geometry.k,
+        m: geometry.m,
+    });
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let sizes = object_sizes(&mut rng, options);
     let started = Instant::now();
