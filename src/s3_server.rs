@@ -37,13 +37,6 @@ pub fn server_binary() -> Option<PathBuf> {
     cargo_bin.into_iter().chain(on_path).find(|p| p.is_file())
 }
 
-/// Sets the standard AWS variables to the servers' keys, for every store of this process.
-pub fn use_server_credentials() {
-    std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
-    std::env::set_var("AWS_REGION", "us-east-1");
-}
-
 /// One `s3s-fs` server: its process, its port, and the directory holding its buckets. Killed
 /// when dropped.
 pub struct LocalS3Server {

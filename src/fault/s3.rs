@@ -6,12 +6,18 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 
 use crate::s3_server::location_at;
-pub use crate::s3_server::{
-    server_binary, use_server_credentials, LocalS3Server, ACCESS_KEY, BUCKET, SECRET_KEY,
-};
+pub use crate::s3_server::{server_binary, LocalS3Server, ACCESS_KEY, BUCKET, SECRET_KEY};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Sets the standard AWS variables to the servers' keys, for every store of this process (a
+/// test's or a bench's: the demo gives each server keys of its own instead).
+pub fn use_server_credentials() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    std::env::set_var("AWS_REGION", "us-east-1");
+}
 
 /// What a [`FaultyProxy`] does to each answer of a ranged GET (status 206: the chunk reads).
 #[derive(Debug, Default)]

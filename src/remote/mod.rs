@@ -502,13 +502,14 @@ impl Location for RemoteLocation {
     }
 
     fn remove_temp(&self, name: &str) -> io::Result<()> {
-        // The upload a marker names is aborted, then the marker removed; a marker naming
-        // anything but a shard object of this location's is only removed.
+        // The upload a marker names is aborted, then the marker removed. Only an upload of the
+        // object the marker's name names: the caller holds that object's lock (no live put of
+        // it), not another's. A marker naming anything else is only removed.
         let marker = self.at(&[TMP_DIR, name]);
         let bytes = self.get_bounded(&marker, upload::MAX_MARKER_LEN)?;
-        let objects = self.at(&["objects"]);
-        if let Some((path, id)) =
-            upload::parse_marker(&bytes).filter(|(path, _)| path.prefix_matches(&objects))
+        let dir = crate::location::temp_file_object(name).map(|object| self.object_dir(object));
+        if let Some((path, id)) = upload::parse_marker(&bytes)
+            .filter(|(path, _)| dir.as_ref().is_some_and(|dir| path.prefix_matches(dir)))
         {
             self.abort_upload(&path, &id)?;
         }
@@ -895,6 +896,22 @@ mod upload_tests {
         assert_eq!(crate::location::temp_file_object(&left[0]), Some(object));
         let marker = loc.get_bounded(&loc.at(&[TMP_DIR, &left[0]]), 4096).unwrap();
         let (path, id) = upload::parse_marker(&marker).unwrap();
+        // A marker under another object's name (forged, or damaged) that points at this
+        // upload: removed, and the upload left alone (its object's lock is not the one held).
+        let other = ObjectId::of_key("another key");
+        let forged = format!("{}-{:016x}.tmp", other.to_hex(), 1);
+        loc.put(&loc.at(&[TMP_DIR, &forged]), marker.clone()).unwrap();
+        loc.remove_temp(&forged).unwrap();
+        assert_eq!(
+            loc.list_temp().unwrap(),
+            left,
+            "the forged marker is gone, the true one stays"
+        );
+        assert_eq!(
+            open_parts(dir.path()),
+            2,
+            "the upload was not aborted through a forged marker"
+        );
         loc.remove_temp(&left[0]).unwrap();
         assert!(loc.list_temp().unwrap().is_empty());
         assert_eq!(open_parts(dir.path()), 0, "the upload was aborted");

@@ -76,6 +76,18 @@ impl Multipart {
     fn parts(&self) -> usize {
         self.sent.len() + self.sending.len()
     }
+
+    /// Sends `bytes` as the part after those sent or being sent, on a thread of its own.
+    fn send_next(&mut self, location: &RemoteLocation, bytes: Vec<u8>) -> io::Result<()> {
+        let index = self.parts() + 1;
+        let (location, path, id) = (location.clone(), self.path.clone(), self.id.clone());
+        let thread = std::thread::Builder::new()
+            .name("shardguard-upload".into())
+            .spawn(move || location.put_part(&path, &id, index, bytes))
+            .map_err(|e| io::Error::other(format!("no thread for a part upload: {e}")))?;
+        self.sending.push_back(thread);
+        Ok(())
+    }
 }
 
 /// What an upload marker holds: the upload's object path and its id, a line each.
@@ -146,16 +158,7 @@ impl RemoteShardWriter {
             upload.wait_oldest()?;
         }
         let rest = self.tail.split_off(PART_LEN);
-        let bytes = std::mem::replace(&mut self.tail, rest);
-        let index = upload.parts() + 1;
-        let (location, path, id) = (self.location.clone(), upload.path.clone(), upload.id.clone());
-        let send = move || location.put_part(&path, &id, index, bytes);
-        let thread = std::thread::Builder::new()
-            .name("shardguard-upload".into())
-            .spawn(send)
-            .map_err(|e| io::Error::other(format!("no thread for a part upload: {e}")))?;
-        upload.sending.push_back(thread);
-        Ok(())
+        upload.send_next(&self.location, std::mem::replace(&mut self.tail, rest))
     }
 
     /// Finishes the file under `name` (its committed or pending name).
@@ -174,19 +177,7 @@ impl RemoteShardWriter {
         let mut sent = || -> io::Result<()> {
             // The last part on a thread of its own, beside the first.
             if !self.tail.is_empty() {
-                let index = upload.parts() + 1;
-                let (path, id, bytes) = (
-                    upload.path.clone(),
-                    upload.id.clone(),
-                    std::mem::take(&mut self.tail),
-                );
-                let location = location.clone();
-                upload.sending.push_back(
-                    std::thread::Builder::new()
-                        .name("shardguard-upload".into())
-                        .spawn(move || location.put_part(&path, &id, index, bytes))
-                        .map_err(|e| io::Error::other(format!("no thread for a part upload: {e}")))?,
-                );
+                upload.send_next(&location, std::mem::take(&mut self.tail))?;
             }
             let first = location.put_part(&upload.path, &upload.id, 0, std::mem::take(&mut self.head));
             while !upload.sending.is_empty() {

@@ -548,7 +548,7 @@ impl Store {
         // From remote locations, chunks are read ahead on threads of their own: a ranged GET
         // costs a round trip whatever its size, and a stripe at a time would pay them in turn.
         let all_shards: Vec<usize> = (0..n).collect();
-        let mut in_flight = self.reads_remotely(object, &all_shards).then(InFlight::new);
+        let mut in_flight = self.file.remote.then(InFlight::new);
         for stripe in from.next_stripe..stripes {
             // Stopping is checked before a stripe is read: repairs are applied only after the
             // loop, so a cancelled object has written nothing.

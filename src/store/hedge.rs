@@ -66,7 +66,7 @@ pub(crate) struct InFlight {
     launched: HashSet<(u64, usize)>,
     ready: HashMap<(u64, usize), Answer>,
     /// Stripes whose first round has been launched: all below this.
-    pub ahead: u64,
+    ahead: u64,
 }
 
 impl InFlight {

@@ -571,16 +571,6 @@ impl Store {
         }
     }
 
-    /// Whether reading `shards` of `object` asks a remote location (then a round is hedged).
-    pub(crate) fn reads_remotely(&self, object: ObjectId, shards: &[usize]) -> bool {
-        let n = self.slots.len();
-        shards.iter().any(|&s| {
-            self.slots[crate::placement::slot_of_shard(object, s, n)]
-                .location
-                .is_remote()
-        })
-    }
-
     /// How long a round reading `shards` of `object` waits before it reads spares too.
     pub(crate) fn hedge_threshold(&self, object: ObjectId, shards: &[usize]) -> std::time::Duration {
         let n = self.slots.len();

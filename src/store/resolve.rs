@@ -78,20 +78,13 @@ impl Store {
         // into is short whatever the headers cost to read.
         let mut opened = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
-            let listed = slot.usable().and_then(|location| {
-                let mut files = location
-                    .open_shards(object)
-                    .map_err(|e| LocationProblem::ListingFailed {
-                        detail: e.to_string(),
-                    })?;
-                files.retain(|opened| {
-                    let gone = matches!(&opened.file, Err(e) if e.kind() == io::ErrorKind::NotFound);
-                    raced |= gone;
-                    !gone
-                });
-                Ok(files)
-            });
-            opened.push(listed);
+            let listed = slot
+                .usable()
+                .and_then(|location| open_listed(&**location, object));
+            opened.push(listed.map(|(files, gone)| {
+                raced |= gone;
+                files
+            }));
         }
         for (slot, found) in self.slots.iter().zip(&opened).filter(|_| confirm) {
             let Ok(found) = found else { continue };
@@ -350,9 +343,8 @@ impl Store {
         let mut attempt = 0;
         // A store with remote locations does not wait for a straggler (`gather_hedged`).
         let patience = self
-            .slots
-            .iter()
-            .any(|slot| slot.location.is_remote())
+            .file
+            .remote
             .then(|| self.hedge_threshold(object, &(0..self.slots.len()).collect::<Vec<_>>()));
         loop {
             let gathered = match patience {
@@ -398,25 +390,29 @@ fn look_at_slot(
         Ok(location) => location,
         Err(problem) => return (Err(problem), false),
     };
-    let opened = match location.open_shards(object) {
+    let (opened, gone) = match open_listed(&*location, object) {
         Ok(opened) => opened,
-        Err(e) => {
-            let problem = LocationProblem::ListingFailed {
-                detail: e.to_string(),
-            };
-            return (Err(problem), false);
-        }
+        Err(problem) => return (Err(problem), false),
     };
-    let mut raced = opened
-        .iter()
-        .any(|o| matches!(&o.file, Err(e) if e.kind() == io::ErrorKind::NotFound));
-    raced |= listing_moved(&*location, object, &opened);
-    let opened = opened
-        .into_iter()
-        .filter(|o| !matches!(&o.file, Err(e) if e.kind() == io::ErrorKind::NotFound))
-        .collect();
-    let candidates = candidates(opened, store_id, geometry);
-    (Ok(candidates), raced)
+    let raced = gone | listing_moved(&*location, object, &opened);
+    (Ok(candidates(opened, store_id, geometry)), raced)
+}
+
+/// `location`'s files of `object`, listed and opened, less those gone between the two (the
+/// `bool`: some were, a write moved on meanwhile).
+fn open_listed(
+    location: &dyn crate::location::Location,
+    object: ObjectId,
+) -> std::result::Result<(Vec<OpenedShard>, bool), LocationProblem> {
+    let mut files = location
+        .open_shards(object)
+        .map_err(|e| LocationProblem::ListingFailed {
+            detail: e.to_string(),
+        })?;
+    let listed = files.len();
+    files.retain(|opened| !matches!(&opened.file, Err(e) if e.kind() == io::ErrorKind::NotFound));
+    let gone = files.len() < listed;
+    Ok((files, gone))
 }
 
 /// Whether `location`'s committed files of `object` are no longer those it `opened` (a write
