@@ -26,6 +26,9 @@ pub(crate) enum Call<'a> {
     SyncDir(&'a Path),
     /// `syncfs`: everything on the filesystem becomes durable.
     SyncFilesystem(&'a Path),
+    /// A file's content written back to the disk and waited for, not yet durable: it is once
+    /// the disk's cache is flushed, which any later file sync on the same disk does.
+    WrittenBack(&'a File, &'a Path),
     /// A change of a directory's entries or a file's content that is not durable until synced.
     Change(&'a Path),
 }
@@ -91,6 +94,53 @@ pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
     // SAFETY: the descriptor belongs to `file`, open for the whole call; the call only reads
     // its arguments and touches no memory of ours.
     let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+/// Writes bytes `[offset, offset + len)` of `file` back to the disk and waits until the disk
+/// has them (`sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`): not durable yet, they may
+/// sit in the disk's volatile cache, but the cache flush of the next `fdatasync` of any file
+/// on the same disk covers them (a flush makes every completed write durable). With this,
+/// records on several locations of one disk need one flush, not one each (the small-write
+/// log's appends). Errors are marked [`FsyncFailed`], as a sync's: the pages may be dropped.
+pub(crate) fn write_back(file: &File, path: &Path, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    match watch(Call::WrittenBack(file, path)) {
+        Verdict::Done => Ok(()),
+        Verdict::PowerLost => Err(FsyncFailed::wrap(power_lost())),
+        Verdict::Proceed => {
+            let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "range too long"));
+            };
+            let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            // SAFETY: the descriptor belongs to `file`, open for the whole call; the call only
+            // reads its arguments and touches no memory of ours.
+            match unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) } {
+                0 => Ok(()),
+                _ => Err(FsyncFailed::wrap(io::Error::last_os_error())),
+            }
+        }
+    }
+}
+
+/// The disk under `dir` when a file sync there flushes that disk's cache, making everything
+/// written back to it durable ([`write_back`]): on ext4 and XFS, one disk per filesystem, the
+/// device number names it. `None` elsewhere (btrfs and ZFS may span several disks; tmpfs keeps
+/// nothing). Under a power-loss watch, which models one disk, always the device number.
+pub(crate) fn flushed_disk(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    const EXT4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    let device = || fs::metadata(dir).ok().map(|m| m.dev());
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::power::watching() {
+        return device();
+    }
+    match rustix::fs::statfs(dir).ok()?.f_type as i64 {
+        EXT4 | XFS => device(),
+        _ => None,
+    }
 }
 
 /// Makes a directory's entries (files created, renamed in or removed) durable.

@@ -255,6 +255,21 @@ pub trait Location: Send + Sync + fmt::Debug {
         let _ = (segment, offset, bytes, durable);
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// The disk whose cache one log `fdatasync` here flushes, when that flush also makes
+    /// durable what other locations on the same disk wrote back ([`Location::write_back_log`]):
+    /// then the records of one commit on several locations of a disk need one flush between
+    /// them, not one each. `None` (the default) when unknown: each record is synced itself.
+    fn log_disk(&self) -> Option<u64> {
+        None
+    }
+    /// Writes bytes `[offset, offset + len)` of log segment `segment` back to the disk and, if
+    /// `wait`, waits until it has them (not flushed from its cache: a later `append_log` with
+    /// `durable` on a location of the same [`Location::log_disk`] does that); else only
+    /// starts it, which cannot fail.
+    fn write_back_log(&self, segment: u64, offset: u64, len: u64, wait: bool) -> io::Result<()> {
+        let _ = (segment, offset, len, wait);
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// The log segments here.
     fn list_logs(&self) -> io::Result<Vec<u64>> {
         Ok(Vec::new())
@@ -393,6 +408,26 @@ impl LocalDir {
             log_view: Default::default(),
             appending: Default::default(),
         }
+    }
+
+    /// Log segment `segment`'s path, its file open for writing and its length: opened once
+    /// per segment, not per record.
+    fn appending_file(&self, segment: u64) -> io::Result<(PathBuf, Arc<File>, u64)> {
+        let path = log_path(&self.dir.join(LOG_DIR), segment);
+        let mut appending = self.appending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, file, len)) = &*appending {
+            if *id == segment {
+                return Ok((path, Arc::clone(file), *len));
+            }
+        }
+        let file = Arc::new(File::from(rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
+            rustix::fs::Mode::empty(),
+        )?));
+        let len = file.metadata()?.len();
+        *appending = Some((segment, Arc::clone(&file), len));
+        Ok((path, file, len))
     }
 
     /// `f` of the log view, brought up to date with the segments first.
@@ -739,25 +774,7 @@ impl Location for LocalDir {
     }
 
     fn append_log(&self, segment: u64, offset: u64, bytes: &[u8], durable: bool) -> io::Result<()> {
-        let path = log_path(&self.dir.join(LOG_DIR), segment);
-        let (file, len) = {
-            let mut appending = self.appending.lock().unwrap_or_else(|e| e.into_inner());
-            match &*appending {
-                Some((id, file, len)) if *id == segment => (Arc::clone(file), *len),
-                _ => {
-                    let file = Arc::new(File::from(rustix::fs::open(
-                        &path,
-                        rustix::fs::OFlags::WRONLY
-                            | rustix::fs::OFlags::CLOEXEC
-                            | rustix::fs::OFlags::NOFOLLOW,
-                        rustix::fs::Mode::empty(),
-                    )?));
-                    let len = file.metadata()?.len();
-                    *appending = Some((segment, Arc::clone(&file), len));
-                    (file, len)
-                }
-            }
-        };
+        let (path, file, len) = self.appending_file(segment)?;
         if offset + bytes.len() as u64 > len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -769,6 +786,25 @@ impl Location for LocalDir {
             disk::sync_file(&file, &path, true)?;
         }
         Ok(())
+    }
+
+    fn log_disk(&self) -> Option<u64> {
+        match self.durability {
+            Durability::Fsync => disk::flushed_disk(&self.dir.join(LOG_DIR)),
+            _ => None,
+        }
+    }
+
+    fn write_back_log(&self, segment: u64, offset: u64, len: u64, wait: bool) -> io::Result<()> {
+        let (path, file, _) = self.appending_file(segment)?;
+        match (self.durability, wait) {
+            (Durability::Fsync, true) => disk::write_back(&file, &path, offset, len),
+            (Durability::Fsync, false) => {
+                disk::start_writeback(&file, offset, len);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn list_logs(&self) -> io::Result<Vec<u64>> {

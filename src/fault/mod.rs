@@ -475,6 +475,14 @@ impl Location for FaultyLocation {
         self.plan
             .after_fsync(self.slot, self.inner.append_log(segment, offset, bytes, durable))
     }
+    fn log_disk(&self) -> Option<u64> {
+        self.inner.log_disk()
+    }
+    fn write_back_log(&self, segment: u64, offset: u64, len: u64, wait: bool) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
+        self.plan
+            .after_fsync(self.slot, self.inner.write_back_log(segment, offset, len, wait))
+    }
     fn list_logs(&self) -> io::Result<Vec<u64>> {
         self.inner.list_logs()
     }

@@ -5,7 +5,11 @@
 //! under a directory (the `disk` module) and keeps, beside the real files, the state a disk would
 //! have made durable, with the rules POSIX guarantees and no more:
 //!
-//! - a file's content is durable as of its last `fsync`/`fdatasync` (or a `syncfs`);
+//! - a file's content is durable as of its last `fsync`/`fdatasync` (or a `syncfs`), or as of
+//!   its last write-back waited for (`disk::write_back`) once a file under the watch is synced
+//!   after it: the watch is one disk, and a file sync flushes the disk's cache, which makes
+//!   every completed write durable (Linux's block layer, beyond POSIX: the store relies on it
+//!   only where `LocalDir::log_disk` says so);
 //! - a directory's entries (a file created, renamed in or out, removed) are durable as of the
 //!   directory's last `fsync` (or a `syncfs`), whatever became of the file;
 //! - what was there when the watch began is durable.
@@ -95,6 +99,9 @@ struct Simulation {
     durable_entries: HashMap<u64, BTreeMap<OsString, Entry>>,
     /// Durable content of each file, by inode.
     durable_content: HashMap<u64, Vec<u8>>,
+    /// Content written back to the disk (`disk::write_back`) since the last flush, by inode:
+    /// durable at the next file sync.
+    written_back: HashMap<u64, Vec<u8>>,
     /// An open handle on every inode the model refers to: the inode cannot be freed and its
     /// number reused, and its current state stays readable after a rename.
     pinned: HashMap<u64, File>,
@@ -121,6 +128,7 @@ impl PowerLoss {
             aftermath,
             durable_entries: HashMap::new(),
             durable_content: HashMap::new(),
+            written_back: HashMap::new(),
             pinned: HashMap::new(),
             after_reboot: None,
             cut_at: None,
@@ -196,9 +204,11 @@ pub(crate) fn observe(call: Call<'_>) -> Observed {
         return Observed::NotWatched;
     }
     let path = match call {
-        Call::SyncFile(_, path) | Call::SyncDir(path) | Call::SyncFilesystem(path) | Call::Change(path) => {
-            path
-        }
+        Call::SyncFile(_, path)
+        | Call::SyncDir(path)
+        | Call::SyncFilesystem(path)
+        | Call::Change(path)
+        | Call::WrittenBack(_, path) => path,
     };
     let sim = {
         let watches = lock(&WATCHES);
@@ -221,10 +231,13 @@ pub(crate) fn observe(call: Call<'_>) -> Observed {
     }
     sim.calls += 1;
     let applied = match call {
-        Call::SyncFile(file, _) => sim.sync_file(file),
+        Call::SyncFile(file, _) => sim.sync_file(file).map(|()| sim.flush_written_back()),
+        Call::WrittenBack(file, _) => sim.write_back(file),
         Call::SyncDir(dir) => sim.sync_dir(dir),
         Call::SyncFilesystem(_) => {
             let root = sim.root.clone();
+            // Everything is durable as it is now, newer than anything written back.
+            sim.written_back.clear();
             sim.sync_tree(&root)
         }
         Call::Change(_) => return Observed::Watched { synced: false },
@@ -239,13 +252,33 @@ pub(crate) fn observe(call: Call<'_>) -> Observed {
 impl Simulation {
     /// Records a file's current content as durable.
     fn sync_file(&mut self, file: &File) -> io::Result<()> {
+        let (inode, content) = self.current_content(file)?;
+        // Newer than what it had written back.
+        self.written_back.remove(&inode);
+        self.durable_content.insert(inode, content);
+        Ok(())
+    }
+
+    /// Records a file's current content as written back: durable at the next file sync.
+    fn write_back(&mut self, file: &File) -> io::Result<()> {
+        let (inode, content) = self.current_content(file)?;
+        self.written_back.insert(inode, content);
+        Ok(())
+    }
+
+    /// A file sync flushed the disk's cache: what was written back before it is durable.
+    fn flush_written_back(&mut self) {
+        self.durable_content.extend(self.written_back.drain());
+    }
+
+    /// A file's inode and content now (the file pinned).
+    fn current_content(&mut self, file: &File) -> io::Result<(u64, Vec<u8>)> {
         // Reopened for reading: the handle being synced may be write-only.
         let readable = File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
         let inode = readable.metadata()?.ino();
         let content = read_all(&readable)?;
-        self.durable_content.insert(inode, content);
         self.pinned.entry(inode).or_insert(readable);
-        Ok(())
+        Ok((inode, content))
     }
 
     /// Records a directory's current entries as durable.

@@ -1,9 +1,15 @@
 //! The threads that append the small-write log's records: one per location, kept for the
-//! handle's life. A logged commit appends one location's record itself and hands each other's
-//! to its thread, then waits for the answers: the appends and their `fdatasync`s overlap across
-//! locations without a thread spawned per location per commit (that was a fifth of a grouped
-//! small put's CPU time, on a machine where eight writers keep both cores busy). The threads
-//! take no lock, so a caller holding object locks may wait for them (the `lock` module's rule).
+//! handle's life. A logged commit appends one disk's records itself and hands each other
+//! disk's to the thread of its first location, then waits for the answers: the appends and
+//! their `fdatasync`s overlap across disks without a thread spawned per location per commit
+//! (that was a fifth of a grouped small put's CPU time, on a machine where eight writers keep
+//! both cores busy). The threads take no lock, so a caller holding object locks may wait for
+//! them (the `lock` module's rule).
+//!
+//! Records bound for locations on one disk ([`Location::log_disk`]) are made durable with one
+//! cache flush between them ([`append_together`]): each written and written back, then the
+//! last synced. Six `fdatasync`s on one disk cost about twice that one flush (measured: six in
+//! parallel ~500 us, written back and one synced ~300 us).
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -15,33 +21,73 @@ use crate::location::Location;
 /// its bytes.
 pub(crate) type Bound = (usize, Arc<dyn Location>, u64, Vec<u8>);
 
-/// One record to append at `offset` of segment `segment`, made durable before the answer.
+/// Each slot's outcome of an append.
+pub(crate) type Outcomes = Vec<(usize, io::Result<()>)>;
+
+/// Records to append durably to segment `segment`, all on one disk (or one record).
 struct Append {
-    slot: usize,
-    location: Arc<dyn Location>,
     segment: u64,
-    offset: u64,
-    record: Vec<u8>,
+    records: Vec<Bound>,
     answer: Sender<(usize, io::Result<()>)>,
 }
 
 impl Append {
     fn run(self) {
         let Append {
-            slot,
-            location,
             segment,
-            offset,
-            record,
+            records,
             answer,
         } = self;
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            location.append_log(segment, offset, &record, true)
-        }))
-        .unwrap_or_else(|_| Err(io::Error::other("a log append panicked")));
-        // The caller waits for every answer; it is gone only if it panicked itself.
-        let _ = answer.send((slot, outcome));
+        let slots: Vec<usize> = records.iter().map(|(slot, ..)| *slot).collect();
+        let outcomes =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| append_together(segment, records)))
+                .unwrap_or_else(|_| {
+                    let panicked = || Err(io::Error::other("a log append panicked"));
+                    slots.into_iter().map(|slot| (slot, panicked())).collect()
+                });
+        for outcome in outcomes {
+            // The caller waits for every answer; it is gone only if it panicked itself.
+            let _ = answer.send(outcome);
+        }
     }
+}
+
+/// Appends `records` (on one disk, if more than one) to `segment` and makes them durable:
+/// one record with its own `fdatasync`; several written, written back (all started, then each
+/// waited for), then the last synced, whose cache flush makes the others durable too. If that
+/// sync fails, none of them counts as durable. Returns each slot's outcome.
+pub(crate) fn append_together(segment: u64, records: Vec<Bound>) -> Outcomes {
+    let Some(((slot, location, at, record), others)) = records.split_last() else {
+        return Vec::new();
+    };
+    let mut outcomes: Outcomes = others
+        .iter()
+        .map(|(slot, location, at, record)| {
+            let len = record.len() as u64;
+            let written = location
+                .append_log(segment, *at, record, false)
+                .and_then(|()| location.write_back_log(segment, *at, len, false));
+            (*slot, written)
+        })
+        .collect();
+    for ((_, location, at, record), (_, outcome)) in others.iter().zip(&mut outcomes) {
+        if outcome.is_ok() {
+            *outcome = location.write_back_log(segment, *at, record.len() as u64, true);
+        }
+    }
+    let last = location.append_log(segment, *at, record, true);
+    if let Err(e) = &last {
+        for (_, outcome) in &mut outcomes {
+            if outcome.is_ok() {
+                *outcome = Err(io::Error::new(
+                    e.kind(),
+                    format!("the disk's cache was not flushed: {e}"),
+                ));
+            }
+        }
+    }
+    outcomes.push((*slot, last));
+    outcomes
 }
 
 /// Each location's appender thread, started at its first record; they end with the handle.
@@ -57,30 +103,29 @@ impl LogAppenders {
         }
     }
 
-    /// Appends each `(slot, location, offset, record)` to `segment`, durably, side by side:
-    /// the first on the calling thread (it waits anyway: one hand-off fewer), the others on
-    /// their slots' threads; returns every slot's outcome. An append whose thread cannot be
-    /// started runs on the calling thread too.
-    pub fn append_durably(&self, segment: u64, records: Vec<Bound>) -> Vec<(usize, io::Result<()>)> {
+    /// Appends each disk's records (`by_disk`, each `(slot, location, offset, record)`) to
+    /// `segment`, durably, side by side: the first disk's on the calling thread (it waits
+    /// anyway: one hand-off fewer), the others on the thread of their first slot; returns
+    /// every slot's outcome. Records whose thread cannot be started are appended on the
+    /// calling thread too.
+    pub fn append_durably(&self, segment: u64, by_disk: Vec<Vec<Bound>>) -> Outcomes {
         let (answer, answers) = mpsc::channel();
-        let mut outcomes = Vec::with_capacity(records.len());
-        let mut waiting = Vec::with_capacity(records.len());
-        let mut appends = records
+        let mut outcomes = Vec::new();
+        let mut waiting = Vec::new();
+        let mut appends = by_disk
             .into_iter()
-            .map(|(slot, location, offset, record)| Append {
-                slot,
-                location,
+            .filter(|records| !records.is_empty())
+            .map(|records| Append {
                 segment,
-                offset,
-                record,
+                records,
                 answer: answer.clone(),
             });
         let here = appends.next();
         for append in appends {
-            let slot = append.slot;
-            match self.thread(slot) {
+            let slots: Vec<usize> = append.records.iter().map(|(slot, ..)| *slot).collect();
+            match self.thread(slots[0]) {
                 Some(thread) => match thread.send(append) {
-                    Ok(()) => waiting.push(slot),
+                    Ok(()) => waiting.extend(slots),
                     Err(mpsc::SendError(append)) => append.run(),
                 },
                 None => append.run(),
@@ -90,8 +135,8 @@ impl LogAppenders {
             append.run();
         }
         drop(answer);
-        // Answers of appends run here came in first; a thread's answer comes when its append
-        // is done (every `Append` holds a sender, so `recv` fails only once all are gone).
+        // Answers of appends run here came in first; a thread's answers come when its appends
+        // are done (every `Append` holds a sender, so `recv` fails only once all are gone).
         while let Ok((slot, outcome)) = answers.recv() {
             waiting.retain(|&s| s != slot);
             outcomes.push((slot, outcome));
@@ -124,5 +169,63 @@ impl LogAppenders {
 fn serve(appends: Receiver<Append>) {
     for append in appends {
         append.run();
+    }
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests {
+    use super::*;
+    use crate::fault::power::{Aftermath, PowerLoss};
+    use crate::location::{Durability, LocalDir};
+
+    const SEGMENT: u64 = 7;
+    const LOCATIONS: usize = 3;
+
+    /// Three locations under `root` (one simulated disk), each with an empty segment.
+    fn locations(root: &std::path::Path) -> Vec<Arc<dyn Location>> {
+        (0..LOCATIONS)
+            .map(|i| {
+                let location = LocalDir::new(root.join(format!("loc-{i}")), Durability::Fsync);
+                location.create_log(SEGMENT, 64 << 10).expect("segment");
+                Arc::new(location) as Arc<dyn Location>
+            })
+            .collect()
+    }
+
+    /// Appends one record per location together, under a power watch that cuts before call
+    /// `cut_after + 1` (or at the end); returns the outcomes and whether each location's
+    /// segment holds its record after the reboot.
+    fn append_and_reboot(cut_after: Option<u64>) -> (Outcomes, Vec<bool>, u64) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let locations = locations(dir.path());
+        let record = |slot: usize| vec![b'a' + slot as u8; 5000];
+        let watch = PowerLoss::watch(dir.path(), cut_after, Aftermath::Drop).expect("watch");
+        let records = (0..LOCATIONS)
+            .map(|slot| (slot, Arc::clone(&locations[slot]), 100, record(slot)))
+            .collect();
+        let outcomes = append_together(SEGMENT, records);
+        let calls = watch.calls();
+        watch.reboot().expect("reboot");
+        let kept = (0..LOCATIONS)
+            .map(|slot| {
+                let bytes = locations[slot].read_log(SEGMENT).expect("segment after reboot");
+                bytes[100..5100] == record(slot)[..]
+            })
+            .collect();
+        (outcomes, kept, calls)
+    }
+
+    #[test]
+    fn records_on_one_disk_are_durable_through_the_last_one_s_flush_and_none_counts_without_it() {
+        // Power on to the end: every record is reported durable and is.
+        let (outcomes, kept, calls) = append_and_reboot(None);
+        assert!(outcomes.iter().all(|(_, o)| o.is_ok()), "{outcomes:?}");
+        assert_eq!(kept, vec![true; LOCATIONS]);
+        // The power goes at the last call, the one sync that flushes the disk's cache: the
+        // records only written back are lost with it, and none is reported durable.
+        let (outcomes, kept, _) = append_and_reboot(Some(calls - 1));
+        assert_eq!(outcomes.len(), LOCATIONS);
+        assert!(outcomes.iter().all(|(_, o)| o.is_err()), "{outcomes:?}");
+        assert_eq!(kept, vec![false; LOCATIONS]);
     }
 }

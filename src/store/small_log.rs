@@ -34,6 +34,7 @@ use crate::location::Durability;
 use crate::lock::{byte_lock_request, open_lock_file, set_byte_lock, LOCKS_DIR};
 use crate::placement;
 
+use super::log_appenders::{append_together, Bound};
 use super::Store;
 
 /// A handle's log is checkpointed once nothing was logged for this long (`start_idle_folder`),
@@ -99,6 +100,9 @@ struct Segment {
     id: u64,
     /// Where the next record goes, per slot.
     ends: Vec<u64>,
+    /// Each slot's disk, as far as one cache flush covers the records of all its locations
+    /// (`Location::log_disk`, asked when the segment was made).
+    disks: Vec<Option<u64>>,
     /// The pack writes committed through it, to fold.
     writes: Vec<(ObjectId, WriteStamp)>,
     /// Each of `writes`' body and table, while they take at most [`MAX_COPIES`] bytes: the
@@ -113,10 +117,11 @@ struct Segment {
 }
 
 impl Segment {
-    fn new(id: u64, locations: usize) -> Self {
+    fn new(id: u64, disks: Vec<Option<u64>>) -> Self {
         Segment {
             id,
-            ends: vec![0; locations],
+            ends: vec![0; disks.len()],
+            disks,
             writes: Vec::new(),
             copies: Some(Vec::new()),
             copied: 0,
@@ -238,18 +243,29 @@ impl Store {
             .iter()
             .map(|(slot, record)| (*slot, record.len() as u64))
             .collect();
-        let appends = records
-            .into_iter()
-            .map(|(slot, record)| {
-                let location = self.slots[slot].location.clone();
-                (slot, location, segment.ends[slot], record)
-            })
-            .collect();
+        // Records on one disk go together (one cache flush for them all); the rest alone.
+        let mut by_disk: Vec<Vec<Bound>> = Vec::new();
+        for (slot, record) in records {
+            let bound = (
+                slot,
+                self.slots[slot].location.clone(),
+                segment.ends[slot],
+                record,
+            );
+            let disk = segment.disks[slot];
+            match by_disk
+                .iter_mut()
+                .find(|job| disk.is_some() && segment.disks[job[0].0] == disk)
+            {
+                Some(job) => job.push(bound),
+                None => by_disk.push(vec![bound]),
+            }
+        }
         let outcomes = match crate::disk::commits_in_parallel() {
-            true => self.log_appenders.append_durably(id, appends),
-            false => appends
+            true => self.log_appenders.append_durably(id, by_disk),
+            false => by_disk
                 .into_iter()
-                .map(|(slot, location, at, record)| (slot, location.append_log(id, at, &record, true)))
+                .flat_map(|records| append_together(id, records))
                 .collect(),
         };
         let mut last_error = None;
@@ -329,7 +345,8 @@ impl Store {
                 state.unlock_if_done();
                 return Ok(None);
             }
-            state.segment = Some(Segment::new(id, self.slots.len()));
+            let disks = self.slots.iter().map(|slot| slot.location.log_disk()).collect();
+            state.segment = Some(Segment::new(id, disks));
             if !state.idle_folder {
                 state.idle_folder = self.start_idle_folder();
             }
