@@ -133,12 +133,6 @@ impl Store {
         self.commit_queued(queued);
         let mut state = group.lock();
         state.writing = false;
-        if self.fold_waiting() {
-            // This thread folds a segment now (or finds another doing it): the next group's
-            // writer does not wait for it to come back (a fold takes ~100 groups' time).
-            let me = std::thread::current().id();
-            state.last_group.retain(|thread| *thread != me);
-        }
         group.turn.notify_all();
         drop(state);
         self.fold_full_segments();

@@ -381,17 +381,12 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a segment waits for a fold (`fold_full_segments`).
-    pub(crate) fn fold_waiting(&self) -> bool {
-        self.small_log.fold_waiting.load(Ordering::Acquire)
-    }
-
     /// Folds the segments that filled up, if no other thread is folding: called by a thread
     /// that committed a group, after it let the writer's role go, so that the fold holds up
     /// its own put only. The state's lock is not held during a fold: the next groups are
     /// logged in the next segment meanwhile.
     pub(crate) fn fold_full_segments(&self) {
-        if !self.fold_waiting() {
+        if !self.small_log.fold_waiting.load(Ordering::Acquire) {
             return;
         }
         let mut state = self.small_log.state();
