@@ -53,14 +53,15 @@ impl Append {
 }
 
 /// Appends `records` (on one disk, if more than one) to `segment` and makes them durable:
-/// one record with its own `fdatasync`; several written, written back (all started, then each
-/// waited for), then the last synced, whose cache flush makes the others durable too. If that
-/// sync fails, none of them counts as durable. Returns each slot's outcome.
+/// one record with its own `fdatasync`; several all written and their write-back started, each
+/// but the last's waited for, then the last's location synced, whose cache flush makes the
+/// others durable too. If that sync fails, none of them counts as durable. Returns each slot's
+/// outcome.
 pub(crate) fn append_together(segment: u64, records: Vec<Bound>) -> Outcomes {
-    let Some(((slot, location, at, record), others)) = records.split_last() else {
-        return Vec::new();
-    };
-    let mut outcomes: Outcomes = others
+    if let [(slot, location, at, record)] = &records[..] {
+        return vec![(*slot, location.append_log(segment, *at, record, true))];
+    }
+    let mut outcomes: Outcomes = records
         .iter()
         .map(|(slot, location, at, record)| {
             let len = record.len() as u64;
@@ -70,23 +71,29 @@ pub(crate) fn append_together(segment: u64, records: Vec<Bound>) -> Outcomes {
             (*slot, written)
         })
         .collect();
+    let Some(((_, syncing, at, record), others)) = records.split_last() else {
+        return outcomes;
+    };
     for ((_, location, at, record), (_, outcome)) in others.iter().zip(&mut outcomes) {
         if outcome.is_ok() {
             *outcome = location.write_back_log(segment, *at, record.len() as u64, true);
         }
     }
-    let last = location.append_log(segment, *at, record, true);
-    if let Err(e) = &last {
-        for (_, outcome) in &mut outcomes {
-            if outcome.is_ok() {
-                *outcome = Err(io::Error::new(
-                    e.kind(),
-                    format!("the disk's cache was not flushed: {e}"),
-                ));
-            }
+    let Some(((_, last), others)) = outcomes.split_last_mut() else {
+        return outcomes;
+    };
+    // Its record is written already (its write-back under way): an empty append, synced.
+    if last.is_ok() {
+        *last = syncing.append_log(segment, at + record.len() as u64, &[], true);
+    }
+    if let Err(e) = last {
+        for (_, outcome) in others.iter_mut().filter(|(_, o)| o.is_ok()) {
+            *outcome = Err(io::Error::new(
+                e.kind(),
+                format!("the disk's cache was not flushed: {e}"),
+            ));
         }
     }
-    outcomes.push((*slot, last));
     outcomes
 }
 
