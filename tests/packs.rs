@@ -658,3 +658,69 @@ fn a_packed_object_is_read_from_its_own_bytes_and_rot_in_them_is_rebuilt() {
         .unwrap();
     assert_eq!(part, other.1[10..20]);
 }
+
+#[test]
+fn a_get_reads_through_fresh_files_when_the_pack_files_it_kept_open_were_replaced() {
+    // A get keeps a pack's files open for the next one; a repair replaces a file by a new one
+    // (a rename). Here every file of the pack rots in place, beyond what parity covers, and is
+    // then replaced by a good copy: the files kept open see only rot, files opened now are good.
+    let (_dir, store) = packing_store();
+    let objects = put_batch(&store, 8, 3000);
+    assert!(store.get_bytes("o0").unwrap() == objects[0].1);
+    let paths: Vec<std::path::PathBuf> = (0..6).map(|s| store.shard_path("o0", s).unwrap()).collect();
+    for path in &paths {
+        let good = path.with_extension("good");
+        std::fs::copy(path, &good).unwrap();
+        let len = std::fs::metadata(path).unwrap().len();
+        // Past the header (about 100 bytes), up to the table at the end of a parity file.
+        common::rot(path, 200, (len / 2) as usize);
+        std::fs::rename(&good, path).unwrap();
+    }
+    for (key, bytes) in &objects {
+        assert!(&store.get_bytes(key).unwrap() == bytes, "{key} read back exact");
+    }
+}
+
+/// Files under `dir` this process holds open although they were deleted.
+fn deleted_files_held_open(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with(&dir) && target.ends_with(" (deleted)"))
+        .collect()
+}
+
+#[test]
+fn pack_files_kept_open_by_gets_are_let_go_once_a_compaction_deletes_their_packs() {
+    let (dir, store) = packing_store();
+    let other = Store::open(dir.path()).unwrap();
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        store.put(key, &data(i as u64, 100)[..]).unwrap();
+    }
+    // Both handles read every key: each keeps the packs' files open for its next gets.
+    for key in &keys {
+        store.get_bytes(key).unwrap();
+        other.get_bytes(key).unwrap();
+    }
+    assert!(deleted_files_held_open(dir.path()).is_empty());
+    let report = store
+        .scrub(&ScrubOptions::default().repair(true), &|_| {})
+        .unwrap();
+    assert!(report.compaction.packs_compacted >= 20, "{:?}", report.compaction);
+    // The compacting handle forgot the packs it deleted; the other lets them go at its next
+    // look at the packs, which finds them gone. Neither holds a deleted file's space.
+    for (i, key) in keys.iter().enumerate() {
+        assert!(other.get_bytes(key).unwrap() == data(i as u64, 100), "{key}");
+    }
+    let held = deleted_files_held_open(dir.path());
+    assert!(
+        held.is_empty(),
+        "{} deleted files still open, as {:?}",
+        held.len(),
+        held.first()
+    );
+}

@@ -6,6 +6,7 @@ mod group_commit;
 pub(crate) mod hedge;
 mod log_appenders;
 mod object_writer;
+mod opened_packs;
 mod pack_changes;
 pub(crate) mod packs;
 pub(crate) mod reader;

@@ -45,6 +45,8 @@ pub(crate) struct PackIndex {
     /// The mark of the changes file when the packs were last listed, if nothing was under way
     /// then and every pack found was settled: while it stands, the index is current.
     pub(super) seen: Option<super::pack_changes::Mark>,
+    /// The files of packs read from lately, kept open for the next get.
+    opened: super::opened_packs::OpenedPacks,
 }
 
 /// Why a pack's state is in doubt, to answer for a key it may hold.
@@ -96,12 +98,18 @@ impl PackIndex {
     /// Drops `packs` (compacted away, their current entries already added in newer packs) and
     /// finds each key's newest entry again among the tables left.
     pub(super) fn forget(&mut self, packs: &[ObjectId]) {
+        self.opened.drop_packs(packs);
         let mut loaded = std::mem::take(&mut self.loaded);
         loaded.retain(|pack, _| !packs.contains(pack));
         self.newest.clear();
         for (pack, table) in loaded {
             self.add(pack, table);
         }
+    }
+
+    /// Drops `pack`'s kept files (rotten since they were opened, or replaced).
+    pub(super) fn forget_opened(&mut self, pack: ObjectId) {
+        self.opened.drop_packs(&[pack]);
     }
 
     fn add(&mut self, pack: ObjectId, table: PackTable) {
@@ -210,6 +218,16 @@ pub(crate) enum PackCommit {
     /// Through the small-write log when it can take them: for groups of single puts, where
     /// the fsyncs of `k + m` new files would cost more than the objects' bytes.
     Logged,
+}
+
+/// Where a located pack's files come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PackFiles {
+    /// Listed and opened now (what `stat` and writers need: the files as they are).
+    Fresh,
+    /// Kept open since an earlier get if they are, else opened now and kept (a get's: its
+    /// entry's bytes are checked against their CRC, and read again freshly if they fail).
+    Kept,
 }
 
 /// Where a key's current write is.
@@ -454,20 +472,46 @@ impl Store {
     /// Where `key`'s current write is: in its own shard files or in a pack, whichever is newer.
     /// `locked`: the caller holds the key's lock.
     pub(crate) fn locate(&self, key: &str, locked: bool) -> Result<Located> {
+        self.locate_with(key, locked, PackFiles::Fresh)
+            .map(|(located, _)| located)
+    }
+
+    /// As [`Store::locate`], a pack's files as `files` says; returns whether they were kept ones.
+    pub(crate) fn locate_with(&self, key: &str, locked: bool, files: PackFiles) -> Result<(Located, bool)> {
         let own = match locked {
             true => self.resolve_locked(key),
             false => self.resolve(key),
         };
         if !self.packs_enabled() {
-            return own.map(Located::Own);
+            return own.map(|own| (Located::Own(own), false));
         }
-        let Packed { pack, entry } = match self.pack_index()?.current(key, own)? {
-            Current::Own(resolved) => return Ok(Located::Own(resolved)),
-            Current::Absent => return Err(not_found(key)),
-            Current::Packed(packed) => packed,
+        let (Packed { pack: id, entry }, kept) = {
+            let index = self.pack_index()?;
+            let packed = match index.current(key, own)? {
+                Current::Own(resolved) => return Ok((Located::Own(resolved), false)),
+                Current::Absent => return Err(not_found(key)),
+                Current::Packed(packed) => packed,
+            };
+            let kept = match files {
+                PackFiles::Kept => index.opened.get(packed.pack),
+                PackFiles::Fresh => None,
+            };
+            (packed, kept)
         };
-        match self.resolve(&pack.pack_key()) {
-            Ok(pack) => Ok(Located::Packed { pack, entry }),
+        if let Some(pack) = kept {
+            return Ok((Located::Packed { pack, entry }, true));
+        }
+        match self.resolve(&id.pack_key()) {
+            Ok(pack) => {
+                if files == PackFiles::Kept {
+                    let mut index = self.packs.lock().unwrap_or_else(|e| e.into_inner());
+                    // Not if the index forgot the pack meanwhile.
+                    if index.loaded.contains_key(&id) {
+                        index.opened.keep(id, pack.clone());
+                    }
+                }
+                Ok((Located::Packed { pack, entry }, false))
+            }
             // Its pack's files are gone since its table was read: the write is held nowhere.
             Err(Error::NotFound { .. }) => Err(Error::NoQuorum {
                 key: key.to_owned(),

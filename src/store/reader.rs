@@ -15,7 +15,7 @@ use crate::key;
 use crate::location::ShardFile;
 
 use super::hedge::{self, InFlight};
-use super::packs::Located;
+use super::packs::{Located, PackFiles};
 use super::rebuild::{rebuild_stripe, StripeEvidence};
 use super::resolve::Resolved;
 use super::Store;
@@ -125,7 +125,18 @@ impl Store {
     /// sure of the newest version, [`Error::InvalidKey`].
     pub fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<ObjectReader> {
         key::validate(key)?;
-        Ok(match self.locate(key, false)? {
+        self.get_range_with(key, range, PackFiles::Kept)
+    }
+
+    /// [`Store::get_range`], a pack's files as `files` says.
+    fn get_range_with(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        files: PackFiles,
+    ) -> Result<ObjectReader> {
+        let (located, kept) = self.locate_with(key, false, files)?;
+        Ok(match located {
             Located::Own(resolved) => self.reader_of(key, resolved, range, None),
             Located::Packed { pack, entry } => {
                 let end = range.end.min(entry.len);
@@ -142,6 +153,20 @@ impl Store {
                     bytes.drain(..start as usize);
                     bytes
                 });
+                if kept && direct.is_none() {
+                    // Kept files that do not give the entry's bytes (rot since they were opened,
+                    // a file repaired since, or an entry across two chunks): read it through
+                    // files opened now, as a get without kept files would. Rotten ones are
+                    // not kept any longer.
+                    if self.entry_place(&pack, &entry).is_some() {
+                        let id = pack.header.object_id();
+                        self.packs
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .forget_opened(id);
+                    }
+                    return self.get_range_with(key, range, PackFiles::Fresh);
+                }
                 // Rotten, missing or unreadable: read through the chunks (verified, retried,
                 // rebuilt from parity).
                 let range = entry.offset + start..entry.offset + end;
@@ -194,17 +219,22 @@ impl Store {
     /// verified against its entry's CRC32C (the file's header, verified when it was resolved,
     /// says it is that pack's shard); `None` if they do not verify or cannot be read.
     fn entry_bytes(&self, pack: &Resolved, entry: &crate::format::PackEntry) -> Option<Vec<u8>> {
-        let chunk_len = self.file.geometry.stripe(pack.header.object_len, 0).chunk_len as u64;
-        let shard = entry.offset.checked_div(chunk_len)?;
-        let within = entry.offset % chunk_len;
-        if within.checked_add(entry.len)? > chunk_len || shard >= u64::from(self.file.geometry.k) {
-            return None;
-        }
-        let file = pack.shards.get(shard as usize)?.as_deref()?;
+        let (shard, within) = self.entry_place(pack, entry)?;
+        let file = pack.shards.get(shard)?.as_deref()?;
         let mut bytes = vec![0u8; usize::try_from(entry.len).ok()?];
         file.read_exact_at(&mut bytes, pack.header.encoded_len() as u64 + within)
             .ok()?;
         (crc32c::crc32c(&bytes) == entry.crc).then_some(bytes)
+    }
+
+    /// Where a packed entry's bytes are, if all in one data chunk: the shard and the offset
+    /// in its chunk.
+    fn entry_place(&self, pack: &Resolved, entry: &crate::format::PackEntry) -> Option<(usize, u64)> {
+        let chunk_len = self.file.geometry.stripe(pack.header.object_len, 0).chunk_len as u64;
+        let shard = entry.offset.checked_div(chunk_len)?;
+        let within = entry.offset % chunk_len;
+        let fits = within.checked_add(entry.len)? <= chunk_len && shard < u64::from(self.file.geometry.k);
+        fits.then_some((usize::try_from(shard).ok()?, within))
     }
 
     /// Reads the object into the file at `path`, verified, atomically: the bytes go to a
