@@ -26,9 +26,10 @@ pub(crate) enum Call<'a> {
     SyncDir(&'a Path),
     /// `syncfs`: everything on the filesystem becomes durable.
     SyncFilesystem(&'a Path),
-    /// A file's content written back to the disk and waited for, not yet durable: it is once
-    /// the disk's cache is flushed, which any later file sync on the same disk does.
-    WrittenBack(&'a File, &'a Path),
+    /// Bytes `[offset, offset + len)` of a file written back to the disk and waited for, not
+    /// yet durable: they are once the disk's cache is flushed, which any later file sync on the
+    /// same disk does.
+    WrittenBack(&'a File, &'a Path, u64, u64),
     /// A change of a directory's entries or a file's content that is not durable until synced.
     Change(&'a Path),
 }
@@ -104,7 +105,7 @@ pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
 /// log's appends). Errors are marked [`FsyncFailed`], as a sync's: the pages may be dropped.
 pub(crate) fn write_back(file: &File, path: &Path, offset: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    match watch(Call::WrittenBack(file, path)) {
+    match watch(Call::WrittenBack(file, path, offset, len)) {
         Verdict::Done => Ok(()),
         Verdict::PowerLost => Err(FsyncFailed::wrap(power_lost())),
         Verdict::Proceed => {

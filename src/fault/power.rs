@@ -208,7 +208,7 @@ pub(crate) fn observe(call: Call<'_>) -> Observed {
         | Call::SyncDir(path)
         | Call::SyncFilesystem(path)
         | Call::Change(path)
-        | Call::WrittenBack(_, path) => path,
+        | Call::WrittenBack(_, path, ..) => path,
     };
     let sim = {
         let watches = lock(&WATCHES);
@@ -232,7 +232,7 @@ pub(crate) fn observe(call: Call<'_>) -> Observed {
     sim.calls += 1;
     let applied = match call {
         Call::SyncFile(file, _) => sim.sync_file(file).map(|()| sim.flush_written_back()),
-        Call::WrittenBack(file, _) => sim.write_back(file),
+        Call::WrittenBack(file, _, offset, len) => sim.write_back(file, offset, len),
         Call::SyncDir(dir) => sim.sync_dir(dir),
         Call::SyncFilesystem(_) => {
             let root = sim.root.clone();
@@ -259,9 +259,21 @@ impl Simulation {
         Ok(())
     }
 
-    /// Records a file's current content as written back: durable at the next file sync.
-    fn write_back(&mut self, file: &File) -> io::Result<()> {
-        let (inode, content) = self.current_content(file)?;
+    /// Records bytes `[offset, offset + len)` of a file as written back, as they are now:
+    /// durable at the next file sync. Only those bytes: the rest of the file stays as durable
+    /// (or written back) as it was.
+    fn write_back(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
+        let (inode, current) = self.current_content(file)?;
+        let mut content = match self.written_back.remove(&inode) {
+            Some(content) => content,
+            None => self.durable_content.get(&inode).cloned().unwrap_or_default(),
+        };
+        let start = usize::try_from(offset).map_or(current.len(), |o| o.min(current.len()));
+        let end = usize::try_from(offset.saturating_add(len)).map_or(current.len(), |e| e.min(current.len()));
+        if content.len() < end {
+            content.resize(end, 0);
+        }
+        content[start..end].copy_from_slice(&current[start..end]);
         self.written_back.insert(inode, content);
         Ok(())
     }

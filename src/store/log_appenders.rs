@@ -17,9 +17,28 @@ use std::sync::{Arc, Mutex};
 
 use crate::location::Location;
 
-/// A record bound for a location: its slot, its location, its offset in the segment, and
-/// its bytes.
-pub(crate) type Bound = (usize, Arc<dyn Location>, u64, Vec<u8>);
+/// A record bound for a location.
+pub(crate) struct Bound {
+    pub slot: usize,
+    pub location: Arc<dyn Location>,
+    /// Where in the segment it goes.
+    pub at: u64,
+    /// Where the location's bytes not yet durable start (at most `at`): the commit records
+    /// appended since its last sync. A write-back covers them too: lost to a power cut, they
+    /// would leave a hole where a reader's scan of the segment stops, before this record.
+    pub unsynced_from: u64,
+    pub record: Vec<u8>,
+}
+
+impl Bound {
+    /// Writes the record, and starts (`wait` false) or waits for (`wait` true) the write-back
+    /// of every byte of the location's not yet durable, the record's included.
+    fn write_back(&self, segment: u64, wait: bool) -> io::Result<()> {
+        let end = self.at + self.record.len() as u64;
+        self.location
+            .write_back_log(segment, self.unsynced_from, end - self.unsynced_from, wait)
+    }
+}
 
 /// Each slot's outcome of an append.
 pub(crate) type Outcomes = Vec<(usize, io::Result<()>)>;
@@ -38,7 +57,7 @@ impl Append {
             records,
             answer,
         } = self;
-        let slots: Vec<usize> = records.iter().map(|(slot, ..)| *slot).collect();
+        let slots: Vec<usize> = records.iter().map(|bound| bound.slot).collect();
         let outcomes =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| append_together(segment, records)))
                 .unwrap_or_else(|_| {
@@ -58,25 +77,26 @@ impl Append {
 /// others durable too. If that sync fails, none of them counts as durable. Returns each slot's
 /// outcome.
 pub(crate) fn append_together(segment: u64, records: Vec<Bound>) -> Outcomes {
-    if let [(slot, location, at, record)] = &records[..] {
-        return vec![(*slot, location.append_log(segment, *at, record, true))];
+    if let [bound] = &records[..] {
+        let durable = bound.location.append_log(segment, bound.at, &bound.record, true);
+        return vec![(bound.slot, durable)];
     }
     let mut outcomes: Outcomes = records
         .iter()
-        .map(|(slot, location, at, record)| {
-            let len = record.len() as u64;
-            let written = location
-                .append_log(segment, *at, record, false)
-                .and_then(|()| location.write_back_log(segment, *at, len, false));
-            (*slot, written)
+        .map(|bound| {
+            let written = bound
+                .location
+                .append_log(segment, bound.at, &bound.record, false)
+                .and_then(|()| bound.write_back(segment, false));
+            (bound.slot, written)
         })
         .collect();
-    let Some(((_, syncing, at, record), others)) = records.split_last() else {
+    let Some((syncing, others)) = records.split_last() else {
         return outcomes;
     };
-    for ((_, location, at, record), (_, outcome)) in others.iter().zip(&mut outcomes) {
+    for (bound, (_, outcome)) in others.iter().zip(&mut outcomes) {
         if outcome.is_ok() {
-            *outcome = location.write_back_log(segment, *at, record.len() as u64, true);
+            *outcome = bound.write_back(segment, true);
         }
     }
     let Some(((_, last), others)) = outcomes.split_last_mut() else {
@@ -84,7 +104,8 @@ pub(crate) fn append_together(segment: u64, records: Vec<Bound>) -> Outcomes {
     };
     // Its record is written already (its write-back under way): an empty append, synced.
     if last.is_ok() {
-        *last = syncing.append_log(segment, at + record.len() as u64, &[], true);
+        let end = syncing.at + syncing.record.len() as u64;
+        *last = syncing.location.append_log(segment, end, &[], true);
     }
     if let Err(e) = last {
         for (_, outcome) in others.iter_mut().filter(|(_, o)| o.is_ok()) {
@@ -110,7 +131,7 @@ impl LogAppenders {
         }
     }
 
-    /// Appends each disk's records (`by_disk`, each `(slot, location, offset, record)`) to
+    /// Appends each disk's records (`by_disk`) to
     /// `segment`, durably, side by side: the first disk's on the calling thread (it waits
     /// anyway: one hand-off fewer), the others on the thread of their first slot; returns
     /// every slot's outcome. Records whose thread cannot be started are appended on the
@@ -129,7 +150,7 @@ impl LogAppenders {
             });
         let here = appends.next();
         for append in appends {
-            let slots: Vec<usize> = append.records.iter().map(|(slot, ..)| *slot).collect();
+            let slots: Vec<usize> = append.records.iter().map(|bound| bound.slot).collect();
             match self.thread(slots[0]) {
                 Some(thread) => match thread.send(append) {
                     Ok(()) => waiting.extend(slots),
@@ -208,7 +229,13 @@ mod tests {
         let record = |slot: usize| vec![b'a' + slot as u8; 5000];
         let watch = PowerLoss::watch(dir.path(), cut_after, Aftermath::Drop).expect("watch");
         let records = (0..LOCATIONS)
-            .map(|slot| (slot, Arc::clone(&locations[slot]), 100, record(slot)))
+            .map(|slot| Bound {
+                slot,
+                location: Arc::clone(&locations[slot]),
+                at: 100,
+                unsynced_from: 100,
+                record: record(slot),
+            })
             .collect();
         let outcomes = append_together(SEGMENT, records);
         let calls = watch.calls();

@@ -100,6 +100,8 @@ struct Segment {
     id: u64,
     /// Where the next record goes, per slot.
     ends: Vec<u64>,
+    /// Up to where each slot's bytes are durable (the commit records after are not synced).
+    synced: Vec<u64>,
     /// Each slot's disk, as far as one cache flush covers the records of all its locations
     /// (`Location::log_disk`, asked when the segment was made).
     disks: Vec<Option<u64>>,
@@ -121,6 +123,7 @@ impl Segment {
         Segment {
             id,
             ends: vec![0; disks.len()],
+            synced: vec![0; disks.len()],
             disks,
             writes: Vec::new(),
             copies: Some(Vec::new()),
@@ -246,16 +249,17 @@ impl Store {
         // Records on one disk go together (one cache flush for them all); the rest alone.
         let mut by_disk: Vec<Vec<Bound>> = Vec::new();
         for (slot, record) in records {
-            let bound = (
+            let bound = Bound {
                 slot,
-                self.slots[slot].location.clone(),
-                segment.ends[slot],
+                location: self.slots[slot].location.clone(),
+                at: segment.ends[slot],
+                unsynced_from: segment.synced[slot],
                 record,
-            );
+            };
             let disk = segment.disks[slot];
             match by_disk
                 .iter_mut()
-                .find(|job| disk.is_some() && segment.disks[job[0].0] == disk)
+                .find(|job| disk.is_some() && segment.disks[job[0].slot] == disk)
             {
                 Some(job) => job.push(bound),
                 None => by_disk.push(vec![bound]),
@@ -273,6 +277,9 @@ impl Store {
         segment.torn |= logged.len() < appended.len();
         for (slot, len) in appended {
             segment.ends[slot] += len;
+        }
+        for &slot in &logged {
+            segment.synced[slot] = segment.ends[slot];
         }
         if logged.len() < self.write_quorum() {
             // Never committed: no reader sees its records, a replay counts too few of them.
