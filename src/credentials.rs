@@ -140,19 +140,30 @@ pub fn load(root: &Path) -> Result<BTreeMap<String, Credentials>> {
 /// [`Error::InvalidConfig`] if `location` is not a remote location or the file is refused (as
 /// [`load`]); [`Error::Io`].
 pub fn set(root: &Path, location: &str, credentials: Option<Credentials>) -> Result<PathBuf> {
-    let key = key_of(location)?;
+    update(root, [(location, credentials)]).map(|(path, _)| path)
+}
+
+/// [`set`] for each of `changes`, in one write of the file; returns its path and what it now
+/// holds.
+pub(crate) fn update<'a>(
+    root: &Path,
+    changes: impl IntoIterator<Item = (&'a str, Option<Credentials>)>,
+) -> Result<(PathBuf, BTreeMap<String, Credentials>)> {
     let mut file = read(root)?;
-    match credentials {
-        Some(credentials) => file.locations.insert(key, credentials),
-        None => file.locations.remove(&key),
-    };
+    for (location, credentials) in changes {
+        let key = key_of(location)?;
+        match credentials {
+            Some(credentials) => file.locations.insert(key, credentials),
+            None => file.locations.remove(&key),
+        };
+    }
     fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
     let bytes = serde_json::to_vec_pretty(&file)
         .map_err(|e| Error::io(root, io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?;
     let path = root.join(CREDENTIALS_FILE);
     crate::location::write_atomically_with_mode(root, CREDENTIALS_FILE, &bytes, Durability::Fsync, 0o600)
         .map_err(|e| Error::io(&path, e))?;
-    Ok(path)
+    Ok((path, file.locations))
 }
 
 #[cfg(test)]

@@ -667,8 +667,7 @@ fn a_get_reads_through_fresh_files_when_the_pack_files_it_kept_open_were_replace
     let (_dir, store) = packing_store();
     let objects = put_batch(&store, 8, 3000);
     assert!(store.get_bytes("o0").unwrap() == objects[0].1);
-    let paths: Vec<std::path::PathBuf> = (0..6).map(|s| store.shard_path("o0", s).unwrap()).collect();
-    for path in &paths {
+    for path in &common::shard_paths(&store, "o0") {
         let good = path.with_extension("good");
         std::fs::copy(path, &good).unwrap();
         let len = std::fs::metadata(path).unwrap().len();

@@ -644,12 +644,15 @@ impl Store {
             .map(|dir| LocationSpec::parse(dir).map_err(|e| Error::invalid_config(e.into())))
             .collect::<Result<Vec<_>>>()?;
         let remote = specs.iter().any(LocationSpec::is_remote);
-        for (location, given) in &config.location_credentials {
-            crate::credentials::set(root, location, Some(given.clone()))?;
-        }
-        let credentials = match remote {
-            true => crate::credentials::load(root)?,
-            false => Default::default(),
+        // The builder's credentials join the file's (one write), which the locations sign with.
+        let given = &config.location_credentials;
+        let credentials = match (given.is_empty(), remote) {
+            (false, _) => {
+                let given = given.iter().map(|(l, c)| (l.as_str(), Some(c.clone())));
+                crate::credentials::update(root, given)?.1
+            }
+            (true, true) => crate::credentials::load(root)?,
+            (true, false) => Default::default(),
         };
         // Check every location before writing any identity, so a refused create claims nothing.
         let mut planned: Vec<(PathBuf, Arc<dyn Location>, PathBuf)> = Vec::with_capacity(n);
