@@ -112,19 +112,20 @@ impl Store {
     /// Writes `data` as the next version of `object` in shard files of its own; the caller
     /// holds the object's lock.
     pub(crate) fn write_object(&self, key: &str, object: ObjectId, data: impl Read) -> Result<PutOutcome> {
-        self.write_object_with_footer(key, object, data, &[])
+        let stamp = self.next_stamp(key, object)?;
+        self.write_object_with_footer(key, (object, stamp), data, &[])
     }
 
-    /// [`Store::write_object`], each parity shard file ending with `footer` after its chunks
-    /// (a pack's table, which ends each data chunk already: FORMAT.md, "Packs").
+    /// [`Store::write_object`] as write `stamp`, each parity shard file ending with `footer`
+    /// after its chunks (a pack's table, which ends each data chunk already: FORMAT.md,
+    /// "Packs").
     pub(crate) fn write_object_with_footer(
         &self,
         key: &str,
-        object: ObjectId,
+        (object, stamp): (ObjectId, WriteStamp),
         mut data: impl Read,
         footer: &[u8],
     ) -> Result<PutOutcome> {
-        let stamp = self.next_stamp(key, object)?;
         let g = self.file.geometry;
         let mut header = self.data_header(key, stamp);
         let writers = self.start_writes(object, stamp, &header)?;
@@ -239,7 +240,7 @@ impl Store {
     pub(crate) fn write_pack_logged(
         &self,
         key: &str,
-        pack: ObjectId,
+        (pack, stamp): (ObjectId, WriteStamp),
         (body, table): (&[u8], &PackTable),
         footer: &[u8],
     ) -> Result<Option<usize>> {
@@ -249,21 +250,6 @@ impl Store {
         if body.is_empty() || body.len() % k != 0 || body.len() > k * g.chunk_size as usize {
             return Ok(None);
         }
-        // A pack's id comes from its entries, new writes: no other write has it (one that
-        // failed before a quorum was never committed), unless the index knows one.
-        let known = self
-            .packs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .loaded
-            .contains_key(&pack);
-        let stamp = match known {
-            true => self.next_stamp(key, pack)?,
-            false => WriteStamp {
-                version: 1,
-                write_id: crate::ids::random_u64(),
-            },
-        };
         let len = body.len() / k;
         let mut chunks: Vec<Vec<u8>> = body.chunks(len).map(<[u8]>::to_vec).collect();
         chunks.resize(g.shards(), vec![0u8; len]);
