@@ -34,6 +34,12 @@ const STORE_VERSION_PACKS: u16 = 3;
 /// [`STORE_VERSION_PACKS`] with a pack threshold that may be 0. Older builds refuse it, instead of
 /// taking a URL for a local directory.
 const STORE_VERSION_REMOTE: u16 = 4;
+/// [`STORE_VERSION_PACKS`] whose small-write log records carry their segment's tag (FORMAT.md,
+/// "The small-write log"), so that a handle may write a folded segment's file again. Older
+/// builds refuse it: they would take a reused segment's earlier records for its own.
+const STORE_VERSION_PACKS_TAGGED: u16 = 5;
+/// [`STORE_VERSION_REMOTE`] with tagged log records, as [`STORE_VERSION_PACKS_TAGGED`].
+const STORE_VERSION_REMOTE_TAGGED: u16 = 6;
 
 /// Size of the shard header without the key and its trailing CRC.
 pub const SHARD_HEADER_FIXED_LEN: usize = 82;
@@ -554,8 +560,13 @@ pub struct StoreFile {
     /// (`s3:...`, FORMAT.md).
     pub locations: Vec<Vec<u8>>,
     /// Whether the entries of `locations` are read as location strings that may name remote
-    /// locations (version 4), not only as local paths.
+    /// locations (version 4 or 6), not only as local paths.
     pub remote: bool,
+    /// Whether the small-write log's records carry their segment's tag, so that a handle
+    /// reuses a folded segment's file (version 5 or 6: what a build that packs creates). A
+    /// store of version 3 or 4 that packs keeps untagged records, which the older builds
+    /// that open it read. Without packs there is no log: read as `true`.
+    pub tagged_log: bool,
 }
 
 impl StoreFile {
@@ -567,10 +578,13 @@ impl StoreFile {
 
     /// Encodes the store file.
     pub fn encode(&self) -> Vec<u8> {
-        let version = match (self.remote, self.pack_threshold) {
-            (true, _) => STORE_VERSION_REMOTE,
-            (false, 0) => FORMAT_VERSION,
-            (false, _) => STORE_VERSION_PACKS,
+        let tagged = self.tagged_log && self.pack_threshold > 0;
+        let version = match (self.remote, self.pack_threshold, tagged) {
+            (true, _, false) => STORE_VERSION_REMOTE,
+            (true, _, true) => STORE_VERSION_REMOTE_TAGGED,
+            (false, 0, _) => FORMAT_VERSION,
+            (false, _, false) => STORE_VERSION_PACKS,
+            (false, _, true) => STORE_VERSION_PACKS_TAGGED,
         };
         let mut out = begin_version(STORE_MAGIC, version, 64);
         out.extend_from_slice(&0u16.to_le_bytes());
@@ -600,6 +614,8 @@ impl StoreFile {
                 STORE_VERSION_PACKS_UNLOGGED,
                 STORE_VERSION_PACKS,
                 STORE_VERSION_REMOTE,
+                STORE_VERSION_PACKS_TAGGED,
+                STORE_VERSION_REMOTE_TAGGED,
             ],
         )?;
         let reserved = r.u16()?;
@@ -614,7 +630,12 @@ impl StoreFile {
         };
         debug_assert_eq!(r.pos, STORE_FIXED_LEN);
         let pack_threshold = match version {
-            STORE_VERSION_PACKS_UNLOGGED | STORE_VERSION_PACKS => match r.u32()? {
+            // Tagged log records are written only by a store that packs (one that does not
+            // stays at version 1 or 4).
+            STORE_VERSION_PACKS_UNLOGGED
+            | STORE_VERSION_PACKS
+            | STORE_VERSION_PACKS_TAGGED
+            | STORE_VERSION_REMOTE_TAGGED => match r.u32()? {
                 0 => {
                     return Err(FormatError::InvalidField {
                         field: "pack_threshold",
@@ -661,7 +682,9 @@ impl StoreFile {
             geometry,
             pack_threshold,
             locations,
-            remote: version == STORE_VERSION_REMOTE,
+            remote: matches!(version, STORE_VERSION_REMOTE | STORE_VERSION_REMOTE_TAGGED),
+            tagged_log: pack_threshold == 0
+                || matches!(version, STORE_VERSION_PACKS_TAGGED | STORE_VERSION_REMOTE_TAGGED),
         })
     }
 }
@@ -1341,10 +1364,19 @@ mod tests {
 
     #[test]
     fn store_file_round_trips_and_rejects_damage() {
-        // Version 1 without packs, version 3 with (version 2, of development builds, is read
-        // too), version 4 with remote locations, with or without packs.
-        for (pack_threshold, remote, version) in [(0, false, 1u16), (65536, false, 3), (0, true, 4), (65536, true, 4)] {
+        // Version 1 without packs, version 5 with (3 with untagged log records; version 2, of
+        // development builds, is read too), version 6 with remote locations (4 untagged, or
+        // without packs).
+        for (pack_threshold, remote, tagged_log, version) in [
+            (0, false, true, 1u16),
+            (65536, false, true, 5),
+            (65536, false, false, 3),
+            (0, true, true, 4),
+            (65536, true, true, 6),
+            (65536, true, false, 4),
+        ] {
             let s = StoreFile {
+                tagged_log,
                 store_id: [9; 16],
                 geometry: Geometry {
                     k: 2,
@@ -1430,7 +1462,8 @@ mod tests {
 }
 
 /// Small-write log records (FORMAT.md, "The small-write log"): 24-byte header (magic, body
-/// length u32, body CRC32C u32, CRC32C of the 16 bytes before u32, zero u32), then the body.
+/// length u32, body CRC32C u32, CRC32C of the 16 bytes before u32, the segment's tag u32), then
+/// the body.
 pub(crate) mod log_record {
     use super::{ObjectId, WriteStamp};
 
@@ -1444,25 +1477,32 @@ pub(crate) mod log_record {
     /// holds nothing any more, wherever a copy of it is left.
     pub const FOLDED: &[u8; 8] = b"SGLOGFLD";
 
-    /// `body` framed as a record of `kind`.
-    pub fn frame(kind: &[u8; 8], body: &[u8]) -> Vec<u8> {
+    /// The tag of segment `segment`'s records in a store that tags them (never 0, an untagged
+    /// record's): a reused segment's file keeps its earlier records past the new ones' end, and
+    /// their tags are another segment's.
+    pub fn tag(segment: u64) -> u32 {
+        segment as u32 | 1
+    }
+
+    /// `body` framed as a record of `kind`, tagged `tag` (0: untagged).
+    pub fn frame(kind: &[u8; 8], body: &[u8], tag: u32) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(kind);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
         let header_crc = crc32c::crc32c(&out);
         out.extend_from_slice(&header_crc.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&tag.to_le_bytes());
         out.extend_from_slice(body);
         out
     }
 
-    /// The commit record of (`object`, `stamp`).
-    pub fn commit(object: ObjectId, stamp: WriteStamp) -> Vec<u8> {
+    /// The commit record of (`object`, `stamp`), tagged `tag`.
+    pub fn commit(object: ObjectId, stamp: WriteStamp, tag: u32) -> Vec<u8> {
         let mut body = object.0.to_vec();
         body.extend_from_slice(&stamp.version.to_le_bytes());
         body.extend_from_slice(&stamp.write_id.to_le_bytes());
-        frame(COMMIT, &body)
+        frame(COMMIT, &body, tag)
     }
 
     /// What a commit record's body names.
@@ -1473,17 +1513,19 @@ pub(crate) mod log_record {
         Some((ObjectId(id), WriteStamp { version: word(16)?, write_id: word(24)? }))
     }
 
-    /// A record's header, if it verifies: its kind and body length.
-    pub fn header(header: &[u8]) -> Option<(&'static [u8; 8], usize)> {
+    /// A record's header, if it verifies as one of the segment tagged `tag` (or untagged, as
+    /// a store of version 3 or 4 writes them): its kind and body length.
+    pub fn header(header: &[u8], tag: u32) -> Option<(&'static [u8; 8], usize)> {
         let header = header.get(..HEADER_LEN)?;
         let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         let kind = [SHARD, COMMIT, FOLDED].into_iter().find(|k| header[..8] == k[..])?;
-        (crc32c::crc32c(&header[..16]) == word(16) && word(20) == 0).then_some((kind, word(8) as usize))
+        let ours = word(20) == 0 || word(20) == tag;
+        (crc32c::crc32c(&header[..16]) == word(16) && ours).then_some((kind, word(8) as usize))
     }
 
-    /// Whether a segment starting with `start` is folded.
-    pub fn is_folded(start: &[u8]) -> bool {
-        header(start).is_some_and(|(kind, _)| kind == FOLDED)
+    /// Whether a segment tagged `tag` starting with `start` is folded.
+    pub fn is_folded(start: &[u8], tag: u32) -> bool {
+        header(start, tag).is_some_and(|(kind, _)| kind == FOLDED)
     }
 
     /// Whether a body verifies against its header.
@@ -1494,13 +1536,14 @@ pub(crate) mod log_record {
     /// A record read back: its kind and body.
     pub type Record<'a> = (&'static [u8; 8], &'a [u8]);
 
-    /// The records of a segment's bytes, in order: a record whose body fails its CRC is
-    /// skipped, the first header that fails its own (zeros: the end; a torn append) ends them.
-    /// Also returns where that end is.
-    pub fn parse(segment: &[u8]) -> (Vec<Record<'_>>, usize) {
+    /// The records of the bytes of a segment tagged `tag`, in order: a record whose body fails
+    /// its CRC is skipped, the first header that fails its own or is another segment's (zeros:
+    /// the end; a torn append; a reused file's earlier records) ends them. Also returns where
+    /// that end is.
+    pub fn parse(segment: &[u8], tag: u32) -> (Vec<Record<'_>>, usize) {
         let mut out = Vec::new();
         let mut at = 0usize;
-        while let Some((kind, len)) = segment.get(at..).and_then(header) {
+        while let Some((kind, len)) = segment.get(at..).and_then(|h| header(h, tag)) {
             let start = at + HEADER_LEN;
             let Some(body) = segment.get(start..start + len) else {
                 break;
@@ -1519,30 +1562,62 @@ pub(crate) mod log_record {
 
         #[test]
         fn records_read_back_in_order_a_rotten_one_is_skipped_a_torn_header_ends_them() {
-            let (a, b, c) = (frame(SHARD, b"first"), frame(SHARD, b"second"), frame(SHARD, b"third"));
+            const TAG: u32 = 0x1234_5679;
+            let record = |body: &[u8]| frame(SHARD, body, TAG);
+            let (a, b, c) = (record(b"first"), record(b"second"), record(b"third"));
             let mut segment = vec![0u8; 4096];
             let mut at = 0;
             for r in [&a, &b, &c] {
                 segment[at..at + r.len()].copy_from_slice(r);
                 at += r.len();
             }
-            let bodies = |bytes: &[u8]| parse(bytes).0.into_iter().map(|(_, b)| b.to_vec()).collect::<Vec<_>>();
+            let bodies = |bytes: &[u8]| parse(bytes, TAG).0.into_iter().map(|(_, b)| b.to_vec()).collect::<Vec<_>>();
             assert_eq!(bodies(&segment), [&b"first"[..], b"second", b"third"]);
-            assert_eq!(parse(&segment).1, at, "the end: where the next record goes");
+            assert_eq!(parse(&segment, TAG).1, at, "the end: where the next record goes");
             let mut rotten = segment.clone();
             rotten[a.len() + HEADER_LEN + 2] ^= 1;
             assert_eq!(bodies(&rotten), [&b"first"[..], b"third"]);
             let mut torn = segment.clone();
             torn[a.len() + 9] ^= 1;
             assert_eq!(bodies(&torn), [&b"first"[..]]);
-            assert!(!is_folded(&segment));
+            assert!(!is_folded(&segment, TAG));
             let mut folded = segment.clone();
-            folded[..HEADER_LEN].copy_from_slice(&frame(FOLDED, &[]));
-            assert!(is_folded(&folded));
+            folded[..HEADER_LEN].copy_from_slice(&frame(FOLDED, &[], TAG));
+            assert!(is_folded(&folded, TAG));
             let object = ObjectId([7; 16]);
             let stamp = WriteStamp { version: 3, write_id: 9 };
-            let commit = commit(object, stamp);
+            let commit = commit(object, stamp, TAG);
             assert_eq!(committed(&commit[HEADER_LEN..]), Some((object, stamp)));
+        }
+
+        #[test]
+        fn a_reused_segment_reads_its_own_records_only_not_the_earlier_ones_past_their_end() {
+            // The file's first use: three records, then folded (its start overwritten).
+            let (old, new) = (tag(0xaaaa_0000_0000_0002), tag(0xbbbb_0000_0000_0004));
+            assert_ne!(old, new);
+            let mut segment = vec![0u8; 4096];
+            let mut at = 0;
+            for body in [&b"old one"[..], b"old two", b"old three"] {
+                let r = frame(SHARD, body, old);
+                segment[at..at + r.len()].copy_from_slice(&r);
+                at += r.len();
+            }
+            segment[..HEADER_LEN].copy_from_slice(&frame(FOLDED, &[], old));
+            assert!(is_folded(&segment, old));
+            // Reused under another id: the earlier fold mark is not its own, so it is empty.
+            assert!(!is_folded(&segment, new));
+            assert_eq!(parse(&segment, new), (Vec::new(), 0));
+            // One record of its own, ending exactly where an earlier one starts: read, and
+            // the earlier one after it is not.
+            let first_old = frame(SHARD, b"old one", old).len();
+            let own = frame(SHARD, &vec![7u8; first_old - HEADER_LEN], new);
+            segment[..own.len()].copy_from_slice(&own);
+            let (records, end) = parse(&segment, new);
+            assert_eq!(records.len(), 1);
+            assert_eq!(end, own.len());
+            // Untagged records (a store of version 3 or 4) read as before.
+            let untagged = frame(SHARD, b"v3", 0);
+            assert_eq!(parse(&untagged, new).0.len(), 1);
         }
     }
 }

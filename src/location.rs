@@ -284,6 +284,12 @@ pub trait Location: Send + Sync + fmt::Debug {
         let _ = segment;
         Ok(())
     }
+    /// Renames log segment `segment` to `new`, durably (per the durability): a folded
+    /// segment's file written again, its blocks already allocated and written.
+    fn reuse_log(&self, segment: u64, new: u64) -> io::Result<()> {
+        let _ = (segment, new);
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// How a remote location's requests have gone so far; `None` for a local one.
     fn network(&self) -> Option<NetworkCounts> {
         None
@@ -428,6 +434,14 @@ impl LocalDir {
         let len = file.metadata()?.len();
         *appending = Some((segment, Arc::clone(&file), len));
         Ok((path, file, len))
+    }
+
+    /// Closes segment `segment`'s file kept open for appends, if it is the one.
+    fn stop_appending(&self, segment: u64) {
+        let mut appending = self.appending.lock().unwrap_or_else(|e| e.into_inner());
+        if appending.as_ref().is_some_and(|(id, _, _)| *id == segment) {
+            *appending = None;
+        }
     }
 
     /// `f` of the log view, brought up to date with the segments first.
@@ -829,16 +843,19 @@ impl Location for LocalDir {
 
     fn remove_log(&self, segment: u64) -> io::Result<()> {
         let dir = self.dir.join(LOG_DIR);
-        let mut appending = self.appending.lock().unwrap_or_else(|e| e.into_inner());
-        if appending.as_ref().is_some_and(|(id, _, _)| *id == segment) {
-            *appending = None;
-        }
-        drop(appending);
+        self.stop_appending(segment);
         match disk::remove_file(&log_path(&dir, segment)) {
             Ok(()) => self.sync_dir(&dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    fn reuse_log(&self, segment: u64, new: u64) -> io::Result<()> {
+        let dir = self.dir.join(LOG_DIR);
+        self.stop_appending(segment);
+        disk::rename(&log_path(&dir, segment), &log_path(&dir, new))?;
+        self.sync_dir(&dir)
     }
 
     fn sync(&self) -> io::Result<()> {

@@ -23,6 +23,8 @@ pub(crate) struct LogView {
 #[derive(Debug)]
 struct Segment {
     file: Arc<File>,
+    /// Its records' tag (`log_record::tag`): a reused file's earlier records are not its own.
+    tag: u32,
     /// Where the next record to read starts.
     scanned: u64,
     /// Shard records whose write is not committed yet: where their bodies are.
@@ -61,6 +63,7 @@ impl LogView {
                 let Ok(file) = open(id) else { continue };
                 vacant.insert(Segment {
                     file: Arc::new(file),
+                    tag: log_record::tag(id),
                     scanned: 0,
                     pending: HashMap::new(),
                     committed: HashMap::new(),
@@ -120,7 +123,7 @@ impl LogView {
 impl Segment {
     fn folded(&self) -> bool {
         let mut start = [0u8; log_record::HEADER_LEN];
-        self.file.read_exact_at(&mut start, 0).is_ok() && log_record::is_folded(&start)
+        self.file.read_exact_at(&mut start, 0).is_ok() && log_record::is_folded(&start, self.tag)
     }
 
     /// Reads the records appended since the last look, one at a time, up to the first header
@@ -131,7 +134,7 @@ impl Segment {
             if self.file.read_exact_at(&mut header, self.scanned).is_err() {
                 return;
             }
-            let Some((kind, len)) = log_record::header(&header) else {
+            let Some((kind, len)) = log_record::header(&header, self.tag) else {
                 return;
             };
             let start = self.scanned + log_record::HEADER_LEN as u64;

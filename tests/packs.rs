@@ -203,13 +203,13 @@ fn a_store_without_packs_stays_in_the_first_format_version() {
     assert_eq!(version_and_threshold(Store::builder().pack_threshold(0)), (1, 0));
     assert_eq!(
         version_and_threshold(Store::builder().pack_threshold(4096)),
-        (3, 4096)
+        (5, 4096)
     );
     // By default a store packs objects under 64 KiB, when its chunks have room for them.
-    assert_eq!(version_and_threshold(Store::builder()), (3, 64 << 10));
+    assert_eq!(version_and_threshold(Store::builder()), (5, 64 << 10));
     assert_eq!(
         version_and_threshold(Store::builder().chunk_size(65536 + 1095)),
-        (3, 64 << 10)
+        (5, 64 << 10)
     );
     assert_eq!(
         version_and_threshold(Store::builder().chunk_size(65536 + 1094)),

@@ -60,6 +60,7 @@ fn near_valid(seed: &[u8], edits: &[(u16, u8)]) -> Vec<u8> {
             pack_threshold: (seed.len() % 3) as u32 * 4096,
             locations: vec![b"a".to_vec(), key.into_bytes(), b"/c".to_vec()],
             remote: seed.len() % 2 == 0,
+            tagged_log: seed.len() % 5 != 0,
         }
         .encode(),
         // A pack of two objects and a delete: their bytes, then the table and trailer.

@@ -493,6 +493,11 @@ impl Location for FaultyLocation {
         self.plan.read_only(self.slot)?;
         self.inner.remove_log(segment)
     }
+    fn reuse_log(&self, segment: u64, new: u64) -> io::Result<()> {
+        self.plan.read_only(self.slot)?;
+        self.plan
+            .after_fsync(self.slot, self.inner.reuse_log(segment, new))
+    }
 }
 
 struct FaultyShardFile {

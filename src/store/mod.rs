@@ -740,6 +740,7 @@ impl Store {
             pack_threshold,
             locations: recorded,
             remote,
+            tagged_log: true,
         }
         .encode();
         // Every location keeps a copy: the store file is no single point of failure.

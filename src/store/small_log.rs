@@ -83,6 +83,10 @@ struct LogState {
     segment: Option<Segment>,
     /// Segments that take no more records, waiting for a fold.
     full: Vec<Segment>,
+    /// A folded segment's file renamed for reuse (in a store that tags its log records), with
+    /// the tags it was written with before: the next segment, without 4 MiB of zeros to
+    /// write per location.
+    spare: Option<(u64, Vec<u32>)>,
     /// A thread is folding a segment without this state's lock.
     folding: bool,
     /// This handle holds the exclusive lock: it logs nothing until it lets it go.
@@ -98,6 +102,8 @@ struct LogState {
 #[derive(Debug)]
 struct Segment {
     id: u64,
+    /// The tags its file was written with before (a reused file): its id's differs from all.
+    earlier_tags: Vec<u32>,
     /// Where the next record goes, per slot.
     ends: Vec<u64>,
     /// Up to where each slot's bytes are durable (the commit records after are not synced).
@@ -119,9 +125,10 @@ struct Segment {
 }
 
 impl Segment {
-    fn new(id: u64, disks: Vec<Option<u64>>) -> Self {
+    fn new(id: u64, disks: Vec<Option<u64>>, earlier_tags: Vec<u32>) -> Self {
         Segment {
             id,
+            earlier_tags,
             ends: vec![0; disks.len()],
             synced: vec![0; disks.len()],
             disks,
@@ -188,9 +195,9 @@ impl LogState {
         }
     }
 
-    /// Lets this handle's lock go if it has no segment left (open, full or being folded).
+    /// Lets this handle's lock go if it has no segment left (open, full, being folded, spare).
     fn unlock_if_done(&self) {
-        if self.segment.is_none() && self.full.is_empty() && !self.folding {
+        if self.segment.is_none() && self.full.is_empty() && !self.folding && self.spare.is_none() {
             self.unlock();
         }
     }
@@ -234,14 +241,19 @@ impl Store {
         if state.exclusive || state.commits == 1 {
             return Ok(None);
         }
-        let records: Vec<(usize, Vec<u8>)> = shards
+        let lens: Vec<(usize, usize)> = shards
             .iter()
-            .map(|(slot, bytes)| (*slot, log_record::frame(log_record::SHARD, bytes)))
+            .map(|(slot, bytes)| (*slot, log_record::HEADER_LEN + bytes.len()))
             .collect();
-        let Some(segment) = self.segment_for(&mut state, &records)? else {
+        let Some(segment) = self.segment_for(&mut state, &lens)? else {
             return Ok(None);
         };
         let id = segment.id;
+        let tag = self.log_tag(id);
+        let records: Vec<(usize, Vec<u8>)> = shards
+            .iter()
+            .map(|(slot, bytes)| (*slot, log_record::frame(log_record::SHARD, bytes, tag)))
+            .collect();
         let appended: Vec<(usize, u64)> = records
             .iter()
             .map(|(slot, record)| (*slot, record.len() as u64))
@@ -292,7 +304,7 @@ impl Store {
         }
         // Acknowledged: the commit records make it visible (a replay finds it committed by
         // its quorum of records if a power cut takes them).
-        let commit = log_record::commit(object, stamp);
+        let commit = log_record::commit(object, stamp, tag);
         for &slot in &logged {
             let at = segment.ends[slot];
             match self.slots[slot].location.append_log(id, at, &commit, false) {
@@ -311,12 +323,12 @@ impl Store {
     fn segment_for<'a>(
         &self,
         state: &'a mut LogState,
-        records: &[(usize, Vec<u8>)],
+        records: &[(usize, usize)],
     ) -> Result<Option<&'a mut Segment>> {
         let fits = |segment: &Segment| {
-            records.iter().all(|(slot, record)| {
-                segment.ends[*slot] + (record.len() + COMMIT_LEN) as u64 <= segment_len()
-            })
+            records
+                .iter()
+                .all(|&(slot, len)| segment.ends[slot] + (len + COMMIT_LEN) as u64 <= segment_len())
         };
         if state.segment.as_ref().is_some_and(|s| s.torn || !fits(s)) {
             // Folded by the thread that committed into it, once it is no longer the group's
@@ -338,42 +350,83 @@ impl Store {
             // Each location's identity is checked here, not at every append: an append only
             // writes into the segment's file (never creates one, never past its end), so on a
             // location swapped or unmounted since, it fails instead of writing through.
-            let id = crate::ids::random_u64();
-            // Side by side (but under a power watch, whose calls must come in one order):
-            // each location's 4 MiB of zeros and their fsyncs keep the disk busy together. One
-            // after another, a new segment held every put up ~56 ms on this project's VM (14%
-            // of eight writers' time); side by side, about half that.
-            let create = |slot: usize| {
-                self.writable(slot)
-                    .is_some_and(|location| location.create_log(id, segment_len()).is_ok())
+            // A spare is taken if it is still on every location (it was checked when made).
+            let still_there = |spare: u64| {
+                (0..self.slots.len()).all(|slot| {
+                    self.writable(slot)
+                        .is_some_and(|location| location.list_logs().is_ok_and(|ids| ids.contains(&spare)))
+                })
             };
-            let created: Vec<usize> = match crate::disk::commits_in_parallel() {
-                true => std::thread::scope(|s| {
-                    let creating: Vec<_> = (0..self.slots.len())
-                        .map(|slot| s.spawn(move || create(slot)))
-                        .collect();
-                    let joined = creating.into_iter().map(|c| c.join().unwrap_or(false));
-                    joined
-                        .enumerate()
-                        .filter_map(|(slot, ok)| ok.then_some(slot))
-                        .collect()
-                }),
-                false => (0..self.slots.len()).take_while(|&slot| create(slot)).collect(),
-            };
-            if created.len() < self.slots.len() {
-                for &slot in &created {
-                    let _ = self.slots[slot].location.remove_log(id);
+            let reused = match state.spare.take() {
+                Some((spare, tags)) if still_there(spare) => Some((spare, tags)),
+                Some((spare, _)) => {
+                    self.remove_segment(spare);
+                    None
                 }
+                None => None,
+            };
+            let Some((id, earlier_tags)) = reused.or_else(|| Some((self.create_segment()?, Vec::new())))
+            else {
                 state.unlock_if_done();
                 return Ok(None);
-            }
+            };
             let disks = self.slots.iter().map(|slot| slot.location.log_disk()).collect();
-            state.segment = Some(Segment::new(id, disks));
+            state.segment = Some(Segment::new(id, disks, earlier_tags));
             if !state.idle_folder {
                 state.idle_folder = self.start_idle_folder();
             }
         }
         Ok(state.segment.as_mut())
+    }
+
+    /// The tag of segment `id`'s records: 0 (untagged) in a store of version 3 or 4, whose
+    /// older builds read only those, and whose segments are never reused.
+    fn log_tag(&self, id: u64) -> u32 {
+        match self.file.tagged_log {
+            true => log_record::tag(id),
+            false => 0,
+        }
+    }
+
+    /// Makes a segment on every location: its id, or `None` (and nothing left) if one could
+    /// not be made. Side by side (but under a power watch, whose calls must come in one
+    /// order): each location's 4 MiB of zeros and their fsyncs keep the disk busy together;
+    /// one after another, a new segment held every put up twice as long (~56 ms on this
+    /// project's VM).
+    fn create_segment(&self) -> Option<u64> {
+        let id = crate::ids::random_u64();
+        let create = |slot: usize| {
+            self.writable(slot)
+                .is_some_and(|location| location.create_log(id, segment_len()).is_ok())
+        };
+        let created: Vec<usize> = match crate::disk::commits_in_parallel() {
+            true => std::thread::scope(|s| {
+                let creating: Vec<_> = (0..self.slots.len())
+                    .map(|slot| s.spawn(move || create(slot)))
+                    .collect();
+                let joined = creating.into_iter().map(|c| c.join().unwrap_or(false));
+                joined
+                    .enumerate()
+                    .filter_map(|(slot, ok)| ok.then_some(slot))
+                    .collect()
+            }),
+            false => (0..self.slots.len()).take_while(|&slot| create(slot)).collect(),
+        };
+        if created.len() < self.slots.len() {
+            for &slot in &created {
+                let _ = self.slots[slot].location.remove_log(id);
+            }
+            return None;
+        }
+        Some(id)
+    }
+
+    /// Removes a segment from every location; one left behind is folded or removed by the
+    /// next replay.
+    fn remove_segment(&self, id: u64) {
+        for slot in &self.slots {
+            let _ = slot.location.remove_log(id);
+        }
     }
 
     /// Folds the packs this handle logged into packs of their own files, then deletes its
@@ -384,23 +437,30 @@ impl Store {
         segments.extend(state.segment.take());
         let mut outcome = Ok(());
         for segment in segments {
-            let folded = self.fold_segment(segment);
+            let folded = self.fold_segment(segment, false).map(drop);
             outcome = outcome.and(folded);
+        }
+        if let Some((spare, _)) = state.spare.take() {
+            self.remove_segment(spare);
         }
         state.unlock_if_done();
         outcome
     }
 
-    /// Folds a segment that takes no more records, then deletes it; one that cannot be is
-    /// left for a replay (its packs stay readable meanwhile).
-    fn fold_segment(&self, segment: Segment) -> Result<()> {
+    /// Folds a segment that takes no more records, then deletes it, or if `reuse` (and the
+    /// store tags its log records) renames its file for the next segment: returns that
+    /// one's id and the tags its file was written with. One that cannot be folded is left
+    /// for a replay (its packs stay readable meanwhile).
+    fn fold_segment(&self, segment: Segment, reuse: bool) -> Result<Option<(u64, Vec<u32>)>> {
         let forgotten = self.fold_logged(&segment.writes, segment.copies.as_deref())?;
-        self.delete_folded(segment.id);
+        let mut tags = segment.earlier_tags;
+        tags.push(self.log_tag(segment.id));
+        let reusable = self.retire_folded(segment.id, (reuse && self.file.tagged_log).then_some(&tags));
         // A listing of this handle's since the fold forgot its logged packs may have found
         // them in the segment, still there: forgotten again, and no listing that overlapped
         // the deletion counts as current (cheaper than listing again after every fold).
         self.pack_changes.forget_packs(&self.packs, &forgotten);
-        Ok(())
+        Ok(reusable.map(|id| (id, tags)))
     }
 
     /// Folds the segments that filled up, if no other thread is folding: called by a thread
@@ -417,29 +477,56 @@ impl Store {
         }
         while let Some(segment) = state.full.pop() {
             state.folding = true;
+            let reuse = state.spare.is_none();
             drop(state);
             // Not folded now, it is left for a replay: the same as a fold at close failing.
-            let _ = self.fold_segment(segment);
+            let reusable = self.fold_segment(segment, reuse).ok().flatten();
             state = self.small_log.state();
             state.folding = false;
+            if let Some((id, tags)) = reusable {
+                match state.segment.is_some() && state.spare.is_none() {
+                    true => state.spare = Some((id, tags)),
+                    // Checkpointed meanwhile: the log is done with for now.
+                    false => self.remove_segment(id),
+                }
+            }
         }
         self.small_log.fold_waiting.store(false, Ordering::Release);
         state.unlock_if_done();
     }
 
-    /// Deletes a folded segment: first marked folded on every location (so a copy left by a
-    /// crash part way is known for one), then removed.
-    fn delete_folded(&self, id: u64) {
+    /// Retires a folded segment: first marked folded on every location (so a copy left by a
+    /// crash part way is known for one), then removed, or if `reuse_after` (the tags its file
+    /// was written with) renamed on every location for reuse: returns the new id. A file
+    /// renamed is empty under its new id (the fold mark is the old id's, its records too).
+    fn retire_folded(&self, id: u64, reuse_after: Option<&Vec<u32>>) -> Option<u64> {
         // Its packs leave the set: other handles list again.
         let change = self.pack_changes.begin(&self.packs);
-        let folded = log_record::frame(log_record::FOLDED, &[]);
-        for slot in &self.slots {
-            let _ = slot.location.append_log(id, 0, &folded, true);
-        }
-        for slot in &self.slots {
-            let _ = slot.location.remove_log(id);
+        let folded = log_record::frame(log_record::FOLDED, &[], self.log_tag(id));
+        let marks: Vec<bool> = self
+            .slots
+            .iter()
+            .map(|slot| slot.location.append_log(id, 0, &folded, true).is_ok())
+            .collect();
+        let marked = marks.iter().all(|&ok| ok);
+        let reused = reuse_after.filter(|_| marked).and_then(|tags| {
+            // Its tag unlike every earlier one of the file: their records are not its own.
+            let new = std::iter::repeat_with(crate::ids::random_u64)
+                .find(|&new| new != id && !tags.contains(&log_record::tag(new)))?;
+            let renamed = self
+                .slots
+                .iter()
+                .all(|slot| slot.location.reuse_log(id, new).is_ok());
+            if !renamed {
+                self.remove_segment(new);
+            }
+            renamed.then_some(new)
+        });
+        if reused.is_none() {
+            self.remove_segment(id);
         }
         drop(change);
+        reused
     }
 
     /// Starts the thread that checkpoints this handle's log once nothing was logged for
@@ -534,14 +621,14 @@ impl Store {
         let mut ends = Vec::new();
         let folded: Vec<u64> = segments
             .iter()
-            .filter(|(_, _, bytes)| log_record::is_folded(bytes))
+            .filter(|(_, id, bytes)| log_record::is_folded(bytes, self.log_tag(*id)))
             .map(|(_, id, _)| *id)
             .collect();
         for (slot, id, bytes) in &segments {
             if folded.contains(id) {
                 continue;
             }
-            let (records, end) = log_record::parse(bytes);
+            let (records, end) = log_record::parse(bytes, self.log_tag(*id));
             ends.push((*slot, *id, end as u64));
             for (kind, body) in records {
                 if kind == log_record::COMMIT {
@@ -568,7 +655,7 @@ impl Store {
         for &(slot, id, end) in &ends {
             let mut at = end;
             for &(object, stamp) in &acknowledged {
-                let commit = log_record::commit(object, stamp);
+                let commit = log_record::commit(object, stamp, self.log_tag(id));
                 let location = &self.slots[slot].location;
                 if location.append_log(id, at, &commit, false).is_err() {
                     left += 1;
@@ -585,7 +672,7 @@ impl Store {
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            self.delete_folded(id);
+            self.retire_folded(id, None);
         }
         self.pack_changes.unsettle(&self.packs);
         for slot in 0..n {
