@@ -302,3 +302,44 @@ fn a_folded_segment_s_file_is_reused_and_a_crash_while_it_takes_records_reads_ba
         assert_eq!(verify.verdict(), ScrubVerdict::Clean, "{verify:?}");
     });
 }
+
+#[test]
+fn a_store_of_version_3_keeps_untagged_log_records_its_older_builds_read_and_replays_them() {
+    use shardguard::format::StoreFile;
+    let dir = tempfile::tempdir().unwrap();
+    drop(fsync_packing_store(dir.path()));
+    // The store as a build before the tags made it: version 3, here and in every location.
+    let path = dir.path().join(shardguard::STORE_FILE);
+    let mut file = StoreFile::decode(&fs::read(&path).unwrap()).unwrap();
+    assert!(file.tagged_log);
+    file.tagged_log = false;
+    let bytes = file.encode();
+    assert_eq!(bytes[8..10], 3u16.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for location in store.locations() {
+        fs::write(location.join("SHARDGUARD-STORE"), &bytes).unwrap();
+    }
+    store.put("first", &data(0, 100)[..]).unwrap();
+    for i in 1..20 {
+        store.put(&format!("k{i}"), &data(i, 3000)[..]).unwrap();
+    }
+    // Logged, every record untagged: the tag word of each header is 0.
+    let segment = &files_ending(&store.locations()[0].join("log"), ".log")[0];
+    let log = fs::read(segment).unwrap();
+    assert_eq!(&log[..8], b"SGLOGREC");
+    assert_eq!(log[20..24], [0; 4], "untagged");
+    // A crash leaves the log; the next open replays it.
+    let crashed = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), crashed.path());
+    drop(store);
+    let store = Store::open(crashed.path()).unwrap();
+    assert_no_segment(&store.locations());
+    for i in 1..20 {
+        assert_eq!(store.get_bytes(&format!("k{i}")).unwrap(), data(i, 3000), "k{i}");
+    }
+    assert_eq!(
+        fs::read(crashed.path().join(shardguard::STORE_FILE)).unwrap(),
+        bytes
+    );
+}
