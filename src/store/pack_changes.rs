@@ -121,6 +121,10 @@ impl PackChanges {
         // Held across the move: threads of this handle share its file's locks.
         let _moving_here = under_way;
         set_lock(file, MOVING, libc::F_WRLCK).map_err(io)?;
+        // Held from before the mark moves until the index's moves with it (taken after the
+        // lock above, which may wait for another process): a look at the index never finds
+        // the mark moved by this handle and the index's not yet, which it would list for.
+        let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
         let moved = (|| {
             let before = read_mark(file)?;
             let count = count_of(&before);
@@ -137,10 +141,12 @@ impl PackChanges {
             }
             own.push_back(count_of(after));
         }
+        if let Ok((before, after)) = moved {
+            index.seen = (index.seen == Some(before)).then_some(after);
+        }
+        drop(index);
         let _ = set_lock(file, MOVING, libc::F_UNLCK);
-        let (before, after) = moved.map_err(io)?;
-        let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
-        index.seen = (index.seen == Some(before)).then_some(after);
+        moved.map_err(io)?;
         Ok(guard)
     }
 
