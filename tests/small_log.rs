@@ -305,16 +305,17 @@ fn a_folded_segment_s_file_is_reused_and_a_crash_while_it_takes_records_reads_ba
 
 #[test]
 fn a_store_of_version_3_keeps_untagged_log_records_its_older_builds_read_and_replays_them() {
-    use shardguard::format::StoreFile;
     let dir = tempfile::tempdir().unwrap();
     drop(fsync_packing_store(dir.path()));
-    // The store as a build before the tags made it: version 3, here and in every location.
+    // The store as a build before the tags made it: version 3 (the same layout as 5), here
+    // and in every location (FORMAT.md, "Store file").
     let path = dir.path().join(shardguard::STORE_FILE);
-    let mut file = StoreFile::decode(&fs::read(&path).unwrap()).unwrap();
-    assert!(file.tagged_log);
-    file.tagged_log = false;
-    let bytes = file.encode();
-    assert_eq!(bytes[8..10], 3u16.to_le_bytes());
+    let mut bytes = fs::read(&path).unwrap();
+    assert_eq!(bytes[8..10], 5u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
+    let end = bytes.len() - 4;
+    let crc = crc32c::crc32c(&bytes[..end]);
+    bytes[end..].copy_from_slice(&crc.to_le_bytes());
     fs::write(&path, &bytes).unwrap();
     let store = Store::open(dir.path()).unwrap();
     for location in store.locations() {
