@@ -201,12 +201,13 @@ pub(crate) fn commits_in_parallel() -> bool {
     true
 }
 
-/// The length of a small-write log segment: `usual`, or under a power-loss watch 128 KiB, so
-/// that a sweep's copies stay small and its workload fills segments and starts new ones.
+/// The length of a small-write log segment: `usual`, or under a power-loss watch 8 KiB, so
+/// that a sweep's copies stay small and its workload fills segments, reuses a filled one's
+/// file and writes over its earlier records.
 pub(crate) fn log_segment_len(usual: u64) -> u64 {
     #[cfg(feature = "fault-injection")]
     if crate::fault::power::watching() {
-        return 128 << 10;
+        return 8 << 10;
     }
     usual
 }

@@ -112,13 +112,25 @@ fn stored() -> Expected {
     expected
 }
 
-fn workload() -> Vec<Step> {
-    vec![
+/// Keys the packing workload writes over and over to fill the small-write log's segments.
+const FILLING: [&str; 4] = ["fill-0", "fill-1", "fill-2", "fill-3"];
+
+fn workload(layout: Layout) -> Vec<Step> {
+    let mut steps = vec![
         Step::Put("new", common::data(10, 9000)),
         Step::Put("old", common::data(11, 5_500)),
         Step::Delete("gone"),
         Step::ScrubRepair,
         Step::Put("late", common::data(12, 2000)),
+    ];
+    if layout.pack_threshold > 0 {
+        // Small puts that fill the log's segment (8 KiB under the watch, four of these
+        // records): it is folded and its file kept, the next one fills and takes it, and its
+        // records overwrite the earlier ones (of these very keys); then again. The sweep cuts
+        // every step of the reuse.
+        steps.extend((0..14).map(|i| Step::Put(FILLING[i % 4], common::data(20 + i as u64, 1500))));
+    }
+    steps.extend([
         Step::PutMany(vec![
             ("batch-a", common::data(13, 1500)),
             ("keep", common::data(14, 2500)),
@@ -128,16 +140,41 @@ fn workload() -> Vec<Step> {
         // In a packing store, compacts the packs written since the first (dropping the deletes
         // of "gone" and "new", which nothing older is left for).
         Step::ScrubRepair,
-    ]
+    ]);
+    steps
 }
 
-const KEYS: [&str; 8] = ["keep", "old", "gone", "big", "new", "late", "batch-a", "batch-b"];
+const KEYS: [&str; 12] = [
+    "keep", "old", "gone", "big", "new", "late", "batch-a", "batch-b", FILLING[0], FILLING[1], FILLING[2],
+    FILLING[3],
+];
 
 thread_local! {
     /// Packs compacted by the workload's repairing scrubs run on this thread.
     static PACKS_COMPACTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Steps of the workload after which a small-write log segment was open (its puts logged).
     static STEPS_LOGGING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Steps of the workload after which a log segment's file had another name before and
+    /// records written into it since.
+    static STEPS_REUSING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The small-write log segments of the store at `dir`: (location, name) by file (inode).
+fn log_files(dir: &Path) -> BTreeMap<u64, (String, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = BTreeMap::new();
+    for location in fs::read_dir(dir).unwrap().flatten() {
+        for segment in fs::read_dir(location.path().join("log"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = segment.file_name().to_string_lossy().into_owned();
+            let at = location.file_name().to_string_lossy().into_owned();
+            files.insert(segment.metadata().unwrap().ino(), (at, name));
+        }
+    }
+    files
 }
 
 /// Whether any location of the store at `dir` holds a small-write log segment.
@@ -166,7 +203,7 @@ fn read(store: &Store, key: &str, ctx: &str) -> Result<Option<Vec<u8>>, Error> {
 /// Runs the workload in a copy of `base` under a power-loss watch; returns the number of
 /// watched calls and the reboot's outcome checked.
 fn run_case(
-    base: &Path,
+    (base, layout): (&Path, Layout),
     dir: &Path,
     cut_after: Option<u64>,
     aftermath: Aftermath,
@@ -177,7 +214,8 @@ fn run_case(
     let watch = PowerLoss::watch(dir, cut_after, aftermath).unwrap();
     match Store::builder().durability(Durability::Fsync).open(dir) {
         Ok(store) => {
-            for step in workload() {
+            let mut files_seen = BTreeMap::new();
+            for step in workload(layout) {
                 let result = match step {
                     Step::Put(key, bytes) => {
                         expected.in_flight = vec![(key, Some(bytes.clone()))];
@@ -202,6 +240,20 @@ fn run_case(
                 };
                 if !watch.power_lost() && logging(dir) {
                     STEPS_LOGGING.set(STEPS_LOGGING.get() + 1);
+                    // A file first seen under another name, and records written into it since
+                    // (over the fold mark at its start).
+                    let files = log_files(dir);
+                    let reused_and_written = files.iter().any(|(file, named)| {
+                        let renamed = files_seen.get(file).is_some_and(|was| was != named);
+                        let path = dir.join(&named.0).join("log").join(&named.1);
+                        renamed && fs::read(path).is_ok_and(|bytes| bytes.starts_with(b"SGLOGREC"))
+                    });
+                    if reused_and_written {
+                        STEPS_REUSING.set(STEPS_REUSING.get() + 1);
+                    }
+                    for (file, named) in files {
+                        files_seen.entry(file).or_insert(named);
+                    }
                 }
                 match result {
                     Ok(()) => {
@@ -292,7 +344,13 @@ fn sweep(layout: Layout) {
     let base = dir.path().join("base");
     baseline(&base, layout);
     // A run with the power on to the end counts the cut points.
-    let calls = run_case(&base, &dir.path().join("count"), None, Aftermath::Drop, stored());
+    let calls = run_case(
+        (&base, layout),
+        &dir.path().join("count"),
+        None,
+        Aftermath::Drop,
+        stored(),
+    );
     // In a packing store the sweep cuts compactions too.
     let compacted = PACKS_COMPACTED.get();
     // In a packing store it cuts the small-write log too.
@@ -306,6 +364,13 @@ fn sweep(layout: Layout) {
         compacted > 0,
         layout.pack_threshold > 0,
         "{compacted} packs compacted"
+    );
+    // And a segment's file reused, written over.
+    let reusing = STEPS_REUSING.get();
+    assert_eq!(
+        reusing > 0,
+        layout.pack_threshold > 0,
+        "{reusing} steps with a segment's file reused"
     );
     let cases: Vec<(u64, Aftermath)> = (0..=calls)
         .flat_map(|cut| {
@@ -332,8 +397,9 @@ fn sweep(layout: Layout) {
                         return;
                     }
                     let case = dir.join(format!("case-{i}"));
-                    let run =
-                        std::panic::catch_unwind(|| run_case(base, &case, Some(cut), aftermath, stored()));
+                    let run = std::panic::catch_unwind(|| {
+                        run_case((base, layout), &case, Some(cut), aftermath, stored())
+                    });
                     if let Err(panic) = run {
                         failed.store(true, Ordering::Relaxed);
                         std::panic::resume_unwind(panic);

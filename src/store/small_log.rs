@@ -83,10 +83,9 @@ struct LogState {
     segment: Option<Segment>,
     /// Segments that take no more records, waiting for a fold.
     full: Vec<Segment>,
-    /// A folded segment's file renamed for reuse (in a store that tags its log records), with
-    /// the tags it was written with before: the next segment, without 4 MiB of zeros to
-    /// write per location.
-    spare: Option<(u64, Vec<u32>)>,
+    /// A folded segment's file renamed for reuse (in a store that tags its log records): the
+    /// next segment, without 4 MiB of zeros to write per location.
+    spare: Option<Reusable>,
     /// A thread is folding a segment without this state's lock.
     folding: bool,
     /// This handle holds the exclusive lock: it logs nothing until it lets it go.
@@ -99,11 +98,23 @@ struct LogState {
     idle_folder: bool,
 }
 
+/// A folded segment's file, renamed for reuse.
+#[derive(Debug)]
+struct Reusable {
+    id: u64,
+    /// The tags it was written with before: the next id's differs from all.
+    earlier_tags: Vec<u32>,
+    /// Its length (that of a segment when it was made).
+    len: u64,
+}
+
 #[derive(Debug)]
 struct Segment {
     id: u64,
     /// The tags its file was written with before (a reused file): its id's differs from all.
     earlier_tags: Vec<u32>,
+    /// Its files' length: no record goes past it.
+    len: u64,
     /// Where the next record goes, per slot.
     ends: Vec<u64>,
     /// Up to where each slot's bytes are durable (the commit records after are not synced).
@@ -125,10 +136,16 @@ struct Segment {
 }
 
 impl Segment {
-    fn new(id: u64, disks: Vec<Option<u64>>, earlier_tags: Vec<u32>) -> Self {
+    fn new(file: Reusable, disks: Vec<Option<u64>>) -> Self {
+        let Reusable {
+            id,
+            earlier_tags,
+            len,
+        } = file;
         Segment {
             id,
             earlier_tags,
+            len,
             ends: vec![0; disks.len()],
             synced: vec![0; disks.len()],
             disks,
@@ -328,7 +345,7 @@ impl Store {
         let fits = |segment: &Segment| {
             records
                 .iter()
-                .all(|&(slot, len)| segment.ends[slot] + (len + COMMIT_LEN) as u64 <= segment_len())
+                .all(|&(slot, len)| segment.ends[slot] + (len + COMMIT_LEN) as u64 <= segment.len)
         };
         if state.segment.as_ref().is_some_and(|s| s.torn || !fits(s)) {
             // Folded by the thread that committed into it, once it is no longer the group's
@@ -358,20 +375,19 @@ impl Store {
                 })
             };
             let reused = match state.spare.take() {
-                Some((spare, tags)) if still_there(spare) => Some((spare, tags)),
-                Some((spare, _)) => {
-                    self.remove_segment(spare);
+                Some(spare) if still_there(spare.id) => Some(spare),
+                Some(spare) => {
+                    self.remove_segment(spare.id);
                     None
                 }
                 None => None,
             };
-            let Some((id, earlier_tags)) = reused.or_else(|| Some((self.create_segment()?, Vec::new())))
-            else {
+            let Some(file) = reused.or_else(|| self.create_segment()) else {
                 state.unlock_if_done();
                 return Ok(None);
             };
             let disks = self.slots.iter().map(|slot| slot.location.log_disk()).collect();
-            state.segment = Some(Segment::new(id, disks, earlier_tags));
+            state.segment = Some(Segment::new(file, disks));
             if !state.idle_folder {
                 state.idle_folder = self.start_idle_folder();
             }
@@ -393,11 +409,11 @@ impl Store {
     /// order): each location's 4 MiB of zeros and their fsyncs keep the disk busy together;
     /// one after another, a new segment held every put up twice as long (~56 ms on this
     /// project's VM).
-    fn create_segment(&self) -> Option<u64> {
-        let id = crate::ids::random_u64();
+    fn create_segment(&self) -> Option<Reusable> {
+        let (id, len) = (crate::ids::random_u64(), segment_len());
         let create = |slot: usize| {
             self.writable(slot)
-                .is_some_and(|location| location.create_log(id, segment_len()).is_ok())
+                .is_some_and(|location| location.create_log(id, len).is_ok())
         };
         let created: Vec<usize> = match crate::disk::commits_in_parallel() {
             true => std::thread::scope(|s| {
@@ -418,7 +434,11 @@ impl Store {
             }
             return None;
         }
-        Some(id)
+        Some(Reusable {
+            id,
+            earlier_tags: Vec::new(),
+            len,
+        })
     }
 
     /// Removes a segment from every location; one left behind is folded or removed by the
@@ -440,27 +460,31 @@ impl Store {
             let folded = self.fold_segment(segment, false).map(drop);
             outcome = outcome.and(folded);
         }
-        if let Some((spare, _)) = state.spare.take() {
-            self.remove_segment(spare);
+        if let Some(spare) = state.spare.take() {
+            self.remove_segment(spare.id);
         }
         state.unlock_if_done();
         outcome
     }
 
     /// Folds a segment that takes no more records, then deletes it, or if `reuse` (and the
-    /// store tags its log records) renames its file for the next segment: returns that
-    /// one's id and the tags its file was written with. One that cannot be folded is left
+    /// store tags its log records) renames its file for the next segment, returned. One that cannot be folded is left
     /// for a replay (its packs stay readable meanwhile).
-    fn fold_segment(&self, segment: Segment, reuse: bool) -> Result<Option<(u64, Vec<u32>)>> {
+    fn fold_segment(&self, segment: Segment, reuse: bool) -> Result<Option<Reusable>> {
         let forgotten = self.fold_logged(&segment.writes, segment.copies.as_deref())?;
-        let mut tags = segment.earlier_tags;
-        tags.push(self.log_tag(segment.id));
-        let reusable = self.retire_folded(segment.id, (reuse && self.file.tagged_log).then_some(&tags));
+        let mut earlier_tags = segment.earlier_tags;
+        earlier_tags.push(self.log_tag(segment.id));
+        let reuse_after = (reuse && self.file.tagged_log).then_some(&earlier_tags);
+        let reused = self.retire_folded(segment.id, reuse_after);
         // A listing of this handle's since the fold forgot its logged packs may have found
         // them in the segment, still there: forgotten again, and no listing that overlapped
         // the deletion counts as current (cheaper than listing again after every fold).
         self.pack_changes.forget_packs(&self.packs, &forgotten);
-        Ok(reusable.map(|id| (id, tags)))
+        Ok(reused.map(|id| Reusable {
+            id,
+            earlier_tags,
+            len: segment.len,
+        }))
     }
 
     /// Folds the segments that filled up, if no other thread is folding: called by a thread
@@ -483,11 +507,11 @@ impl Store {
             let reusable = self.fold_segment(segment, reuse).ok().flatten();
             state = self.small_log.state();
             state.folding = false;
-            if let Some((id, tags)) = reusable {
+            if let Some(file) = reusable {
                 match state.segment.is_some() && state.spare.is_none() {
-                    true => state.spare = Some((id, tags)),
+                    true => state.spare = Some(file),
                     // Checkpointed meanwhile: the log is done with for now.
-                    false => self.remove_segment(id),
+                    false => self.remove_segment(file.id),
                 }
             }
         }
