@@ -85,7 +85,7 @@ struct LogState {
     full: Vec<Segment>,
     /// A folded segment's file renamed for reuse (in a store that tags its log records): the
     /// next segment, without 4 MiB of zeros to write per location.
-    spare: Option<Reusable>,
+    spare: Option<SegmentFile>,
     /// A thread is folding a segment without this state's lock.
     folding: bool,
     /// This handle holds the exclusive lock: it logs nothing until it lets it go.
@@ -98,9 +98,9 @@ struct LogState {
     idle_folder: bool,
 }
 
-/// A folded segment's file, renamed for reuse.
+/// A segment's file on every location, made new or a folded one's renamed for reuse.
 #[derive(Debug)]
-struct Reusable {
+struct SegmentFile {
     id: u64,
     /// The tags it was written with before: the next id's differs from all.
     earlier_tags: Vec<u32>,
@@ -136,8 +136,8 @@ struct Segment {
 }
 
 impl Segment {
-    fn new(file: Reusable, disks: Vec<Option<u64>>) -> Self {
-        let Reusable {
+    fn new(file: SegmentFile, disks: Vec<Option<u64>>) -> Self {
+        let SegmentFile {
             id,
             earlier_tags,
             len,
@@ -409,7 +409,7 @@ impl Store {
     /// order): each location's 4 MiB of zeros and their fsyncs keep the disk busy together;
     /// one after another, a new segment held every put up twice as long (~56 ms on this
     /// project's VM).
-    fn create_segment(&self) -> Option<Reusable> {
+    fn create_segment(&self) -> Option<SegmentFile> {
         let (id, len) = (crate::ids::random_u64(), segment_len());
         let create = |slot: usize| {
             self.writable(slot)
@@ -434,7 +434,7 @@ impl Store {
             }
             return None;
         }
-        Some(Reusable {
+        Some(SegmentFile {
             id,
             earlier_tags: Vec::new(),
             len,
@@ -470,17 +470,17 @@ impl Store {
     /// Folds a segment that takes no more records, then deletes it, or if `reuse` (and the
     /// store tags its log records) renames its file for the next segment, returned. One that cannot be folded is left
     /// for a replay (its packs stay readable meanwhile).
-    fn fold_segment(&self, segment: Segment, reuse: bool) -> Result<Option<Reusable>> {
+    fn fold_segment(&self, segment: Segment, reuse: bool) -> Result<Option<SegmentFile>> {
         let forgotten = self.fold_logged(&segment.writes, segment.copies.as_deref())?;
         let mut earlier_tags = segment.earlier_tags;
         earlier_tags.push(self.log_tag(segment.id));
-        let reuse_after = (reuse && self.file.tagged_log).then_some(&earlier_tags);
+        let reuse_after = (reuse && self.file.tagged_log).then_some(earlier_tags.as_slice());
         let reused = self.retire_folded(segment.id, reuse_after);
         // A listing of this handle's since the fold forgot its logged packs may have found
         // them in the segment, still there: forgotten again, and no listing that overlapped
         // the deletion counts as current (cheaper than listing again after every fold).
         self.pack_changes.forget_packs(&self.packs, &forgotten);
-        Ok(reused.map(|id| Reusable {
+        Ok(reused.map(|id| SegmentFile {
             id,
             earlier_tags,
             len: segment.len,
@@ -523,7 +523,7 @@ impl Store {
     /// crash part way is known for one), then removed, or if `reuse_after` (the tags its file
     /// was written with) renamed on every location for reuse: returns the new id. A file
     /// renamed is empty under its new id (the fold mark is the old id's, its records too).
-    fn retire_folded(&self, id: u64, reuse_after: Option<&Vec<u32>>) -> Option<u64> {
+    fn retire_folded(&self, id: u64, reuse_after: Option<&[u32]>) -> Option<u64> {
         // Its packs leave the set: other handles list again.
         let change = self.pack_changes.begin(&self.packs);
         let folded = log_record::frame(log_record::FOLDED, &[], self.log_tag(id));
