@@ -72,8 +72,7 @@ impl LocalS3Server {
         secret_key: &str,
     ) -> io::Result<LocalS3Server> {
         std::fs::create_dir_all(root.join(BUCKET))?;
-        // A port the kernel just handed out is free for the server to take.
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port()?;
         let mut server = LocalS3Server {
             binary: binary.to_path_buf(),
             root,
@@ -134,6 +133,24 @@ impl LocalS3Server {
     /// The location string of prefix `store` in its bucket.
     pub fn location(&self) -> String {
         location_at(self.port)
+    }
+}
+
+/// A port the kernel just handed out, so free for a server to take, and never handed to another
+/// server of this process: the kernel may hand a port it took back to the next `bind` at once,
+/// and two servers started side by side (tests run in parallel) could then both be told the
+/// same port. The second one's process fails to bind, but its start waits only for the port to
+/// accept connections, which the first's does: its store then finds another test's data there
+/// (seen as a `LocationTaken` at `create`).
+fn free_port() -> io::Result<u16> {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return Ok(port);
+        }
     }
 }
 
