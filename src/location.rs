@@ -376,6 +376,14 @@ pub(crate) fn write_atomically_with_mode(
 /// What `parse` makes of the names in `dir`; names it rejects (stray files, not ours to read)
 /// are left out, and a directory that does not exist has none.
 fn parsed_names<T>(dir: &Path, parse: impl Fn(&str) -> Option<T>) -> io::Result<Vec<T>> {
+    // Most directories looked for are absent (every small put looks for the key's own files on
+    // every location): a failing `statx` takes neither a descriptor slot (the process's file
+    // table lock, contended by every thread) nor a file structure, as a failing `opendir` does.
+    if let Err(e) = fs::symlink_metadata(dir) {
+        if e.kind() == io::ErrorKind::NotFound {
+            return Ok(Vec::new());
+        }
+    }
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
