@@ -38,8 +38,8 @@ const LOG_DIR: &str = "log";
 const PACK_BUCKET: u8 = 0xff;
 /// Bound on a log segment read back whole (a segment is far smaller: FORMAT.md).
 const MAX_LOG_LEN: u64 = 64 << 20;
-/// The size of each write of a new log segment's zeros: a log record's size, about (see
-/// `create_log`).
+/// How much of a new log segment's zeros each write covers: near a small object's log record,
+/// so the page cache keeps the segment in small folios (`create_log` says why).
 const ZERO_WRITE: usize = 16 << 10;
 /// A shard file being written to a `Fsync` location has its writeback started every this many
 /// bytes, so the commit's fsync finds little left to write and the kernel's dirty-page
