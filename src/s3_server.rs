@@ -163,3 +163,20 @@ impl Drop for LocalS3Server {
 pub(crate) fn location_at(port: u16) -> String {
     format!("s3:http://127.0.0.1:{port}/{BUCKET}/store")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_port_is_handed_to_two_servers_of_one_process() {
+        // The kernel hands a port just let go to a later `bind` often enough (a few times in
+        // a few hundred binds on this project's machine) for servers started side by side to
+        // be told the same one.
+        let mut ports: Vec<u16> = (0..500).map(|_| free_port().expect("a free port")).collect();
+        let handed = ports.len();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), handed, "a port was handed out twice");
+    }
+}

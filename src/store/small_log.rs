@@ -110,11 +110,8 @@ struct SegmentFile {
 
 #[derive(Debug)]
 struct Segment {
-    id: u64,
-    /// The tags its file was written with before (a reused file): its id's differs from all.
-    earlier_tags: Vec<u32>,
-    /// Its files' length: no record goes past it.
-    len: u64,
+    /// Its files: no record goes past their length.
+    file: SegmentFile,
     /// Where the next record goes, per slot.
     ends: Vec<u64>,
     /// Up to where each slot's bytes are durable (the commit records after are not synced).
@@ -137,15 +134,8 @@ struct Segment {
 
 impl Segment {
     fn new(file: SegmentFile, disks: Vec<Option<u64>>) -> Self {
-        let SegmentFile {
-            id,
-            earlier_tags,
-            len,
-        } = file;
         Segment {
-            id,
-            earlier_tags,
-            len,
+            file,
             ends: vec![0; disks.len()],
             synced: vec![0; disks.len()],
             disks,
@@ -265,7 +255,7 @@ impl Store {
         let Some(segment) = self.segment_for(&mut state, &lens)? else {
             return Ok(None);
         };
-        let id = segment.id;
+        let id = segment.file.id;
         let tag = self.log_tag(id);
         let records: Vec<(usize, Vec<u8>)> = shards
             .iter()
@@ -345,7 +335,7 @@ impl Store {
         let fits = |segment: &Segment| {
             records
                 .iter()
-                .all(|&(slot, len)| segment.ends[slot] + (len + COMMIT_LEN) as u64 <= segment.len)
+                .all(|&(slot, len)| segment.ends[slot] + (len + COMMIT_LEN) as u64 <= segment.file.len)
         };
         if state.segment.as_ref().is_some_and(|s| s.torn || !fits(s)) {
             // Folded by the thread that committed into it, once it is no longer the group's
@@ -468,14 +458,18 @@ impl Store {
     }
 
     /// Folds a segment that takes no more records, then deletes it, or if `reuse` (and the
-    /// store tags its log records) renames its file for the next segment, returned. One that cannot be folded is left
-    /// for a replay (its packs stay readable meanwhile).
+    /// store tags its log records) renames its file for the next segment, returned. One that
+    /// cannot be folded is left for a replay (its packs stay readable meanwhile).
     fn fold_segment(&self, segment: Segment, reuse: bool) -> Result<Option<SegmentFile>> {
         let forgotten = self.fold_logged(&segment.writes, segment.copies.as_deref())?;
-        let mut earlier_tags = segment.earlier_tags;
-        earlier_tags.push(self.log_tag(segment.id));
+        let SegmentFile {
+            id,
+            mut earlier_tags,
+            len,
+        } = segment.file;
+        earlier_tags.push(self.log_tag(id));
         let reuse_after = (reuse && self.file.tagged_log).then_some(earlier_tags.as_slice());
-        let reused = self.retire_folded(segment.id, reuse_after);
+        let reused = self.retire_folded(id, reuse_after);
         // A listing of this handle's since the fold forgot its logged packs may have found
         // them in the segment, still there: forgotten again, and no listing that overlapped
         // the deletion counts as current (cheaper than listing again after every fold).
@@ -483,7 +477,7 @@ impl Store {
         Ok(reused.map(|id| SegmentFile {
             id,
             earlier_tags,
-            len: segment.len,
+            len,
         }))
     }
 
@@ -527,12 +521,13 @@ impl Store {
         // Its packs leave the set: other handles list again.
         let change = self.pack_changes.begin(&self.packs);
         let folded = log_record::frame(log_record::FOLDED, &[], self.log_tag(id));
-        let marks: Vec<bool> = self
+        // Every location marked (no stopping at the first that fails).
+        let unmarked = self
             .slots
             .iter()
-            .map(|slot| slot.location.append_log(id, 0, &folded, true).is_ok())
-            .collect();
-        let marked = marks.iter().all(|&ok| ok);
+            .filter(|slot| slot.location.append_log(id, 0, &folded, true).is_err())
+            .count();
+        let marked = unmarked == 0;
         let reused = reuse_after.filter(|_| marked).and_then(|tags| {
             // Its tag unlike every earlier one of the file: their records are not its own.
             let new = std::iter::repeat_with(crate::ids::random_u64)
