@@ -1477,6 +1477,69 @@ pub(crate) mod log_record {
     /// holds nothing any more, wherever a copy of it is left.
     pub const FOLDED: &[u8; 8] = b"SGLOGFLD";
 
+    /// Written at the end of a full segment that is *kept* (FORMAT.md, "Kept segments"): the
+    /// body indexes its committed shard records on this location (`KEPT_ENTRY_LEN` bytes
+    /// each), then names the segment (u64); the segment's last 8 bytes give the record's length.
+    pub const KEPT: &[u8; 8] = b"SGLOGKPT";
+    /// One entry of a kept segment's index: pack id, version, write id, then the offset and
+    /// length of the shard file's bytes (a shard record's body) in the segment.
+    pub const KEPT_ENTRY_LEN: usize = 48;
+    /// The length field that ends a kept segment.
+    pub const KEPT_LEN_FIELD: usize = 8;
+
+    /// The room a kept segment's index of `writes` records takes at its end.
+    pub fn kept_tail_len(writes: usize) -> usize {
+        HEADER_LEN + writes * KEPT_ENTRY_LEN + 8 + KEPT_LEN_FIELD
+    }
+
+    /// One entry of a kept segment's index: the write, and where its shard record's body is.
+    pub fn kept_entry((object, stamp): (ObjectId, WriteStamp), offset: u64, len: u64) -> [u8; KEPT_ENTRY_LEN] {
+        let mut entry = [0u8; KEPT_ENTRY_LEN];
+        entry[..16].copy_from_slice(&object.0);
+        entry[16..24].copy_from_slice(&stamp.version.to_le_bytes());
+        entry[24..32].copy_from_slice(&stamp.write_id.to_le_bytes());
+        entry[32..40].copy_from_slice(&offset.to_le_bytes());
+        entry[40..48].copy_from_slice(&len.to_le_bytes());
+        entry
+    }
+
+    /// The tail that keeps segment `segment` (tagged `tag`): its index record of `entries`
+    /// (concatenated `kept_entry`s), then that record's length. Written to end exactly at the
+    /// segment's end.
+    pub fn kept_tail(segment: u64, tag: u32, entries: &[u8]) -> Vec<u8> {
+        let mut body = entries.to_vec();
+        body.extend_from_slice(&segment.to_le_bytes());
+        let mut tail = frame(KEPT, &body, tag);
+        tail.extend_from_slice(&(tail.len() as u64).to_le_bytes());
+        tail
+    }
+
+    /// A kept segment's shard records, from its index `record` (the bytes the length at its
+    /// end names), if that verifies as segment `segment`'s, tagged `tag`, inside a file of
+    /// `file_len` bytes: each write with the offset and length of its shard file's bytes.
+    pub fn kept_index(record: &[u8], segment: u64, tag: u32, file_len: u64) -> Option<Vec<KeptRecord>> {
+        let (kind, len) = header(record, tag)?;
+        let body = record.get(HEADER_LEN..)?;
+        let ours = kind == KEPT && len == body.len() && body_verifies(record, body) && len >= 8;
+        let (entries, id) = body.split_at(len.checked_sub(8).filter(|_| ours)?);
+        if id != segment.to_le_bytes() || entries.len() % KEPT_ENTRY_LEN != 0 {
+            return None;
+        }
+        let word = |e: &[u8], at: usize| u64::from_le_bytes(e[at..at + 8].try_into().unwrap_or([0; 8]));
+        entries
+            .chunks_exact(KEPT_ENTRY_LEN)
+            .map(|e| {
+                let object = ObjectId(e[..16].try_into().ok()?);
+                let stamp = WriteStamp { version: word(e, 16), write_id: word(e, 24) };
+                let (offset, len) = (word(e, 32), word(e, 40));
+                (offset.checked_add(len)? <= file_len).then_some(((object, stamp), offset, len))
+            })
+            .collect()
+    }
+
+    /// A write in a kept segment, and where its shard file's bytes are.
+    pub type KeptRecord = ((ObjectId, WriteStamp), u64, u64);
+
     /// The tag of segment `segment`'s records in a store that tags them (never 0, an untagged
     /// record's): a reused segment's file keeps its earlier records past the new ones' end, and
     /// their tags are another segment's.
@@ -1518,7 +1581,7 @@ pub(crate) mod log_record {
     pub fn header(header: &[u8], tag: u32) -> Option<(&'static [u8; 8], usize)> {
         let header = header.get(..HEADER_LEN)?;
         let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        let kind = [SHARD, COMMIT, FOLDED].into_iter().find(|k| header[..8] == k[..])?;
+        let kind = [SHARD, COMMIT, FOLDED, KEPT].into_iter().find(|k| header[..8] == k[..])?;
         let ours = word(20) == 0 || word(20) == tag;
         (crc32c::crc32c(&header[..16]) == word(16) && ours).then_some((kind, word(8) as usize))
     }
@@ -1588,6 +1651,29 @@ pub(crate) mod log_record {
             let stamp = WriteStamp { version: 3, write_id: 9 };
             let commit = commit(object, stamp, TAG);
             assert_eq!(committed(&commit[HEADER_LEN..]), Some((object, stamp)));
+        }
+
+        #[test]
+        fn a_kept_segment_s_index_reads_back_only_as_its_own_segment_s_and_inside_the_file() {
+            const SEGMENT: u64 = 0x5e6_0000_0000_0003;
+            let t = tag(SEGMENT);
+            let write = (ObjectId([3; 16]), WriteStamp { version: 2, write_id: 77 });
+            let entries = [kept_entry(write, 24, 1000), kept_entry(write, 2000, 500)].concat();
+            let tail = kept_tail(SEGMENT, t, &entries);
+            assert_eq!(tail.len(), kept_tail_len(2));
+            let record = &tail[..tail.len() - KEPT_LEN_FIELD];
+            let len = u64::from_le_bytes(tail[tail.len() - KEPT_LEN_FIELD..].try_into().unwrap());
+            assert_eq!(len as usize, record.len());
+            let read = kept_index(record, SEGMENT, t, 4096).unwrap();
+            assert_eq!(read, vec![(write, 24, 1000), (write, 2000, 500)]);
+            // Another segment's (a copy's, a file's earlier use), or a record past the file's end.
+            assert_eq!(kept_index(record, SEGMENT + 2, tag(SEGMENT + 2), 4096), None);
+            assert_eq!(kept_index(record, SEGMENT, t, 2400), None);
+            let mut rotten = record.to_vec();
+            rotten[HEADER_LEN + 40] ^= 1;
+            assert_eq!(kept_index(&rotten, SEGMENT, t, 4096), None);
+            // No shard record reads as a kept index.
+            assert_eq!(kept_index(&frame(SHARD, &[0; 56], t), SEGMENT, t, 4096), None);
         }
 
         #[test]

@@ -282,16 +282,17 @@ pub trait Location: Send + Sync + fmt::Debug {
         let _ = segment;
         Err(io::ErrorKind::NotFound.into())
     }
+    /// The record a kept log segment ends with (FORMAT.md, "Kept segments"): the bytes its
+    /// last 8 bytes name, not yet verified, with the segment's length; `None` if they name
+    /// none that fits in the file, or the segment is folded.
+    fn kept_log_record(&self, segment: u64) -> io::Result<Option<(Vec<u8>, u64)>> {
+        let _ = segment;
+        Ok(None)
+    }
     /// Removes a log segment, durably (per the durability).
     fn remove_log(&self, segment: u64) -> io::Result<()> {
         let _ = segment;
         Ok(())
-    }
-    /// Renames log segment `segment` to `new`, durably (per the durability): a folded
-    /// segment's file written again, its blocks already allocated and written.
-    fn reuse_log(&self, segment: u64, new: u64) -> io::Result<()> {
-        let _ = (segment, new);
-        Err(io::ErrorKind::Unsupported.into())
     }
     /// How a remote location's requests have gone so far; `None` for a local one.
     fn network(&self) -> Option<NetworkCounts> {
@@ -855,6 +856,11 @@ impl Location for LocalDir {
         Ok(bytes)
     }
 
+    fn kept_log_record(&self, segment: u64) -> io::Result<Option<(Vec<u8>, u64)>> {
+        let file = crate::log_view::open_segment(&log_path(&self.dir.join(LOG_DIR), segment))?;
+        crate::log_view::kept_record(&file, crate::format::log_record::tag(segment))
+    }
+
     fn remove_log(&self, segment: u64) -> io::Result<()> {
         let dir = self.dir.join(LOG_DIR);
         self.stop_appending(segment);
@@ -863,13 +869,6 @@ impl Location for LocalDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    fn reuse_log(&self, segment: u64, new: u64) -> io::Result<()> {
-        let dir = self.dir.join(LOG_DIR);
-        self.stop_appending(segment);
-        disk::rename(&log_path(&dir, segment), &log_path(&dir, new))?;
-        self.sync_dir(&dir)
     }
 
     fn sync(&self) -> io::Result<()> {

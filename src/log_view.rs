@@ -14,6 +14,9 @@ use crate::format::log_record;
 use crate::format::{ObjectId, ShardHeader, WriteStamp};
 use crate::location::ShardFile;
 
+/// Bound on a kept segment's index record (a 4 MiB segment's is far shorter: FORMAT.md).
+const MAX_KEPT_RECORD: u64 = 16 << 20;
+
 /// Segments read so far, by id.
 #[derive(Debug, Default)]
 pub(crate) struct LogView {
@@ -27,6 +30,9 @@ struct Segment {
     tag: u32,
     /// Where the next record to read starts.
     scanned: u64,
+    /// Kept: its records were all read from its index and no more come (FORMAT.md, "Kept
+    /// segments").
+    kept: bool,
     /// Shard records whose write is not committed yet: where their bodies are.
     pending: HashMap<(ObjectId, WriteStamp), (u64, u64)>,
     /// Committed shard records.
@@ -61,16 +67,21 @@ impl LogView {
         for &id in listed {
             if let std::collections::hash_map::Entry::Vacant(vacant) = self.segments.entry(id) {
                 let Ok(file) = open(id) else { continue };
-                vacant.insert(Segment {
+                let mut segment = Segment {
                     file: Arc::new(file),
                     tag: log_record::tag(id),
                     scanned: 0,
+                    kept: false,
                     pending: HashMap::new(),
                     committed: HashMap::new(),
-                });
+                };
+                segment.read_index(id);
+                vacant.insert(segment);
             }
             if let Some(segment) = self.segments.get_mut(&id) {
-                segment.read_on();
+                if !segment.kept {
+                    segment.read_on();
+                }
                 // Folded: its packs are in packs of their own files now.
                 if segment.folded() {
                     segment.pending.clear();
@@ -126,6 +137,24 @@ impl Segment {
         self.file.read_exact_at(&mut start, 0).is_ok() && log_record::is_folded(&start, self.tag)
     }
 
+    /// Takes a kept segment's records from its index (two reads, not one per record); a
+    /// segment whose index does not verify is read record by record.
+    fn read_index(&mut self, id: u64) {
+        let Ok(Some((record, len))) = kept_record(&self.file, self.tag) else {
+            return;
+        };
+        let Some(records) = log_record::kept_index(&record, id, self.tag, len) else {
+            return;
+        };
+        for ((object, stamp), offset, len) in records {
+            self.committed
+                .entry(object)
+                .or_default()
+                .push((stamp, offset, len));
+        }
+        self.kept = true;
+    }
+
     /// Reads the records appended since the last look, one at a time, up to the first header
     /// that does not verify (the end for now).
     fn read_on(&mut self) {
@@ -177,4 +206,28 @@ pub(crate) fn open_segment(path: &Path) -> io::Result<File> {
         true => Ok(file),
         false => Err(io::Error::new(io::ErrorKind::InvalidData, "not a log segment")),
     }
+}
+
+/// The record a kept segment tagged `tag` ends with (FORMAT.md, "Kept segments"), not yet
+/// verified, and the segment's length: `None` if its last 8 bytes name no record that fits
+/// before them, or the segment is folded (a fold mark at its start: its packs are in packs of
+/// their own files).
+pub(crate) fn kept_record(file: &File, tag: u32) -> io::Result<Option<(Vec<u8>, u64)>> {
+    let len = file.metadata()?.len();
+    let field = log_record::KEPT_LEN_FIELD as u64;
+    let mut start = [0u8; log_record::HEADER_LEN];
+    if len < field || file.read_exact_at(&mut start, 0).is_err() || log_record::is_folded(&start, tag) {
+        return Ok(None);
+    }
+    let mut named = [0u8; log_record::KEPT_LEN_FIELD];
+    file.read_exact_at(&mut named, len - field)?;
+    let record_len = u64::from_le_bytes(named);
+    let fits =
+        record_len >= log_record::HEADER_LEN as u64 && record_len <= (len - field).min(MAX_KEPT_RECORD);
+    if !fits {
+        return Ok(None);
+    }
+    let mut record = vec![0u8; record_len as usize];
+    file.read_exact_at(&mut record, len - field - record_len)?;
+    Ok(Some((record, len)))
 }

@@ -124,10 +124,10 @@ fn workload(layout: Layout) -> Vec<Step> {
         Step::Put("late", common::data(12, 2000)),
     ];
     if layout.pack_threshold > 0 {
-        // Small puts that fill the log's segment (8 KiB under the watch, four of these
-        // records): it is folded and its file kept, the next one fills and takes it, and its
-        // records overwrite the earlier ones (of these very keys); then again. The sweep cuts
-        // every step of the reuse.
+        // Small puts that fill the log's segments (8 KiB under the watch, four of these
+        // records): each full one is kept (its index written at its end on every location),
+        // the next one made; the repairing scrub below folds them. The sweep cuts every step
+        // of the keeping and of that fold.
         steps.extend((0..14).map(|i| Step::Put(FILLING[i % 4], common::data(20 + i as u64, 1500))));
     }
     steps.extend([
@@ -154,27 +154,19 @@ thread_local! {
     static PACKS_COMPACTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Steps of the workload after which a small-write log segment was open (its puts logged).
     static STEPS_LOGGING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    /// Steps of the workload after which a log segment's file had another name before and
-    /// records written into it since.
-    static STEPS_REUSING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Steps of the workload after which a kept log segment was on some location.
+    static STEPS_KEEPING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// The small-write log segments of the store at `dir`: (location, name) by file (inode).
-fn log_files(dir: &Path) -> BTreeMap<u64, (String, String)> {
-    use std::os::unix::fs::MetadataExt;
-    let mut files = BTreeMap::new();
-    for location in fs::read_dir(dir).unwrap().flatten() {
-        for segment in fs::read_dir(location.path().join("log"))
+/// Whether any location of the store at `dir` holds a kept log segment.
+fn keeping(dir: &Path) -> bool {
+    fs::read_dir(dir).unwrap().flatten().any(|location| {
+        fs::read_dir(location.path().join("log"))
             .into_iter()
             .flatten()
             .flatten()
-        {
-            let name = segment.file_name().to_string_lossy().into_owned();
-            let at = location.file_name().to_string_lossy().into_owned();
-            files.insert(segment.metadata().unwrap().ino(), (at, name));
-        }
-    }
-    files
+            .any(|segment| fs::read(segment.path()).is_ok_and(|bytes| common::kept_segment(&bytes)))
+    })
 }
 
 /// Whether any location of the store at `dir` holds a small-write log segment.
@@ -214,7 +206,6 @@ fn run_case(
     let watch = PowerLoss::watch(dir, cut_after, aftermath).unwrap();
     match Store::builder().durability(Durability::Fsync).open(dir) {
         Ok(store) => {
-            let mut files_seen = BTreeMap::new();
             for step in workload(layout) {
                 let result = match step {
                     Step::Put(key, bytes) => {
@@ -240,19 +231,8 @@ fn run_case(
                 };
                 if !watch.power_lost() && logging(dir) {
                     STEPS_LOGGING.set(STEPS_LOGGING.get() + 1);
-                    // A file first seen under another name, and records written into it since
-                    // (over the fold mark at its start).
-                    let files = log_files(dir);
-                    let reused_and_written = files.iter().any(|(file, named)| {
-                        let renamed = files_seen.get(file).is_some_and(|was| was != named);
-                        let path = dir.join(&named.0).join("log").join(&named.1);
-                        renamed && fs::read(path).is_ok_and(|bytes| bytes.starts_with(b"SGLOGREC"))
-                    });
-                    if reused_and_written {
-                        STEPS_REUSING.set(STEPS_REUSING.get() + 1);
-                    }
-                    for (file, named) in files {
-                        files_seen.entry(file).or_insert(named);
+                    if keeping(dir) {
+                        STEPS_KEEPING.set(STEPS_KEEPING.get() + 1);
                     }
                 }
                 match result {
@@ -365,12 +345,12 @@ fn sweep(layout: Layout) {
         layout.pack_threshold > 0,
         "{compacted} packs compacted"
     );
-    // And a segment's file reused, written over.
-    let reusing = STEPS_REUSING.get();
+    // And full segments kept.
+    let keeping = STEPS_KEEPING.get();
     assert_eq!(
-        reusing > 0,
+        keeping > 0,
         layout.pack_threshold > 0,
-        "{reusing} steps with a segment's file reused"
+        "{keeping} steps with a kept segment"
     );
     let cases: Vec<(u64, Aftermath)> = (0..=calls)
         .flat_map(|cut| {

@@ -1,5 +1,6 @@
 //! The small-write log (FORMAT.md, "The small-write log"): grouped small puts are durable by
-//! their log records and read from them, the log is folded into packs of their own files once
+//! their log records and read from them, a full segment is kept as it is (read from its index)
+//! until a compaction folds it, the last segment is folded into packs of their own files once
 //! the store closes (or, left by a crash, when it next opens), and compaction never runs while
 //! another handle logs. Power cuts inside it: `tests/power_loss.rs`.
 
@@ -196,8 +197,20 @@ fn a_long_lived_handle_folds_its_log_once_idle_so_a_compaction_elsewhere_goes_ah
     });
 }
 
+/// The log segments on `location` that are kept (their index written at their end), and how
+/// many segments there are in all.
+fn kept_segments(location: &Path) -> (Vec<PathBuf>, usize) {
+    let segments = files_ending(&location.join("log"), ".log");
+    let all = segments.len();
+    let kept = segments
+        .into_iter()
+        .filter(|s| common::kept_segment(&fs::read(s).unwrap()))
+        .collect();
+    (kept, all)
+}
+
 #[test]
-fn eight_writers_fill_and_fold_segments_while_they_go_on_and_every_object_reads_back_exact() {
+fn eight_writers_fill_segments_that_are_kept_as_they_are_and_read_until_a_compaction_folds_them() {
     let dir = tempfile::tempdir().unwrap();
     let (writers, each, len) = (8, 700, 4000);
     let root = dir.path().to_path_buf();
@@ -216,16 +229,24 @@ fn eight_writers_fill_and_fold_segments_while_they_go_on_and_every_object_reads_
         });
         store
     });
-    // A segment holds about 4,000 such objects: at least one filled up and was folded into
-    // packs of their own files while the writers went on into the next.
-    let packs = files_ending(&store.locations()[0].join("objects").join("ff"), ".shard");
+    // A segment holds about 4,000 such objects: at least one filled up and was kept, not
+    // copied into packs of their own files (only the handle's first small write has one).
+    let locations = store.locations();
+    let pack_files = || files_ending(&locations[0].join("objects").join("ff"), ".shard").len();
     assert!(
-        packs.len() > 1,
-        "no segment was folded: {} pack files",
-        packs.len()
+        pack_files() <= 1,
+        "a segment was folded: {} pack files",
+        pack_files()
     );
-    // The segment the writers went on into, and the one folded, its file kept for reuse.
-    assert_eq!(files_ending(&store.locations()[0].join("log"), ".log").len(), 2);
+    for location in &locations {
+        let (kept, all) = kept_segments(location);
+        assert!(!kept.is_empty(), "{location:?}: no segment kept");
+        assert_eq!(
+            all,
+            kept.len() + 1,
+            "{location:?}: the kept ones and the one written to"
+        );
+    }
     let read_all = |store: &Store| {
         for w in 0..writers {
             for i in 0..each {
@@ -239,25 +260,38 @@ fn eight_writers_fill_and_fold_segments_while_they_go_on_and_every_object_reads_
         }
     };
     read_all(&store);
-    let locations = store.locations();
+    let kept_before = kept_segments(&locations[0]).0;
     drop(store);
+    // Closed: the last segment, not full, folded; the kept ones stay, and the next handle
+    // reads them (from their index) without folding them when it opens.
+    let store = Store::open(dir.path()).unwrap();
+    for location in &locations {
+        let (kept, all) = kept_segments(location);
+        assert_eq!(all, kept.len(), "{location:?}: a segment left that is not kept");
+    }
+    assert_eq!(kept_segments(&locations[0]).0, kept_before);
+    read_all(&store);
+    let verify = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+    assert_eq!(verify.verdict(), ScrubVerdict::Clean, "{verify:?}");
+    // A repairing scrub's compaction folds them into packs of their own files.
+    let report = store.scrub(&repair(), &|_| {}).unwrap();
+    assert_eq!(report.verdict(), ScrubVerdict::Clean, "{report:?}");
     assert_no_segment(&locations);
+    assert!(pack_files() > 1);
+    drop(store);
     reopens_folded_and_clean(dir.path(), read_all);
 }
 
 #[test]
-fn a_folded_segment_s_file_is_reused_and_a_crash_while_it_takes_records_reads_back_exact() {
+fn a_kept_segment_whose_index_does_not_verify_somewhere_is_read_record_by_record_and_folded() {
     use std::collections::BTreeMap;
-    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    within(Duration::from_secs(300), "a segment reused", move || {
+    within(Duration::from_secs(300), "a segment kept", move || {
         let store = fsync_packing_store(&root);
-        let log = store.locations()[0].join("log");
-        let segments = || files_ending(&log, ".log");
-        let starts_with = |path: &Path, magic: &[u8]| fs::read(path).unwrap().starts_with(magic);
-        // 500 keys written over and over: each segment holds writes of keys the earlier ones
-        // held too, which its file's earlier records would bring back if they were read.
+        let locations = store.locations();
+        // 500 keys written over and over: the kept segment holds older writes of keys that
+        // later ones overwrite.
         let mut written = BTreeMap::new();
         let mut n = 0u64;
         let mut put = |store: &Store| {
@@ -267,42 +301,41 @@ fn a_folded_segment_s_file_is_reused_and_a_crash_while_it_takes_records_reads_ba
             n += 1;
             assert!(n < 20_000, "no segment filled");
         };
-        while segments().is_empty() {
-            put(&store);
-        }
-        let first = segments()[0].metadata().unwrap().ino();
-        // Filled and folded: its file is kept, marked folded and renamed, for the next one.
-        while segments().len() < 2 {
-            put(&store);
-        }
-        let spare = segments()
-            .into_iter()
-            .find(|s| s.metadata().unwrap().ino() == first)
-            .expect("the folded segment's file kept for reuse");
-        assert!(starts_with(&spare, b"SGLOGFLD"));
-        // The next one filled too: the reused file takes the records, over the earlier ones.
-        while starts_with(&spare, b"SGLOGFLD") {
+        while kept_segments(&locations[0]).0.is_empty() {
             put(&store);
         }
         for _ in 0..50 {
             put(&store);
         }
-        assert_eq!(spare.metadata().unwrap().ino(), first);
         let read_all = |store: &Store| {
             for (key, &seed) in &written {
                 assert_eq!(store.get_bytes(key).unwrap(), data(seed, 8000), "{key}");
             }
         };
-        // Another handle reads the reused segment's records, and only those.
+        // Another handle reads the kept segment from its index, the live one record by record.
         let reader = Store::open(&root).unwrap();
         read_all(&reader);
         drop(reader);
-        // The store as a crash of the writing process would leave it: replayed at the next
-        // open from the reused segment's own records.
+        // The store as a crash of the writing process would leave it: the live segment is
+        // replayed (folded) when it next opens, the kept one stays.
         let crashed = tempfile::tempdir().unwrap();
         copy_tree(&root, crashed.path());
         drop(store);
-        reopens_folded_and_clean(crashed.path(), read_all);
+        let reopened = Store::open(crashed.path()).unwrap();
+        let moved = |at: &Path| locations[0].strip_prefix(&root).map(|l| at.join(l)).unwrap();
+        let (kept, all) = kept_segments(&moved(crashed.path()));
+        assert_eq!((kept.len(), all), (1, 1), "the kept segment only");
+        read_all(&reopened);
+        drop(reopened);
+        // Its index rots on one location: read there record by record, and no longer kept on
+        // every location, it is folded when the store next opens.
+        let index_end = fs::metadata(&kept[0]).unwrap().len() - 8;
+        common::rot(&kept[0], index_end - 20, 4);
+        let store = Store::open(crashed.path()).unwrap();
+        assert_no_segment(&store.locations());
+        read_all(&store);
+        let verify = store.scrub(&ScrubOptions::default(), &|_| {}).unwrap();
+        assert_eq!(verify.verdict(), ScrubVerdict::Clean, "{verify:?}");
     });
 }
 

@@ -489,14 +489,12 @@ impl Location for FaultyLocation {
     fn read_log(&self, segment: u64) -> io::Result<Vec<u8>> {
         self.inner.read_log(segment)
     }
+    fn kept_log_record(&self, segment: u64) -> io::Result<Option<(Vec<u8>, u64)>> {
+        self.inner.kept_log_record(segment)
+    }
     fn remove_log(&self, segment: u64) -> io::Result<()> {
         self.plan.read_only(self.slot)?;
         self.inner.remove_log(segment)
-    }
-    fn reuse_log(&self, segment: u64, new: u64) -> io::Result<()> {
-        self.plan.read_only(self.slot)?;
-        self.plan
-            .after_fsync(self.slot, self.inner.reuse_log(segment, new))
     }
 }
 

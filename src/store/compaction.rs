@@ -81,7 +81,7 @@ impl Store {
                      closes, or a segment of this handle's being folded): compaction waits"
                         .to_owned()
                 })?;
-                let left = self.replay_small_logs(&exclusive);
+                let left = self.replay_small_logs(&exclusive, true);
                 if left > 0 {
                     return Err(format!(
                         "{left} small-write log segments could not be replayed yet"

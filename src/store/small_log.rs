@@ -7,9 +7,12 @@
 //! Once a write quorum of records is durable the put is acknowledged, and a *commit record*
 //! is appended beside each (not synced: it only makes the pack visible). Every handle reads
 //! committed records as shard files (`log_view`), so a logged pack is read, scrubbed and
-//! repaired as any pack. A *fold* copies the entries of a segment's packs into full packs of
-//! their own files (fsynced), then deletes the segment: when the segment is full, when the
-//! handle closes, and, for segments a crash left, in a *replay* (FORMAT.md, "The small-write
+//! repaired as any pack. A full segment is *kept*: each location's index of its records is
+//! written at its end, and its packs stay in it (readers take them from the index) instead of
+//! being written a second time. A *fold* copies the entries of a segment's packs into full
+//! packs of their own files (fsynced), then deletes the segment: the last segment when the
+//! handle closes, a full one that could not be kept, the segments a crash left, in a *replay*
+//! when the store opens, and the kept ones in a compaction's (FORMAT.md, "The small-write
 //! log").
 //!
 //! A record must never bring back a pack's entries after a compaction dropped what they need
@@ -34,7 +37,7 @@ use crate::location::Durability;
 use crate::lock::{byte_lock_request, open_lock_file, set_byte_lock, LOCKS_DIR};
 use crate::placement;
 
-use super::log_appenders::{append_together, Bound};
+use super::log_appenders::{append_together, Bound, Outcomes};
 use super::Store;
 
 /// A handle's log is checkpointed once nothing was logged for this long (`start_idle_folder`),
@@ -83,9 +86,6 @@ struct LogState {
     segment: Option<Segment>,
     /// Segments that take no more records, waiting for a fold.
     full: Vec<Segment>,
-    /// A folded segment's file renamed for reuse (in a store that tags its log records): the
-    /// next segment, without 4 MiB of zeros to write per location.
-    spare: Option<SegmentFile>,
     /// A thread is folding a segment without this state's lock.
     folding: bool,
     /// This handle holds the exclusive lock: it logs nothing until it lets it go.
@@ -98,12 +98,10 @@ struct LogState {
     idle_folder: bool,
 }
 
-/// A segment's file on every location, made new or a folded one's renamed for reuse.
+/// A segment's file on every location.
 #[derive(Debug)]
 struct SegmentFile {
     id: u64,
-    /// The tags it was written with before: the next id's differs from all.
-    earlier_tags: Vec<u32>,
     /// Its length (that of a segment when it was made).
     len: u64,
 }
@@ -121,6 +119,9 @@ struct Segment {
     disks: Vec<Option<u64>>,
     /// The pack writes committed through it, to fold.
     writes: Vec<(ObjectId, WriteStamp)>,
+    /// Each slot's index of its shard records (`log_record::kept_entry`s), written at its
+    /// end if it is kept.
+    index: Vec<Vec<u8>>,
     /// Each of `writes`' body and table, while they take at most [`MAX_COPIES`] bytes: the
     /// fold copies the entries from these instead of reading every pack back from the log
     /// through every location (that read was half of a fold's time).
@@ -134,12 +135,14 @@ struct Segment {
 
 impl Segment {
     fn new(file: SegmentFile, disks: Vec<Option<u64>>) -> Self {
+        let n = disks.len();
         Segment {
             file,
-            ends: vec![0; disks.len()],
-            synced: vec![0; disks.len()],
+            ends: vec![0; n],
+            synced: vec![0; n],
             disks,
             writes: Vec::new(),
+            index: vec![Vec::new(); n],
             copies: Some(Vec::new()),
             copied: 0,
             torn: false,
@@ -202,9 +205,9 @@ impl LogState {
         }
     }
 
-    /// Lets this handle's lock go if it has no segment left (open, full, being folded, spare).
+    /// Lets this handle's lock go if it has no segment left (open, full, being folded).
     fn unlock_if_done(&self) {
-        if self.segment.is_none() && self.full.is_empty() && !self.folding && self.spare.is_none() {
+        if self.segment.is_none() && self.full.is_empty() && !self.folding {
             self.unlock();
         }
     }
@@ -265,36 +268,15 @@ impl Store {
             .iter()
             .map(|(slot, record)| (*slot, record.len() as u64))
             .collect();
-        // Records on one disk go together (one cache flush for them all); the rest alone.
-        let mut by_disk: Vec<Vec<Bound>> = Vec::new();
-        for (slot, record) in records {
-            let bound = Bound {
-                slot,
-                location: self.slots[slot].location.clone(),
-                at: segment.ends[slot],
-                unsynced_from: segment.synced[slot],
-                record,
-            };
-            let disk = segment.disks[slot];
-            match by_disk
-                .iter_mut()
-                .find(|job| disk.is_some() && segment.disks[job[0].slot] == disk)
-            {
-                Some(job) => job.push(bound),
-                None => by_disk.push(vec![bound]),
-            }
-        }
-        let outcomes = match crate::disk::commits_in_parallel() {
-            true => self.log_appenders.append_durably(id, by_disk),
-            false => by_disk
-                .into_iter()
-                .flat_map(|records| append_together(id, records))
-                .collect(),
-        };
+        let records = records
+            .into_iter()
+            .map(|(slot, record)| (slot, segment.ends[slot], record))
+            .collect();
+        let outcomes = self.append_durably(segment, records);
         let mut last_error = None;
         let logged = self.succeeded(outcomes, &mut last_error);
         segment.torn |= logged.len() < appended.len();
-        for (slot, len) in appended {
+        for &(slot, len) in &appended {
             segment.ends[slot] += len;
         }
         for &slot in &logged {
@@ -312,6 +294,11 @@ impl Store {
         // Acknowledged: the commit records make it visible (a replay finds it committed by
         // its quorum of records if a power cut takes them).
         let commit = log_record::commit(object, stamp, tag);
+        for &(slot, len) in &appended {
+            let body = segment.ends[slot] - len + log_record::HEADER_LEN as u64;
+            let entry = log_record::kept_entry((object, stamp), body, len - log_record::HEADER_LEN as u64);
+            segment.index[slot].extend_from_slice(&entry);
+        }
         for &slot in &logged {
             let at = segment.ends[slot];
             match self.slots[slot].location.append_log(id, at, &commit, false) {
@@ -325,6 +312,37 @@ impl Store {
         Ok(Some(logged.len()))
     }
 
+    /// Appends each of `records` (slot, offset, bytes) to `segment` and makes it durable, with
+    /// one cache flush for the records on one disk; returns each slot's outcome.
+    fn append_durably(&self, segment: &Segment, records: Vec<(usize, u64, Vec<u8>)>) -> Outcomes {
+        let mut by_disk: Vec<Vec<Bound>> = Vec::new();
+        for (slot, at, record) in records {
+            let bound = Bound {
+                slot,
+                location: self.slots[slot].location.clone(),
+                at,
+                unsynced_from: segment.synced[slot],
+                record,
+            };
+            let disk = segment.disks[slot];
+            match by_disk
+                .iter_mut()
+                .find(|job| disk.is_some() && segment.disks[job[0].slot] == disk)
+            {
+                Some(job) => job.push(bound),
+                None => by_disk.push(vec![bound]),
+            }
+        }
+        let id = segment.file.id;
+        match crate::disk::commits_in_parallel() {
+            true => self.log_appenders.append_durably(id, by_disk),
+            false => by_disk
+                .into_iter()
+                .flat_map(|records| append_together(id, records))
+                .collect(),
+        }
+    }
+
     /// The segment `records` go into: this handle's, if they fit, else a new one (the old
     /// one checkpointed). `None` if another handle holds the log exclusively.
     fn segment_for<'a>(
@@ -332,10 +350,13 @@ impl Store {
         state: &'a mut LogState,
         records: &[(usize, usize)],
     ) -> Result<Option<&'a mut Segment>> {
+        // Room is left at the end for the index that keeps the segment, this write's entry
+        // included.
         let fits = |segment: &Segment| {
+            let tail = log_record::kept_tail_len(segment.writes.len() + 1);
             records
                 .iter()
-                .all(|&(slot, len)| segment.ends[slot] + (len + COMMIT_LEN) as u64 <= segment.file.len)
+                .all(|&(slot, len)| segment.ends[slot] + (len + COMMIT_LEN + tail) as u64 <= segment.file.len)
         };
         if state.segment.as_ref().is_some_and(|s| s.torn || !fits(s)) {
             // Folded by the thread that committed into it, once it is no longer the group's
@@ -357,22 +378,7 @@ impl Store {
             // Each location's identity is checked here, not at every append: an append only
             // writes into the segment's file (never creates one, never past its end), so on a
             // location swapped or unmounted since, it fails instead of writing through.
-            // A spare is taken if it is still on every location (it was checked when made).
-            let still_there = |spare: u64| {
-                (0..self.slots.len()).all(|slot| {
-                    self.writable(slot)
-                        .is_some_and(|location| location.list_logs().is_ok_and(|ids| ids.contains(&spare)))
-                })
-            };
-            let reused = match state.spare.take() {
-                Some(spare) if still_there(spare.id) => Some(spare),
-                Some(spare) => {
-                    self.remove_segment(spare.id);
-                    None
-                }
-                None => None,
-            };
-            let Some(file) = reused.or_else(|| self.create_segment()) else {
+            let Some(file) = self.create_segment() else {
                 state.unlock_if_done();
                 return Ok(None);
             };
@@ -424,11 +430,7 @@ impl Store {
             }
             return None;
         }
-        Some(SegmentFile {
-            id,
-            earlier_tags: Vec::new(),
-            len,
-        })
+        Some(SegmentFile { id, len })
     }
 
     /// Removes a segment from every location; one left behind is folded or removed by the
@@ -443,48 +445,66 @@ impl Store {
     /// segment and lets the lock go. A segment that cannot be folded or deleted is left for a
     /// replay (its packs stay readable meanwhile).
     fn checkpoint(&self, state: &mut LogState) -> Result<()> {
-        let mut segments = std::mem::take(&mut state.full);
+        // The full ones are kept; the last, partly empty, is folded (kept, its room would be
+        // lost).
+        let mut segments: Vec<Segment> = std::mem::take(&mut state.full)
+            .into_iter()
+            .filter(|segment| !self.keep_segment(segment))
+            .collect();
         segments.extend(state.segment.take());
         let mut outcome = Ok(());
         for segment in segments {
-            let folded = self.fold_segment(segment, false).map(drop);
+            let folded = self.fold_segment(segment);
             outcome = outcome.and(folded);
-        }
-        if let Some(spare) = state.spare.take() {
-            self.remove_segment(spare.id);
         }
         state.unlock_if_done();
         outcome
     }
 
-    /// Folds a segment that takes no more records, then deletes it, or if `reuse` (and the
-    /// store tags its log records) renames its file for the next segment, returned. One that
-    /// cannot be folded is left for a replay (its packs stay readable meanwhile).
-    fn fold_segment(&self, segment: Segment, reuse: bool) -> Result<Option<SegmentFile>> {
+    /// Keeps a full segment as it is, its packs read from it from now on, instead of copying
+    /// them into packs of their own files (FORMAT.md, "Kept segments"): each location's index
+    /// of its records is written at the segment's end and made durable, with the commit
+    /// records before it. Only a segment with every record and commit record on every
+    /// location, in a store that tags its records; `false` if it is not kept (the caller
+    /// folds it: its fold mark makes any index written void).
+    fn keep_segment(&self, segment: &Segment) -> bool {
+        if segment.torn || !self.file.tagged_log || segment.writes.is_empty() {
+            return false;
+        }
+        let (id, len) = (segment.file.id, segment.file.len);
+        let tag = self.log_tag(id);
+        let tails: Vec<(usize, u64, Vec<u8>)> = segment
+            .index
+            .iter()
+            .enumerate()
+            .map(|(slot, index)| {
+                let tail = log_record::kept_tail(id, tag, index);
+                (slot, len - tail.len() as u64, tail)
+            })
+            .collect();
+        if tails.iter().any(|&(slot, at, _)| at < segment.ends[slot]) {
+            return false;
+        }
+        let outcomes = self.append_durably(segment, tails);
+        outcomes.len() == self.slots.len() && outcomes.iter().all(|(_, outcome)| outcome.is_ok())
+    }
+
+    /// Folds a segment that takes no more records, then deletes it. One that cannot be folded
+    /// is left for a replay (its packs stay readable meanwhile).
+    fn fold_segment(&self, segment: Segment) -> Result<()> {
         let forgotten = self.fold_logged(&segment.writes, segment.copies.as_deref())?;
-        let SegmentFile {
-            id,
-            mut earlier_tags,
-            len,
-        } = segment.file;
-        earlier_tags.push(self.log_tag(id));
-        let reuse_after = (reuse && self.file.tagged_log).then_some(earlier_tags.as_slice());
-        let reused = self.retire_folded(id, reuse_after);
+        self.retire_folded(segment.file.id);
         // A listing of this handle's since the fold forgot its logged packs may have found
         // them in the segment, still there: forgotten again, and no listing that overlapped
         // the deletion counts as current (cheaper than listing again after every fold).
         self.pack_changes.forget_packs(&self.packs, &forgotten);
-        Ok(reused.map(|id| SegmentFile {
-            id,
-            earlier_tags,
-            len,
-        }))
+        Ok(())
     }
 
-    /// Folds the segments that filled up, if no other thread is folding: called by a thread
-    /// that committed a group, after it let the writer's role go, so that the fold holds up
-    /// its own put only. The state's lock is not held during a fold: the next groups are
-    /// logged in the next segment meanwhile.
+    /// Keeps or folds the segments that filled up, if no other thread is doing so: called by
+    /// a thread that committed a group, after it let the writer's role go, so that the work
+    /// holds up its own put only. The state's lock is not held meanwhile: the next groups are
+    /// logged in the next segment.
     pub(crate) fn fold_full_segments(&self) {
         if !self.small_log.fold_waiting.load(Ordering::Acquire) {
             return;
@@ -495,57 +515,29 @@ impl Store {
         }
         while let Some(segment) = state.full.pop() {
             state.folding = true;
-            let reuse = state.spare.is_none();
             drop(state);
             // Not folded now, it is left for a replay: the same as a fold at close failing.
-            let reusable = self.fold_segment(segment, reuse).ok().flatten();
+            if !self.keep_segment(&segment) {
+                let _ = self.fold_segment(segment);
+            }
             state = self.small_log.state();
             state.folding = false;
-            if let Some(file) = reusable {
-                match state.segment.is_some() && state.spare.is_none() {
-                    true => state.spare = Some(file),
-                    // Checkpointed meanwhile: the log is done with for now.
-                    false => self.remove_segment(file.id),
-                }
-            }
         }
         self.small_log.fold_waiting.store(false, Ordering::Release);
         state.unlock_if_done();
     }
 
     /// Retires a folded segment: first marked folded on every location (so a copy left by a
-    /// crash part way is known for one), then removed, or if `reuse_after` (the tags its file
-    /// was written with) renamed on every location for reuse: returns the new id. A file
-    /// renamed is empty under its new id (the fold mark is the old id's, its records too).
-    fn retire_folded(&self, id: u64, reuse_after: Option<&[u32]>) -> Option<u64> {
+    /// crash part way is known for one), then removed.
+    fn retire_folded(&self, id: u64) {
         // Its packs leave the set: other handles list again.
-        let change = self.pack_changes.begin(&self.packs);
+        let _change = self.pack_changes.begin(&self.packs);
         let folded = log_record::frame(log_record::FOLDED, &[], self.log_tag(id));
         // Every location marked (no stopping at the first that fails).
-        let unmarked = self
-            .slots
-            .iter()
-            .filter(|slot| slot.location.append_log(id, 0, &folded, true).is_err())
-            .count();
-        let marked = unmarked == 0;
-        let reused = reuse_after.filter(|_| marked).and_then(|tags| {
-            // Its tag unlike every earlier one of the file: their records are not its own.
-            let new = std::iter::repeat_with(crate::ids::random_u64)
-                .find(|&new| new != id && !tags.contains(&log_record::tag(new)))?;
-            let renamed = self
-                .slots
-                .iter()
-                .all(|slot| slot.location.reuse_log(id, new).is_ok());
-            if !renamed {
-                self.remove_segment(new);
-            }
-            renamed.then_some(new)
-        });
-        if reused.is_none() {
-            self.remove_segment(id);
+        for slot in &self.slots {
+            let _ = slot.location.append_log(id, 0, &folded, true);
         }
-        drop(change);
-        reused
+        self.remove_segment(id);
     }
 
     /// Starts the thread that checkpoints this handle's log once nothing was logged for
@@ -609,34 +601,71 @@ impl Store {
     }
 
     /// Folds what the segments left on the locations hold, then deletes them (the caller
-    /// holds the log exclusively). Only with every location usable and every segment read:
-    /// how many records a write has on all of them decides whether it may have been
-    /// acknowledged. Returns how many segments are left (to replay later).
-    pub(crate) fn replay_small_logs(&self, _exclusive: &Exclusive<'_>) -> usize {
-        let n = self.slots.len();
-        let mut segments: Vec<(usize, u64, Vec<u8>)> = Vec::new();
-        let mut unread = 0;
-        for slot in 0..n {
-            let listed = match self.writable(slot) {
-                Some(location) => location.list_logs(),
-                None => Err(io::Error::other("location not writable")),
-            };
-            let Ok(listed) = listed else {
-                unread += 1;
-                continue;
-            };
-            for id in listed {
-                match self.slots[slot].location.read_log(id) {
-                    Ok(bytes) => segments.push((slot, id, bytes)),
-                    Err(_) => unread += 1,
-                }
+    /// holds the log exclusively); kept segments too if `fold_kept` (a compaction's), else
+    /// they stay. Only with every location usable and every segment read: how many records a
+    /// write has on all of them decides whether it may have been acknowledged. Returns how
+    /// many segments are left to replay (kept ones not counted unless `fold_kept`).
+    pub(crate) fn replay_small_logs(&self, _exclusive: &Exclusive<'_>, fold_kept: bool) -> usize {
+        let mut listed: Vec<(usize, u64)> = Vec::new();
+        let mut unlisted = 0;
+        for slot in 0..self.slots.len() {
+            match self.writable(slot).map(|location| location.list_logs()) {
+                Some(Ok(ids)) => listed.extend(ids.into_iter().map(|id| (slot, id))),
+                _ => unlisted += 1,
             }
         }
-        if unread > 0 || segments.is_empty() {
-            return unread + segments.len();
+        let mut ids: Vec<u64> = listed.iter().map(|&(_, id)| id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let (kept, live): (Vec<u64>, Vec<u64>) = ids.into_iter().partition(|&id| self.is_kept(&listed, id));
+        if unlisted > 0 {
+            return unlisted + live.len() + if fold_kept { kept.len() } else { 0 };
         }
-        // Each pack write's records, by slot, and whether a commit record names it.
-        let mut writes: BTreeMap<(ObjectId, WriteStamp), (Vec<usize>, bool)> = BTreeMap::new();
+        // Live segments together (a crash may leave several handles' writes), then each kept
+        // one alone: a fold holds its segments' bytes in memory.
+        let mut batches = vec![live];
+        if fold_kept {
+            batches.extend(kept.into_iter().map(|id| vec![id]));
+        }
+        batches
+            .into_iter()
+            .filter(|batch| !batch.is_empty())
+            .map(|batch| {
+                let segments: Vec<(usize, u64)> = listed
+                    .iter()
+                    .filter(|(_, id)| batch.contains(id))
+                    .copied()
+                    .collect();
+                self.replay_segments(&segments)
+            })
+            .sum()
+    }
+
+    /// Whether segment `id` is kept: every location in `listed` that has it holds its index,
+    /// and none marks it folded (a fold cut short: it is retired).
+    fn is_kept(&self, listed: &[(usize, u64)], id: u64) -> bool {
+        let tag = self.log_tag(id);
+        listed
+            .iter()
+            .filter(|&&(_, listed)| listed == id)
+            .all(|&(slot, _)| match self.slots[slot].location.kept_log_record(id) {
+                Ok(Some((record, len))) => log_record::kept_index(&record, id, tag, len).is_some(),
+                _ => false,
+            })
+    }
+
+    /// Folds and deletes `segments` (slot, id): see [`Store::replay_small_logs`]. Returns how
+    /// many are left.
+    fn replay_segments(&self, listed: &[(usize, u64)]) -> usize {
+        let mut segments: Vec<(usize, u64, Vec<u8>)> = Vec::new();
+        for &(slot, id) in listed {
+            match self.slots[slot].location.read_log(id) {
+                Ok(bytes) => segments.push((slot, id, bytes)),
+                Err(_) => return listed.len(),
+            }
+        }
+        // Each pack write's records, by slot, and the slots where a commit record names it.
+        let mut writes: BTreeMap<(ObjectId, WriteStamp), (Vec<usize>, Vec<usize>)> = BTreeMap::new();
         let mut ends = Vec::new();
         let folded: Vec<u64> = segments
             .iter()
@@ -652,7 +681,7 @@ impl Store {
             for (kind, body) in records {
                 if kind == log_record::COMMIT {
                     if let Some(write) = log_record::committed(body) {
-                        writes.entry(write).or_default().1 = true;
+                        writes.entry(write).or_default().1.push(*slot);
                     }
                 } else if let Some(write) = self.record_shard(*slot, body) {
                     let held = &mut writes.entry(write).or_default().0;
@@ -667,13 +696,20 @@ impl Store {
         // it is folded. One with fewer was not, and goes with the segments.
         let acknowledged: Vec<(ObjectId, WriteStamp)> = writes
             .iter()
-            .filter(|(_, (held, committed))| *committed || held.len() >= self.write_quorum())
+            .filter(|(_, (held, committed))| !committed.is_empty() || held.len() >= self.write_quorum())
             .map(|(write, _)| *write)
             .collect();
         let mut left = 0;
         for &(slot, id, end) in &ends {
             let mut at = end;
-            for &(object, stamp) in &acknowledged {
+            // (A kept segment has a commit record for each of its writes: nothing is appended
+            // into the room its index takes.)
+            let lacking = acknowledged.iter().filter(|write| {
+                !writes
+                    .get(write)
+                    .is_some_and(|(_, committed)| committed.contains(&slot))
+            });
+            for &(object, stamp) in lacking {
                 let commit = log_record::commit(object, stamp, self.log_tag(id));
                 let location = &self.slots[slot].location;
                 if location.append_log(id, at, &commit, false).is_err() {
@@ -685,20 +721,20 @@ impl Store {
         // The index lists again: the packs just made visible are new to it.
         self.pack_changes.unsettle(&self.packs);
         if self.fold_logged(&acknowledged, None).is_err() {
-            return segments.len();
+            return listed.len();
         }
-        let mut ids: Vec<u64> = segments.iter().map(|(_, id, _)| *id).collect();
+        let mut ids: Vec<u64> = listed.iter().map(|&(_, id)| id).collect();
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            self.retire_folded(id, None);
+            self.retire_folded(id);
         }
         self.pack_changes.unsettle(&self.packs);
-        for slot in 0..n {
+        for slot in 0..self.slots.len() {
             let remaining = self.slots[slot].location.list_logs();
-            left += segments
+            left += listed
                 .iter()
-                .filter(|(s, id, _)| *s == slot && remaining.as_ref().map_or(true, |r| r.contains(id)))
+                .filter(|(s, id)| *s == slot && remaining.as_ref().map_or(true, |r| r.contains(id)))
                 .count();
         }
         left
@@ -732,7 +768,7 @@ impl Store {
             return;
         }
         if let Ok(Some(exclusive)) = self.exclusive_log() {
-            self.replay_small_logs(&exclusive);
+            self.replay_small_logs(&exclusive, false);
         }
     }
 }

@@ -128,3 +128,15 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Whether a small-write log segment's bytes end with the index that keeps it (FORMAT.md,
+/// "Kept segments"): its last 8 bytes give the length of a record before them, which starts
+/// with the index's magic.
+pub fn kept_segment(segment: &[u8]) -> bool {
+    let Some(at) = segment.len().checked_sub(8) else {
+        return false;
+    };
+    let len = u64::from_le_bytes(segment[at..].try_into().unwrap()) as usize;
+    at.checked_sub(len)
+        .is_some_and(|start| segment[start..].starts_with(b"SGLOGKPT"))
+}
