@@ -289,6 +289,11 @@ pub trait Location: Send + Sync + fmt::Debug {
         let _ = segment;
         Ok(None)
     }
+    /// The pack writes held in kept log segments here (FORMAT.md, "Kept segments"), as their
+    /// indexes list them: each is committed here.
+    fn kept_log_writes(&self) -> Vec<(ObjectId, WriteStamp)> {
+        Vec::new()
+    }
     /// Removes a log segment, durably (per the durability).
     fn remove_log(&self, segment: u64) -> io::Result<()> {
         let _ = segment;
@@ -859,6 +864,10 @@ impl Location for LocalDir {
     fn kept_log_record(&self, segment: u64) -> io::Result<Option<(Vec<u8>, u64)>> {
         let file = crate::log_view::open_segment(&log_path(&self.dir.join(LOG_DIR), segment))?;
         crate::log_view::kept_record(&file, crate::format::log_record::tag(segment))
+    }
+
+    fn kept_log_writes(&self) -> Vec<(ObjectId, WriteStamp)> {
+        self.logged(|view| view.kept_writes())
     }
 
     fn remove_log(&self, segment: u64) -> io::Result<()> {

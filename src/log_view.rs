@@ -118,6 +118,16 @@ impl LogView {
         stamps
     }
 
+    /// The writes held in kept segments (not folded), as their indexes list them.
+    pub fn kept_writes(&self) -> Vec<(ObjectId, WriteStamp)> {
+        self.segments
+            .values()
+            .filter(|s| s.kept)
+            .flat_map(|s| &s.committed)
+            .flat_map(|(object, writes)| writes.iter().map(|(stamp, _, _)| (*object, *stamp)))
+            .collect()
+    }
+
     /// The committed logged shard file of (`object`, `stamp`), if there is one.
     pub fn open(&self, object: ObjectId, stamp: WriteStamp) -> Option<Arc<dyn ShardFile>> {
         self.segments.values().find_map(|s| {

@@ -492,6 +492,9 @@ impl Location for FaultyLocation {
     fn kept_log_record(&self, segment: u64) -> io::Result<Option<(Vec<u8>, u64)>> {
         self.inner.kept_log_record(segment)
     }
+    fn kept_log_writes(&self) -> Vec<(ObjectId, WriteStamp)> {
+        self.inner.kept_log_writes()
+    }
     fn remove_log(&self, segment: u64) -> io::Result<()> {
         self.plan.read_only(self.slot)?;
         self.inner.remove_log(segment)

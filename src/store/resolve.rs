@@ -458,7 +458,7 @@ fn candidates(
 }
 
 /// Reads and checks the header of `file`, which should be write `stamp` of this store.
-fn read_header(
+pub(super) fn read_header(
     file: &dyn ShardFile,
     stamp: WriteStamp,
     store_id: [u8; 16],
