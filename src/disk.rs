@@ -201,6 +201,17 @@ pub(crate) fn commits_in_parallel() -> bool {
     true
 }
 
+/// How many times its objects' bytes a full small-write log segment's records may take for it
+/// to be kept: `usual`, or under a power-loss watch no bound, since a sweep's workload is one
+/// thread's, whose one-object packs are never dense enough, and the sweep must cut the keeping.
+pub(crate) fn kept_log_overhead(usual: u64) -> u64 {
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::power::watching() {
+        return u64::MAX;
+    }
+    usual
+}
+
 /// The length of a small-write log segment: `usual`, or under a power-loss watch 8 KiB, so
 /// that a sweep's copies stay small and its workload fills segments, reuses a filled one's
 /// file and writes over its earlier records.

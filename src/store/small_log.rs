@@ -54,6 +54,14 @@ fn max_record_len() -> usize {
     (segment_len() / 4) as usize
 }
 
+/// A full segment is kept only if its records take at most this many times the bytes of the
+/// objects they hold, about 1.5 for dense packs of 4 + 2; one writer's one-object packs take
+/// six times and more (a 4 KiB object fills one of 4 data chunks, the others hold the table):
+/// such a segment is folded into dense packs instead.
+fn max_kept_overhead() -> u64 {
+    crate::disk::kept_log_overhead(2)
+}
+
 /// At most this many bytes of pack bodies are kept in memory per segment for its fold (a full
 /// segment holds about `k` times its length in bodies: 16 MiB for 4 + 2).
 const MAX_COPIES: usize = 32 << 20;
@@ -84,7 +92,7 @@ struct LogState {
     /// The segment being appended to (the shared lock is held while there is one, or one of
     /// `full`, or a fold).
     segment: Option<Segment>,
-    /// Segments that take no more records, waiting for a fold.
+    /// Segments that take no more records, waiting to be kept (or folded).
     full: Vec<Segment>,
     /// A thread is folding a segment without this state's lock.
     folding: bool,
@@ -122,6 +130,8 @@ struct Segment {
     /// Each slot's index of its shard records (`log_record::kept_entry`s), written at its
     /// end if it is kept.
     index: Vec<Vec<u8>>,
+    /// The bytes of the objects its packs hold (deletes: none).
+    object_bytes: u64,
     /// Each of `writes`' body and table, while they take at most [`MAX_COPIES`] bytes: the
     /// fold copies the entries from these instead of reading every pack back from the log
     /// through every location (that read was half of a fold's time).
@@ -143,6 +153,7 @@ impl Segment {
             disks,
             writes: Vec::new(),
             index: vec![Vec::new(); n],
+            object_bytes: 0,
             copies: Some(Vec::new()),
             copied: 0,
             torn: false,
@@ -307,6 +318,7 @@ impl Store {
             }
         }
         segment.writes.push((object, stamp));
+        segment.object_bytes += table.entries.iter().map(|e| e.len).sum::<u64>();
         segment.keep_copy(body, table);
         state.last_logged = Some(Instant::now());
         Ok(Some(logged.len()))
@@ -465,10 +477,13 @@ impl Store {
     /// them into packs of their own files (FORMAT.md, "Kept segments"): each location's index
     /// of its records is written at the segment's end and made durable, with the commit
     /// records before it. Only a segment with every record and commit record on every
-    /// location, in a store that tags its records; `false` if it is not kept (the caller
-    /// folds it: its fold mark makes any index written void).
+    /// location, dense enough ([`max_kept_overhead`]), in a store that tags its records;
+    /// `false` if it is not kept (the caller folds it: its fold mark makes any index written
+    /// void).
     fn keep_segment(&self, segment: &Segment) -> bool {
-        if segment.torn || !self.file.tagged_log || segment.writes.is_empty() {
+        let written: u64 = segment.ends.iter().sum();
+        let dense = segment.object_bytes.saturating_mul(max_kept_overhead()) >= written;
+        if segment.torn || !self.file.tagged_log || segment.writes.is_empty() || !dense {
             return false;
         }
         let (id, len) = (segment.file.id, segment.file.len);
