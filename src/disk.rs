@@ -213,8 +213,7 @@ pub(crate) fn kept_log_overhead(usual: u64) -> u64 {
 }
 
 /// The length of a small-write log segment: `usual`, or under a power-loss watch 8 KiB, so
-/// that a sweep's copies stay small and its workload fills segments, reuses a filled one's
-/// file and writes over its earlier records.
+/// that a sweep's copies stay small and its workload fills segments and keeps them.
 pub(crate) fn log_segment_len(usual: u64) -> u64 {
     #[cfg(feature = "fault-injection")]
     if crate::fault::power::watching() {

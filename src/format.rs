@@ -35,8 +35,9 @@ const STORE_VERSION_PACKS: u16 = 3;
 /// taking a URL for a local directory.
 const STORE_VERSION_REMOTE: u16 = 4;
 /// [`STORE_VERSION_PACKS`] whose small-write log records carry their segment's tag (FORMAT.md,
-/// "The small-write log"), so that a handle may write a folded segment's file again. Older
-/// builds refuse it: they would take a reused segment's earlier records for its own.
+/// "The small-write log"), so that a handle may write a folded segment's file again (as builds
+/// before kept segments did). Older builds refuse it: they would take a reused segment's
+/// earlier records for its own.
 const STORE_VERSION_PACKS_TAGGED: u16 = 5;
 /// [`STORE_VERSION_REMOTE`] with tagged log records, as [`STORE_VERSION_PACKS_TAGGED`].
 const STORE_VERSION_REMOTE_TAGGED: u16 = 6;
@@ -562,8 +563,9 @@ pub struct StoreFile {
     /// Whether the entries of `locations` are read as location strings that may name remote
     /// locations (version 4 or 6), not only as local paths.
     pub remote: bool,
-    /// Whether the small-write log's records carry their segment's tag, so that a handle
-    /// reuses a folded segment's file (version 5 or 6: what a build that packs creates). A
+    /// Whether the small-write log's records carry their segment's tag (version 5 or 6: what
+    /// a build that packs creates), so that a segment file reused by an earlier build is read
+    /// right, and full segments may be kept (FORMAT.md, "Kept segments"). A
     /// store of version 3 or 4 that packs keeps untagged records, which the older builds
     /// that open it read. Without packs there is no log: read as `true`.
     pub tagged_log: bool,
