@@ -19,8 +19,8 @@ use crate::checksum::ChunkId;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::format::{
-    bucket_from_hex, LocationIdentity, ObjectId, PackTable, ScrubCheckpoint, ScrubHistory, ShardHeader,
-    StoreFile, WriteStamp,
+    bucket_from_hex, log_record, LocationIdentity, ObjectId, PackTable, ScrubCheckpoint, ScrubHistory,
+    ShardHeader, StoreFile, WriteStamp,
 };
 use crate::location::Durability;
 use crate::placement;
@@ -58,6 +58,7 @@ pub fn check_format_decode(bytes: &[u8]) -> Result<(), String> {
             same("pack table", &encoded, &bytes[bytes.len() - encoded.len()..])?;
         }
     }
+    check_log_decode(bytes)?;
     if let Ok(text) = std::str::from_utf8(bytes) {
         if let Some(stamp) = WriteStamp::from_file_name(text) {
             same("shard file name", stamp.file_name().as_bytes(), bytes)?;
@@ -68,6 +69,38 @@ pub fn check_format_decode(bytes: &[u8]) -> Result<(), String> {
         if let Some(bucket) = bucket_from_hex(text) {
             same("bucket name", format!("{bucket:02x}").as_bytes(), bytes)?;
         }
+    }
+    Ok(())
+}
+
+/// The bytes as a small-write log segment, and as a kept segment's index record (its segment
+/// named by its last 8 bytes, as a valid one's are): records end inside the bytes, and an
+/// index that verifies re-encodes to the same bytes.
+fn check_log_decode(bytes: &[u8]) -> Result<(), String> {
+    let segment = match bytes.len().checked_sub(8) {
+        Some(at) => u64::from_le_bytes(bytes[at..].try_into().unwrap_or_default()),
+        None => 0,
+    };
+    let tag = log_record::tag(segment);
+    let (records, end) = log_record::parse(bytes, tag);
+    if end > bytes.len() || records.iter().any(|(_, body)| body.len() > bytes.len()) {
+        return Err(format!(
+            "log records end at {end}, past the {} bytes",
+            bytes.len()
+        ));
+    }
+    // As in a segment as long as can be: entries past its end (or overflowing) are refused.
+    if let Some(index) = log_record::kept_index(bytes, segment, tag, u64::MAX) {
+        let entries: Vec<u8> = index
+            .iter()
+            .flat_map(|&(write, offset, len)| log_record::kept_entry(write, offset, len))
+            .collect();
+        let tail = log_record::kept_tail(segment, tag, &entries);
+        same(
+            "kept index",
+            &tail[..tail.len() - log_record::KEPT_LEN_FIELD],
+            bytes,
+        )?;
     }
     Ok(())
 }
@@ -906,5 +939,36 @@ fn damage(
     let Ok(meta) = fs::metadata(&path) else { return };
     if hurt(&path, meta.len()).is_ok() {
         model.damaged.entry(model.holder(key)).or_default().insert(shard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_index_round_trips_and_every_byte_flipped_in_it_is_rejected_or_round_trips() {
+        let segment = 0x0123_4567_89ab_cdef;
+        let write = (
+            ObjectId([5; 16]),
+            WriteStamp {
+                version: 4,
+                write_id: 6,
+            },
+        );
+        let entries = [
+            log_record::kept_entry(write, 24, 300),
+            log_record::kept_entry(write, 400, 100),
+        ]
+        .concat();
+        let tail = log_record::kept_tail(segment, log_record::tag(segment), &entries);
+        let record = &tail[..tail.len() - log_record::KEPT_LEN_FIELD];
+        assert!(log_record::kept_index(record, segment, log_record::tag(segment), 1000).is_some());
+        assert_eq!(check_format_decode(record), Ok(()));
+        for at in 0..record.len() {
+            let mut flipped = record.to_vec();
+            flipped[at] ^= 0x40;
+            assert_eq!(check_format_decode(&flipped), Ok(()), "byte {at}");
+        }
     }
 }
