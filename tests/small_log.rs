@@ -283,6 +283,36 @@ fn eight_writers_fill_segments_that_are_kept_as_they_are_and_read_until_a_compac
 }
 
 #[test]
+fn one_writer_s_full_segment_of_one_object_packs_is_folded_into_dense_packs_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    within(Duration::from_secs(300), "one writer", move || {
+        let store = fsync_packing_store(&root);
+        let locations = store.locations();
+        let pack_files = || files_ending(&locations[0].join("objects").join("ff"), ".shard").len();
+        // Each put a pack of its own: an 8,000-byte object fills one of four 8 KiB data chunks,
+        // its records take about six times its bytes. Until the first segment is full and
+        // folded (pack files besides the first put's).
+        let mut n = 0u64;
+        while pack_files() <= 1 {
+            store.put(&format!("k{n}"), &data(n, 8000)[..]).unwrap();
+            n += 1;
+            assert!(
+                n < 20_000,
+                "no segment folded: {:?}",
+                kept_segments(&locations[0])
+            );
+        }
+        let (kept, all) = kept_segments(&locations[0]);
+        assert!(kept.is_empty(), "a sparse segment was kept: {kept:?}");
+        assert_eq!(all, 1, "only the segment written to");
+        for i in 0..n {
+            assert_eq!(store.get_bytes(&format!("k{i}")).unwrap(), data(i, 8000), "k{i}");
+        }
+    });
+}
+
+#[test]
 fn a_kept_segment_whose_index_does_not_verify_somewhere_is_read_record_by_record_and_folded() {
     use std::collections::BTreeMap;
     let dir = tempfile::tempdir().unwrap();

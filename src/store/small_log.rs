@@ -477,9 +477,9 @@ impl Store {
     /// them into packs of their own files (FORMAT.md, "Kept segments"): each location's index
     /// of its records is written at the segment's end and made durable, with the commit
     /// records before it. Only a segment with every record and commit record on every
-    /// location, dense enough ([`max_kept_overhead`]), in a store that tags its records;
-    /// `false` if it is not kept (the caller folds it: its fold mark makes any index written
-    /// void).
+    /// location, dense enough ([`max_kept_overhead`]), in a store that tags its records, and
+    /// only once every index reads back right; `false` if it is not kept (the caller folds it:
+    /// its fold mark makes any index written void).
     fn keep_segment(&self, segment: &Segment) -> bool {
         let written: u64 = segment.ends.iter().sum();
         let dense = segment.object_bytes.saturating_mul(max_kept_overhead()) >= written;
@@ -501,7 +501,36 @@ impl Store {
             return false;
         }
         let outcomes = self.append_durably(segment, tails);
-        outcomes.len() == self.slots.len() && outcomes.iter().all(|(_, outcome)| outcome.is_ok())
+        let written =
+            outcomes.len() == self.slots.len() && outcomes.iter().all(|(_, outcome)| outcome.is_ok());
+        written && self.index_reads_back(segment)
+    }
+
+    /// Whether every location's copy of `segment` now ends with an index that verifies, as a
+    /// reader finds it, and whose entries are its writes in order, each at a shard record of
+    /// that write: readers take a kept segment's records from its index alone, so it is read
+    /// back before the segment counts as kept (as a fold reads its new packs back).
+    fn index_reads_back(&self, segment: &Segment) -> bool {
+        let id = segment.file.id;
+        let tag = self.log_tag(id);
+        self.slots.iter().enumerate().all(|(slot, s)| {
+            let index = match s.location.kept_log_record(id) {
+                Ok(Some((record, len))) => log_record::kept_index(&record, id, tag, len),
+                _ => None,
+            };
+            let (Some(index), Ok(bytes)) = (index, s.location.read_log(id)) else {
+                return false;
+            };
+            index.len() == segment.writes.len()
+                && index
+                    .iter()
+                    .zip(&segment.writes)
+                    .all(|(&(write, offset, len), expected)| {
+                        let body = bytes.get(offset as usize..(offset + len) as usize);
+                        write == *expected
+                            && body.and_then(|body| self.record_shard(slot, body)) == Some(write)
+                    })
+        })
     }
 
     /// Folds a segment that takes no more records, then deletes it. One that cannot be folded
