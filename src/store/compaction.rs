@@ -100,7 +100,7 @@ impl Store {
                 newest: index
                     .newest
                     .iter()
-                    .map(|(key, p)| (key.clone(), (p.pack, p.entry.stamp)))
+                    .map(|(key, n)| (key.clone(), (n.pack, n.stamp)))
                     .collect(),
                 entries: index.loaded.values().flat_map(|t| &t.entries).fold(
                     HashMap::new(),
