@@ -332,6 +332,45 @@ fn a_batch_shares_packs_and_every_object_of_it_reads_back() {
     assert_eq!(reopened.get_bytes("batch/7").unwrap(), b"seven");
 }
 
+/// A new handle's first look at the packs reads many of them at once (on threads): each table
+/// must stay with its own pack. Forty packs of two objects each, one of them down to three of
+/// its six files (more lost than parity covers): every other object reads back exactly and is
+/// listed, the damaged pack's objects fail with an error, never another pack's bytes.
+#[test]
+fn a_first_look_at_many_packs_keeps_each_table_with_its_own_pack() {
+    let (dir, store) = packing_store();
+    let batches: Vec<Vec<(String, Vec<u8>)>> = (0..40u64)
+        .map(|b| {
+            let objects: Vec<(String, Vec<u8>)> = (0..2u64)
+                .map(|i| (format!("b{b}/o{i}"), data(2 * b + i, 3000 + 100 * i as usize)))
+                .collect();
+            store
+                .put_many(objects.iter().map(|(k, v)| (k.as_str(), &v[..])))
+                .unwrap();
+            objects
+        })
+        .collect();
+    let damaged = 17;
+    for shard in 0..3 {
+        std::fs::remove_file(store.shard_path(&batches[damaged][0].0, shard).unwrap()).unwrap();
+    }
+    let store = common::reopen(dir.path());
+    for (b, objects) in batches.iter().enumerate() {
+        for (key, bytes) in objects {
+            match store.get_bytes(key) {
+                Ok(read) => {
+                    assert_ne!(b, damaged, "{key} read from a pack down to three files");
+                    assert_eq!(&read, bytes, "{key}");
+                }
+                Err(e) => assert_eq!(b, damaged, "{key}: {e}"),
+            }
+        }
+    }
+    let listed = store.list().unwrap();
+    assert_eq!(listed.len(), 2 * 39, "{listed:?}");
+    assert!(listed.iter().all(|e| !e.key.starts_with(&format!("b{damaged}/"))));
+}
+
 /// Threads putting small objects at once share packs (group commit); whatever the grouping,
 /// every put reads back exactly, from this handle and another.
 #[test]
