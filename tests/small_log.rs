@@ -197,6 +197,12 @@ fn a_long_lived_handle_folds_its_log_once_idle_so_a_compaction_elsewhere_goes_ah
     });
 }
 
+/// The shard files of packs on `location` (packs live in bucket `ff`): those of packs written
+/// to files of their own, not logged.
+fn pack_files(location: &Path) -> usize {
+    files_ending(&location.join("objects").join("ff"), ".shard").len()
+}
+
 /// The log segments on `location` that are kept (their index written at their end), and how
 /// many segments there are in all.
 fn kept_segments(location: &Path) -> (Vec<PathBuf>, usize) {
@@ -232,11 +238,10 @@ fn eight_writers_fill_segments_that_are_kept_as_they_are_and_read_until_a_compac
     // A segment holds about 4,000 such objects: at least one filled up and was kept, not
     // copied into packs of their own files (only the handle's first small write has one).
     let locations = store.locations();
-    let pack_files = || files_ending(&locations[0].join("objects").join("ff"), ".shard").len();
     assert!(
-        pack_files() <= 1,
+        pack_files(&locations[0]) <= 1,
         "a segment was folded: {} pack files",
-        pack_files()
+        pack_files(&locations[0])
     );
     for location in &locations {
         let (kept, all) = kept_segments(location);
@@ -277,7 +282,7 @@ fn eight_writers_fill_segments_that_are_kept_as_they_are_and_read_until_a_compac
     let report = store.scrub(&repair(), &|_| {}).unwrap();
     assert_eq!(report.verdict(), ScrubVerdict::Clean, "{report:?}");
     assert_no_segment(&locations);
-    assert!(pack_files() > 1);
+    assert!(pack_files(&locations[0]) > 1);
     drop(store);
     reopens_folded_and_clean(dir.path(), read_all);
 }
@@ -289,12 +294,11 @@ fn one_writer_s_full_segment_of_one_object_packs_is_folded_into_dense_packs_not_
     within(Duration::from_secs(300), "one writer", move || {
         let store = fsync_packing_store(&root);
         let locations = store.locations();
-        let pack_files = || files_ending(&locations[0].join("objects").join("ff"), ".shard").len();
         // Each put a pack of its own: an 8,000-byte object fills one of four 8 KiB data chunks,
         // its records take about six times its bytes. Until the first segment is full and
         // folded (pack files besides the first put's).
         let mut n = 0u64;
-        while pack_files() <= 1 {
+        while pack_files(&locations[0]) <= 1 {
             store.put(&format!("k{n}"), &data(n, 8000)[..]).unwrap();
             n += 1;
             assert!(

@@ -77,10 +77,9 @@ pub fn check_format_decode(bytes: &[u8]) -> Result<(), String> {
 /// index record (its segment named by its last 8 bytes, as a valid one's are): an index that
 /// verifies re-encodes to the same bytes.
 fn check_log_decode(bytes: &[u8]) -> Result<(), String> {
-    let segment = match bytes.len().checked_sub(8) {
-        Some(at) => u64::from_le_bytes(bytes[at..].try_into().unwrap_or_default()),
-        None => 0,
-    };
+    let segment = bytes
+        .last_chunk::<8>()
+        .map_or(0, |last| u64::from_le_bytes(*last));
     let tag = log_record::tag(segment);
     // Parsed for panics and overflows only: its records are slices of the bytes.
     let _ = log_record::parse(bytes, tag);
